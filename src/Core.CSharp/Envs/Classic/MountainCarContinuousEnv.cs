@@ -1,0 +1,13 @@
+namespace MetaGenRL.Core.Envs;
+
+// PLACEHOLDER: replaced by the real implementation.
+public sealed class MountainCarContinuousEnv : EnvBase
+{
+    public MountainCarContinuousEnv(int seed) : base("MountainCarContinuousEnv", seed, 1) => throw new NotImplementedException("MountainCarContinuousEnv");
+    public override int ObservationSize => 0;
+    public override int ActionSize => 0;
+    public override float[] ActionLow => [];
+    public override float[] ActionHigh => [];
+    protected override float[] ResetCore() => throw new NotImplementedException();
+    protected override (float[] Observation, double Reward, bool Terminated) StepCore(float[] action) => throw new NotImplementedException();
+}

@@ -1,0 +1,73 @@
+namespace MetaGenRL.Core.Envs;
+
+/// <summary>
+/// Shared plumbing for every environment: action validation, the time limit (truncation), the episode
+/// state machine and the seeded generator. Subclasses implement only the dynamics.
+/// </summary>
+public abstract class EnvBase : IEnv
+{
+    int _t;
+    bool _needsReset = true;
+
+    protected EnvBase(string id, int seed, int maxEpisodeSteps)
+    {
+        Id = id;
+        MaxEpisodeSteps = maxEpisodeSteps;
+        Rng = new Random(seed);
+    }
+
+    public string Id { get; }
+    public abstract int ObservationSize { get; }
+    public abstract int ActionSize { get; }
+    public abstract float[] ActionLow { get; }
+    public abstract float[] ActionHigh { get; }
+    public int MaxEpisodeSteps { get; }
+    /// <summary>Steps taken in the current episode.</summary>
+    public int ElapsedSteps => _t;
+
+    /// <summary>The environment's own generator, seeded by the constructor (reset noise, terrain, …).</summary>
+    protected Random Rng { get; }
+
+    public float[] Reset()
+    {
+        _t = 0;
+        _needsReset = false;
+        return ResetCore();
+    }
+
+    public StepResult Step(float[] action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        if (action.Length != ActionSize)
+            throw new ArgumentException($"{Id}: action has length {action.Length}, expected {ActionSize}", nameof(action));
+        for (int i = 0; i < action.Length; i++)
+            if (!float.IsFinite(action[i]))
+                throw new ArgumentException($"{Id}: action[{i}] is {action[i]}, actions must be finite", nameof(action));
+        if (_needsReset)
+            throw new InvalidOperationException($"{Id}: Step called before Reset or after the episode ended; call Reset first");
+        var (obs, reward, terminated) = StepCore(action);
+        _t++;
+        bool truncated = !terminated && _t >= MaxEpisodeSteps;
+        if (terminated || truncated) _needsReset = true;
+        return new StepResult(obs, reward, terminated, truncated);
+    }
+
+    /// <summary>Resets the dynamics and returns the first observation.</summary>
+    protected abstract float[] ResetCore();
+
+    /// <summary>Advances the dynamics by one env step with a validated, finite action of the right length.</summary>
+    protected abstract (float[] Observation, double Reward, bool Terminated) StepCore(float[] action);
+
+    /// <summary>Uniform sample in [lo, hi).</summary>
+    protected double Uniform(double lo, double hi) => lo + (hi - lo) * Rng.NextDouble();
+
+    /// <summary>Standard normal sample (Box–Muller on the env's own generator).</summary>
+    protected double Normal()
+    {
+        double u1 = 1.0 - Rng.NextDouble();
+        double u2 = Rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
+    }
+
+    public virtual void Dispose() => GC.SuppressFinalize(this);
+}

@@ -1,0 +1,4 @@
+module MetaGenRL.Pipeline.Program
+
+[<EntryPoint>]
+let main argv = 0

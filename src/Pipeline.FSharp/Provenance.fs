@@ -1,0 +1,1 @@
+module MetaGenRL.Pipeline.Provenance

@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.Box2DEnvTests
+
+// PLACEHOLDER: replaced by the real tests.

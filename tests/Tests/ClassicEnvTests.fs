@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.ClassicEnvTests
+
+// PLACEHOLDER: replaced by the real tests.

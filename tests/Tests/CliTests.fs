@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.CliTests
+
+// PLACEHOLDER: replaced by the real tests.

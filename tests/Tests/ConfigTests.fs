@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.ConfigTests
+
+// PLACEHOLDER: replaced by the real tests.

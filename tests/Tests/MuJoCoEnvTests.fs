@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.MuJoCoEnvTests
+
+// PLACEHOLDER: replaced by the real tests.

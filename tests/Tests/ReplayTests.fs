@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.ReplayTests
+
+// PLACEHOLDER: replaced by the real tests.

@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.ResultsTests
+
+// PLACEHOLDER: replaced by the real tests.

@@ -1,0 +1,3 @@
+module MetaGenRL.Tests.Td3Tests
+
+// PLACEHOLDER: replaced by the real tests.
