@@ -1,5 +1,29 @@
+// MetaGenRL benchmark harness: `dotnet run -c Release --project bench/MetaGenRL.Bench -- <workload> [--json]`.
+// Each workload yields one JSON object per measurement; without --json they are printed as aligned text.
+using System.Text.Json.Nodes;
+using MetaGenRL.Bench;
 using MetaGenRL.Core;
-using TorchSharp;
+
+var workloads = new Dictionary<string, (string Help, Func<string[], IEnumerable<string>> Run)>
+{
+    ["env-steps"] = ("env-steps/s of every env (--env ID, --seconds S) and, for MuJoCo, the raw mj_step rate", EnvStepsBench.Run),
+    ["td3-update"] = ("ms per TD3 update at paper size and small size (--hidden H --batch B)", Td3UpdateBench.Run),
+};
+
+if (args.Length == 0 || args[0] is "-h" or "--help" || !workloads.ContainsKey(args[0]))
+{
+    if (args.Length > 0 && args[0] is not ("-h" or "--help")) Console.Error.WriteLine($"unknown workload '{args[0]}'");
+    Console.Error.WriteLine("usage: MetaGenRL.Bench <workload> [options] [--json]\nworkloads:");
+    foreach (var (name, w) in workloads) Console.Error.WriteLine($"  {name,-12} {w.Help}");
+    return args.Length == 0 || args[0] is "-h" or "--help" ? 0 : 2;
+}
+
 Native.EnsureLoaded();
-var t = torch.ones(3);
-Console.WriteLine(t.sum().item<float>());
+bool json = args.Contains("--json");
+foreach (var line in workloads[args[0]].Run(args.Skip(1).Where(a => a != "--json").ToArray()))
+{
+    if (json) { Console.WriteLine(line); continue; }
+    var o = JsonNode.Parse(line)!.AsObject();
+    Console.WriteLine(string.Join("  ", o.Select(kv => $"{kv.Key}={kv.Value?.ToJsonString().Trim('"') ?? "null"}")));
+}
+return 0;

@@ -1,4 +1,20 @@
 module MetaGenRL.Pipeline.Program
 
+open System
+open Argu
+
 [<EntryPoint>]
-let main argv = 0
+let main argv =
+    try
+        MetaGenRL.Core.Native.EnsureLoaded()
+        Cli.run argv
+    with
+    | :? ArguParseException as e ->
+        eprintfn "%s" e.Message
+        2
+    | Runs.UsageError msg ->
+        eprintfn "error: %s" msg
+        2
+    | :? ArgumentException as e ->
+        eprintfn "error: %s" e.Message
+        2

@@ -1,3 +1,69 @@
 module MetaGenRL.Tests.CliTests
 
-// PLACEHOLDER: replaced by the real tests.
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+open MetaGenRL.Tests.TestUtil
+
+/// Runs the built CLI as a child process (as a user would) and returns (exit code, stdout, stderr).
+let cli (args: string list) =
+    let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
+    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    psi.ArgumentList.Add exe
+    for a in args do psi.ArgumentList.Add a
+    use p = Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    if not (p.WaitForExit 300_000) then (p.Kill true; failtest "CLI timed out")
+    p.ExitCode, out.Result, err.Result
+
+let expectError (args: string list) (mustContain: string list) =
+    let rc, _, err = cli args
+    Expect.equal rc 2 (sprintf "exit code for %A (stderr: %s)" args err)
+    for s in mustContain do Expect.stringContains err s (sprintf "stderr names '%s'" s)
+
+[<Tests>]
+let tests =
+    testList "CLI" [
+        test "help documents train options" {
+            let rc, out, err = cli [ "train"; "--help" ]
+            Expect.equal rc 0 "exit code"
+            for opt in [ "--algo"; "--env"; "--steps"; "--seed"; "--out"; "--set"; "--device" ] do
+                Expect.stringContains (out + err) opt "help lists the option"
+        }
+        test "unknown env id is named with the valid ids" { expectError [ "train"; "--env"; "Nope-v9" ] [ "Nope-v9"; "HalfCheetah-v2" ] }
+        test "unknown config key is named" { expectError [ "train"; "--set"; "polcy_units=64" ] [ "polcy_units" ] }
+        test "unparsable value names key and value" { expectError [ "train"; "--set"; "policy_units=lots" ] [ "policy_units"; "lots" ] }
+        test "malformed override is named" { expectError [ "train"; "--set"; "policy_units" ] [ "policy_units" ] }
+        test "unknown algorithm is named" { expectError [ "train"; "--algo"; "ppo" ] [ "ppo" ] }
+        test "non-positive steps are rejected" { expectError [ "train"; "--steps"; "0" ] [ "--steps" ] }
+        test "cuda without CUDA is a clear error" { expectError [ "train"; "--device"; "cuda" ] [ "CUDA is not available" ] }
+        test "unknown argument exits non-zero" {
+            let rc, _, _ = cli [ "train"; "--bogus" ]
+            Expect.notEqual rc 0 "exit code"
+        }
+
+        test "tiny train run writes complete Parquet and run.json" {
+            let dir = tempDir "cli-train"
+            try
+                let rc, out, err =
+                    cli [ "train"; "--algo"; "td3"; "--env"; "Pendulum-v1"; "--steps"; "450"; "--seed"; "3"; "--out"; dir
+                          "--set"; "policy_units=16"; "--set"; "critic_units=16"; "--set"; "buffer_sample_size=4"
+                          "--set"; "policy_random_exploration_steps=200"; "--loss-log-every"; "10" ]
+                Expect.equal rc 0 (sprintf "exit code; stdout %s stderr %s" out err)
+                let rows = MetaGenRL.Pipeline.Results.readParquet (Path.Combine(dir, "metrics.parquet"))
+                let returns = rows |> List.filter (fun r -> r.metric = "episode_return")
+                Expect.equal returns.Length 2 "two 200-step Pendulum episodes in 450 steps"
+                Expect.isTrue (rows |> List.exists (fun r -> r.metric = "critic_loss")) "losses logged"
+                Expect.isTrue (rows |> List.forall (fun r -> r.seed = 3 && r.env = "Pendulum-v1" && r.phase = "train")) "row keys"
+                Expect.isTrue (MetaGenRL.Pipeline.Runs.isComplete dir) "run.json complete"
+                let cfg = Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "run.json"))).RootElement.GetProperty("config")
+                Expect.equal (cfg.GetProperty("policy_units").GetInt32()) 16 "override recorded in the resolved config"
+                // A completed run is not overwritten by accident.
+                let rc2, _, err2 = cli [ "train"; "--env"; "Pendulum-v1"; "--steps"; "10"; "--out"; dir ]
+                Expect.equal rc2 2 "refuses to overwrite"
+                Expect.stringContains err2 "--force" "suggests --force"
+            finally Directory.Delete(dir, true)
+        }
+    ]

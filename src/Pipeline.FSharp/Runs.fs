@@ -1,0 +1,123 @@
+/// Single runs shared by the CLI and the experiment scripts: resolve, validate, train, write results.
+module MetaGenRL.Pipeline.Runs
+
+open System
+open System.IO
+open System.Threading
+open MetaGenRL.Core
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Envs
+open MetaGenRL.Core.Training
+
+/// A user-facing error: printed as "error: <message>" with a non-zero exit, no stack trace.
+exception UsageError of string
+
+let usageError fmt = Printf.kprintf (fun s -> raise (UsageError s)) fmt
+
+/// The algorithms `train` runs.
+let algorithms = [ "td3" ]
+
+/// Splits "key=value"; the message names the malformed override.
+let parseOverride (s: string) =
+    match s.IndexOf '=' with
+    | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
+    | _ -> usageError "--set '%s': expected key=value (keys: see ./metagenrl train --help or results/README.md)" s
+
+/// Applies `key=value` overrides to the paper's defaults; unknown keys and bad values name themselves.
+let resolveConfig (overrides: string list) : RunConfig =
+    overrides
+    |> List.map parseOverride
+    |> List.fold (fun (cfg: RunConfig) (k, v) ->
+        try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v e.Message)))
+        RunConfig.Default
+
+/// Everything `./metagenrl train` needs.
+type TrainRequest =
+    { Algo: string
+      Env: string
+      Steps: int64
+      Seed: int
+      Out: string option
+      Overrides: string list
+      Device: string
+      LossLogEvery: int
+      Experiment: string
+      Force: bool }
+
+    static member Default =
+        { Algo = "td3"; Env = "Pendulum-v1"; Steps = 15_000L; Seed = 0; Out = None; Overrides = []
+          Device = "cpu"; LossLogEvery = 100; Experiment = "train"; Force = false }
+
+/// Where a request writes when --out is not given.
+let defaultOut (r: TrainRequest) =
+    Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" r.Algo r.Env r.Seed)
+
+/// Checks a request before anything is created; every message names the offending field and value.
+let validate (r: TrainRequest) =
+    if not (List.contains r.Algo algorithms) then
+        usageError "--algo '%s': unknown algorithm; valid: %s" r.Algo (String.Join(", ", algorithms))
+    (try EnvRegistry.Validate r.Env with :? ArgumentException as e -> raise (UsageError("--env: " + e.Message)))
+    if r.Steps <= 0L then usageError "--steps %d: must be positive" r.Steps
+    if r.LossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" r.LossLogEvery
+    (try MetaGenRL.Core.Torch.Devices.Resolve r.Device |> ignore
+     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+
+/// True when `dir` holds a run whose run.json says it completed.
+let isComplete (dir: string) =
+    let p = Path.Combine(dir, "run.json")
+    File.Exists p
+    && (try
+            use doc = Text.Json.JsonDocument.Parse(File.ReadAllText p)
+            doc.RootElement.GetProperty("status").GetString() = "complete"
+        with _ -> false)
+
+/// Trains one agent with a fixed algorithm and writes `<out>/metrics.parquet` and `<out>/run.json`.
+/// Returns the exit code: 0 complete, 130 interrupted (Ctrl-C; what was collected is kept).
+let train (r: TrainRequest) (command: string) : int =
+    validate r
+    let cfg = resolveConfig r.Overrides
+    let out = r.Out |> Option.defaultWith (fun () -> defaultOut r)
+    if isComplete out && not r.Force then
+        usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
+    (try Directory.CreateDirectory out |> ignore
+     with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message)
+    let runId = sprintf "%s-%s-s%d-%s" r.Algo r.Env r.Seed (DateTime.UtcNow.ToString "yyyyMMddTHHmmss")
+    let key : Results.RunKey =
+        { RunId = runId; Experiment = r.Experiment; Variant = r.Algo; Phase = "train"; Env = r.Env; Seed = r.Seed }
+    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
+    writer.Flush "running"
+
+    use cts = new CancellationTokenSource()
+    let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; cts.Cancel())
+    Console.CancelKeyPress.AddHandler onCancel
+    // Periodic flushes keep at most a minute of rows at risk if the process is killed.
+    use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
+    let mutable lastReturn = nan
+    let mutable episodes = 0
+    let onMetric =
+        Action<Metric>(fun m ->
+            writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
+            if m.Name = "episode_return" then
+                lastReturn <- m.Value
+                episodes <- episodes + 1)
+    let status () = if episodes = 0 then "" else sprintf "episode %d return %.1f" episodes lastReturn
+    let title = sprintf "%s %s seed %d" r.Algo r.Env r.Seed
+    try
+        try
+            let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
+            let summary =
+                Progress.run title r.Steps status (fun progress -> Td3Trainer.Train(cfg, opts, onMetric, progress, cts.Token))
+            let finalStatus = if cts.IsCancellationRequested then "interrupted" else "complete"
+            writer.Flush finalStatus
+            printfn "%s: %d env steps, %d episodes, %.1f s (%.0f steps/s), last episode return %s"
+                finalStatus summary.EnvSteps summary.Episodes summary.WallSeconds
+                (float summary.EnvSteps / max summary.WallSeconds 1e-9)
+                (if summary.LastEpisodeReturn.HasValue then sprintf "%.2f" summary.LastEpisodeReturn.Value else "n/a")
+            printfn "results: %s" writer.ParquetPath
+            printfn "provenance: %s" writer.RunJsonPath
+            if finalStatus = "complete" then 0 else 130
+        with e ->
+            (try writer.Flush "failed" with _ -> ())
+            reraise ()
+    finally
+        Console.CancelKeyPress.RemoveHandler onCancel
