@@ -22,7 +22,7 @@ let landingController (o: float32[]) =
     if o.[6] > 0.5f || o.[7] > 0.5f then [| -1f; 0f |]
     else
         let tilt = clamp -0.4 0.4 (0.5 * x + 1.0 * vx)
-        let turn = 8.0 * (tilt - th) - 6.0 * om              // the right-hand side engine (a1 > 0) turns clockwise
+        let turn = 8.0 * (tilt - th) - 6.0 * om              // a1 > 0 fires the left nozzle: pushes right, turns clockwise
         let sink = -(0.03 + 0.3 * max 0.0 y)
         [| float32 (clamp -1.0 1.0 (15.0 * (sink - vy))); float32 (clamp -1.0 1.0 -turn) |]
 
@@ -178,6 +178,17 @@ let tests =
             Expect.isGreaterThan landed 200.0 "controller mean return"
             Expect.isLessThan random 0.0 "random mean return"
             Expect.isGreaterThan (landed - random) 200.0 "gap"
+
+        testCase "coming to rest on both legs: the hull falls asleep and the episode ends with +100" <| fun () ->
+            use env = freshEnv 7
+            let mutable last = env.Step [| 0f; 0f |]
+            while not last.Done do last <- env.Step(landingController last.Observation)
+            Expect.isTrue last.Terminated "terminated"
+            Expect.equal last.Reward 100.0 "landing bonus"
+            Expect.isFalse env.LanderAwake "asleep"
+            Expect.isFalse env.GameOver "the hull never touched"
+            Expect.equal (last.Observation.[6], last.Observation.[7]) (1f, 1f) "both legs down"
+            Expect.isTrue (float last.Observation.[0] * 10.0 + 10.0 > env.HelipadX1 && float last.Observation.[0] * 10.0 + 10.0 < env.HelipadX2) "between the flags"
 
         testCase "invalid actions name the env; Step before Reset throws" <| fun () ->
             use env = new LunarLanderContinuousEnv(0)

@@ -30,7 +30,8 @@ internal static unsafe partial class Box2DNative
     [LibraryImport(Lib, EntryPoint = "mgb2_body_create")]
     internal static partial int BodyCreate(IntPtr world, int dynamic, float x, float y, float angle);
 
-    /// <param name="xy">[2n] vertices x0, y0, x1, y1, … in body coordinates (3 ≤ n ≤ 8, counter-clockwise or not: Box2D takes the hull).</param>
+    /// <summary>Convex polygon fixture from <c>xy</c> = [2n] vertices x0, y0, x1, y1, … in body coordinates
+    /// (3 ≤ n ≤ 8; Box2D takes their convex hull, so the winding does not matter).</summary>
     [LibraryImport(Lib, EntryPoint = "mgb2_fixture_polygon")]
     internal static partial int FixturePolygon(IntPtr world, int body, float* xy, int n, float density, float friction,
         float restitution, ushort category, ushort mask);
