@@ -23,3 +23,12 @@ let tempDir (prefix: string) =
     let p = Path.Combine(Path.GetTempPath(), sprintf "%s-%s" prefix (Guid.NewGuid().ToString("N").Substring(0, 8)))
     Directory.CreateDirectory p |> ignore
     p
+
+/// Runs f and requires an exception of type 'E whose message contains text.
+let throwsContaining<'E when 'E :> exn> (text: string) (what: string) (f: unit -> unit) =
+    let ok =
+        try f (); None
+        with
+        | :? 'E as e when e.Message.Contains text -> Some e
+        | e -> failtestf "%s: expected %s containing '%s', got %s: %s" what typeof<'E>.Name text (e.GetType().Name) e.Message
+    if ok.IsNone then failtestf "%s: expected %s containing '%s', nothing was thrown" what typeof<'E>.Name text

@@ -1,13 +1,59 @@
 namespace MetaGenRL.Core.Envs;
 
-// PLACEHOLDER: replaced by the real implementation.
+/// <summary>
+/// MountainCarContinuous-v0: an under-powered car in a valley (height ∝ sin 3x) must rock back and forth to
+/// reach the flag at x = 0.45. Reaching it with non-negative velocity terminates with +100; every step costs
+/// 0.1·a² on the <i>raw</i> action, while the force itself uses the clipped one. Truncated at 999 steps.
+/// </summary>
 public sealed class MountainCarContinuousEnv : EnvBase
 {
-    public MountainCarContinuousEnv(int seed) : base("MountainCarContinuousEnv", seed, 1) => throw new NotImplementedException("MountainCarContinuousEnv");
-    public override int ObservationSize => 0;
-    public override int ActionSize => 0;
-    public override float[] ActionLow => [];
-    public override float[] ActionHigh => [];
-    protected override float[] ResetCore() => throw new NotImplementedException();
-    protected override (float[] Observation, double Reward, bool Terminated) StepCore(float[] action) => throw new NotImplementedException();
+    public const double MinPosition = -1.2, MaxPosition = 0.6, MaxSpeed = 0.07, GoalPosition = 0.45,
+        GoalVelocity = 0.0, Power = 0.0015;
+
+    static readonly float[] Low = [-1f], High = [1f];
+
+    double _position, _velocity;
+
+    public MountainCarContinuousEnv(int seed) : base("MountainCarContinuous-v0", seed, maxEpisodeSteps: 999) { }
+
+    public override int ObservationSize => 2;
+    public override int ActionSize => 1;
+    public override float[] ActionLow => (float[])Low.Clone();
+    public override float[] ActionHigh => (float[])High.Clone();
+
+    public double Position => _position;
+    public double Velocity => _velocity;
+
+    /// <summary>Overwrites the state (tests, diagnostics); call after <see cref="EnvBase.Reset"/>. Returns the observation.</summary>
+    public float[] SetState(double position, double velocity)
+    {
+        _position = position;
+        _velocity = velocity;
+        return Observe();
+    }
+
+    protected override float[] ResetCore()
+    {
+        _position = Uniform(-0.6, -0.4);
+        _velocity = 0.0;
+        return Observe();
+    }
+
+    protected override (float[] Observation, double Reward, bool Terminated) StepCore(float[] action)
+    {
+        double raw = action[0];
+        double force = Math.Clamp(raw, -1.0, 1.0);
+
+        _velocity += force * Power - 0.0025 * Math.Cos(3.0 * _position);
+        _velocity = Math.Clamp(_velocity, -MaxSpeed, MaxSpeed);
+        _position = Math.Clamp(_position + _velocity, MinPosition, MaxPosition);
+        // The left wall is inelastic: the car stops dead instead of bouncing.
+        if (_position == MinPosition && _velocity < 0) _velocity = 0.0;
+
+        bool terminated = _position >= GoalPosition && _velocity >= GoalVelocity;
+        double reward = (terminated ? 100.0 : 0.0) - 0.1 * raw * raw;
+        return (Observe(), reward, terminated);
+    }
+
+    float[] Observe() => [(float)_position, (float)_velocity];
 }
