@@ -138,7 +138,8 @@ int mgr_step_n(const mjModel* m, mjData* d, int n) {
   tl_error[0] = 0;
   tl_warning[0] = 0;
   clear_bad_state(d);
-  GUARDED(for (int i = 0; i < n; i++) mj_step(m, d));
+  // Stop at the first blow-up: MuJoCo has already reset the state, so further steps would only hide it.
+  GUARDED(for (int i = 0; i < n && !bad_state_count(d); i++) mj_step(m, d));
   int bad = bad_state_count(d);
   if (!all_finite(d->qpos, m->nq) || !all_finite(d->qvel, m->nv)) bad++;
   return bad;

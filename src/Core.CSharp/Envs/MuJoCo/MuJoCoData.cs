@@ -92,8 +92,8 @@ public sealed unsafe class MuJoCoData : IDisposable
         _faulted = true;
         if (rc < 0) throw new MuJoCoException($"{Owner}: MuJoCo error in mj_step: {MjNative.LastErrorText()}");
         string detail = MjNative.LastWarningText();
-        throw new MuJoCoException($"{Owner}: the simulation became numerically unstable (NaN, Inf or huge values) at t = {Time:F4}"
-                                  + (detail.Length > 0 ? $"; MuJoCo: {detail}" : "") + "; reset the environment");
+        throw new MuJoCoException($"{Owner}: the simulation became numerically unstable (NaN, Inf or huge values)"
+                                  + (detail.Length > 0 ? $"; MuJoCo: {detail}" : "") + " Reset the environment to continue.");
     }
 
     void Check(int rc, string what)

@@ -57,6 +57,11 @@ public abstract unsafe class MuJoCoEnv : EnvBase
     /// <summary>[nv] a copy of the current joint velocities.</summary>
     public double[] Qvel => Sim.GetQvel();
 
+    /// <summary>[3] a body frame's world origin as the last step or forward pass left it (gym's <c>get_body_com</c>).</summary>
+    public double[] BodyPosition(string body) => new ReadOnlySpan<double>(Sim.Xpos + 3 * Model.BodyId(body), 3).ToArray();
+    /// <summary>[3] a site's world position as the last step or forward pass left it.</summary>
+    public double[] SitePosition(string site) => new ReadOnlySpan<double>(Sim.SiteXpos + 3 * Model.SiteId(site), 3).ToArray();
+
     /// <summary>Sets the joint state and runs mj_forward, like gym's <c>set_state</c>; the episode clock is unchanged.</summary>
     public void SetState(double[] qpos, double[] qvel) => Sim.SetState(qpos, qvel);
 
