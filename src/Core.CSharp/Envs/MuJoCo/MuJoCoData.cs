@@ -61,7 +61,7 @@ public sealed unsafe class MuJoCoData : IDisposable
     {
         if (qpos.Length != Model.Nq || qvel.Length != Model.Nv)
             throw new ArgumentException($"{Owner}: state needs qpos[{Model.Nq}] and qvel[{Model.Nv}], got [{qpos.Length}] and [{qvel.Length}]");
-        _ = Handle;
+        _ = Handle; // throws if disposed, before anything is written through the raw pointers
         qpos.CopyTo(new Span<double>(Qpos, Model.Nq));
         qvel.CopyTo(new Span<double>(Qvel, Model.Nv));
         Check(MjNative.Forward(Model.Handle, _d), "mj_forward");

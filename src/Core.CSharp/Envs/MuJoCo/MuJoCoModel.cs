@@ -12,6 +12,8 @@ public sealed class MuJoCoException(string message) : Exception(message);
 public sealed unsafe class MuJoCoModel : IDisposable
 {
     static readonly ConcurrentDictionary<string, Lazy<MuJoCoModel>> SharedModels = new();
+    // MuJoCo 2.2.2's XML compiler swaps the process-wide error handler while it runs, so compile one model at a time.
+    static readonly object LoadGate = new();
 
     IntPtr _m;
     readonly bool _shared;
@@ -77,7 +79,9 @@ public sealed unsafe class MuJoCoModel : IDisposable
         Native.EnsureLoaded();
         const int errSize = 1000;
         byte* err = stackalloc byte[errSize];
-        int rc = MjNative.LoadXml(xmlPath, out var m, err, errSize);
+        int rc;
+        IntPtr m;
+        lock (LoadGate) rc = MjNative.LoadXml(xmlPath, out m, err, errSize);
         if (rc != 0 || m == IntPtr.Zero)
         {
             string msg = new string((sbyte*)err);
