@@ -46,8 +46,7 @@ type CliArgs =
             | Config -> "list every config key with its default (use with --set key=value)."
             | Version -> "print the version and the package versions."
 
-let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl", errorHandler = ProcessExiter(fun code ->
-    match code with ErrorCode.HelpText -> Some ConsoleColor.Gray | _ -> Some ConsoleColor.Red))
+let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl")
 
 let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
     let d = Runs.TrainRequest.Default

@@ -9,6 +9,9 @@ let main argv =
         MetaGenRL.Core.Native.EnsureLoaded()
         Cli.run argv
     with
+    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
+        printfn "%s" e.Message
+        0
     | :? ArguParseException as e ->
         eprintfn "%s" e.Message
         2
