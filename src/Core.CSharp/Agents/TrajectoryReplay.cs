@@ -140,6 +140,10 @@ public sealed class TrajectoryReplay
         if (terminated || truncated) EndEpisode();
     }
 
+    /// <summary>Array overload of <see cref="Add(ReadOnlySpan{float}, ReadOnlySpan{float}, double, ReadOnlySpan{float}, bool, bool, bool)"/> (for F# callers).</summary>
+    public void Add(float[] obs, float[] act, double reward, float[] nextObs, bool terminated, bool truncated, bool done) =>
+        Add(obs.AsSpan(), act.AsSpan(), reward, nextObs.AsSpan(), terminated, truncated, done);
+
     /// <summary>Marks the running episode as finished (as <see cref="Add"/> does on terminated/truncated).
     /// An empty episode, or one whose start was already overwritten, is dropped.</summary>
     public void EndEpisode()
