@@ -221,4 +221,13 @@ let tests =
             let s2 = Td3Trainer.Train(cfg, env2, TrainOptions("PointMass-v0", 400L, 9), Action<Metric>(ignore), null, cts.Token)
             Expect.equal s2.EnvSteps 0L "a cancelled run stops at once"
         }
+        test "trainer: one update iteration per collected step, policy on every 2nd" {
+            let cfg = withKeys tinyConfig [ "policy_random_exploration_steps", "100" ]
+            let metrics = ResizeArray<Metric>()
+            use env = new PointMassEnv(4, 40)
+            Td3Trainer.Train(cfg, env, TrainOptions("PointMass-v0", 400L, 1, LossLogEvery = 1), Action<Metric>(metrics.Add)) |> ignore
+            let count n = metrics |> Seq.filter (fun m -> m.Name = n) |> Seq.length
+            Expect.equal (count "critic_loss") 400 "a critic step per env step"
+            Expect.isTrue (count "policy_loss" >= 200 && count "policy_loss" <= 215) (sprintf "about half as many policy steps (%d)" (count "policy_loss"))
+        }
     ]

@@ -175,6 +175,7 @@ public sealed class Td3Agent : IDisposable
     /// <summary>y = r + γ(1−d)·min(q1t, q2t) (+ d when <paramref name="plusD"/>, the official code's quirk). All [N].</summary>
     public static Tensor TdTarget(Tensor r, Tensor d, Tensor q1t, Tensor q2t, double gamma, bool plusD)
     {
+        SameVector("TD target", r, d, q1t, q2t);
         var y = r.add(d.neg().add(1.0).mul(gamma).mul(torch.minimum(q1t, q2t)));
         return plusD ? y.add(d) : y;
     }
@@ -183,8 +184,21 @@ public sealed class Td3Agent : IDisposable
     public static Tensor MaskedMean(Tensor x, Tensor mask) => x.mul(mask).sum().div(x.numel());
 
     /// <summary>Critic loss: masked mean of (q1−y)² plus masked mean of (q2−y)². [N] each → 0-d.</summary>
-    public static Tensor CriticLoss(Tensor q1, Tensor q2, Tensor y, Tensor mask) =>
-        MaskedMean(q1.sub(y).square(), mask).add(MaskedMean(q2.sub(y).square(), mask));
+    public static Tensor CriticLoss(Tensor q1, Tensor q2, Tensor y, Tensor mask)
+    {
+        SameVector("critic loss", q1, q2, y, mask);
+        return MaskedMean(q1.sub(y).square(), mask).add(MaskedMean(q2.sub(y).square(), mask));
+    }
+
+    /// <summary>Asserts that every tensor is a vector [N] of the same N.</summary>
+    static void SameVector(string what, params Tensor[] xs)
+    {
+        long n = xs[0].shape.Length == 1 ? xs[0].shape[0] : -1;
+        foreach (var x in xs)
+            if (x.shape.Length != 1 || x.shape[0] != n)
+                throw new ArgumentException($"{what}: expected vectors [N] of one length, got shapes " +
+                    string.Join(", ", xs.Select(t => "[" + string.Join(", ", t.shape) + "]")));
+    }
 
     // ── CRITIC UPDATE ──
 
