@@ -1,3 +1,108 @@
 module MetaGenRL.Tests.ConfigTests
 
-// PLACEHOLDER: replaced by the real tests.
+open System
+open Expecto
+open MetaGenRL.Core.Config
+
+/// Every key of the official ray_configs.base(), plus this port's own switches.
+let officialKeys =
+    [ "env_name"; "max_episode_length"; "steps"; "clip_gradient"; "recurrent_time_steps"; "agent_count"
+      "critic_depth"; "critic_units"; "critic_activation"; "critic_layernorm"; "critic_learning_rate"
+      "critic_noise"; "critic_noise_clip"; "target_network_update_speed"; "discount_factor"; "gae_factor"
+      "buffer_sample_size"; "buffer_size"; "policy_depth"; "policy_units"; "policy_activation"; "policy_layernorm"
+      "policy_learning_rate"; "policy_lr_annealing_base"; "policy_update_delay"; "policy_update_start"
+      "policy_clip"; "policy_exploration"; "policy_reset_prob"; "policy_random_exploration_steps"
+      "critic_is_recurrent"; "policy_is_recurrent"; "obj_func_enabled"; "obj_func_type"; "obj_func_depth"
+      "obj_func_units"; "obj_func_lstm_units"; "obj_func_input_transform_depth"; "obj_func_input_transform_units"
+      "obj_func_input_transform_out_units"; "obj_func_input_transform_layernorm"; "obj_func_activation"
+      "obj_func_layernorm"; "obj_func_learning_rate"; "obj_func_error_scale"; "obj_func_error_func"
+      "obj_func_second_order_adam"; "obj_func_second_order_stepsize"; "obj_func_second_order_steps"
+      "obj_func_update_delay"; "obj_func_anneal_steps"; "timesteps_total"; "paper_quirks" ]
+
+let throwsWith (f: unit -> obj) (parts: string list) what =
+    let ex = Expect.throwsC (fun () -> f () |> ignore) id
+    match ex with
+    | :? ArgumentException -> ()
+    | e -> failtestf "%s: expected ArgumentException, got %s" what (e.GetType().Name)
+    for p in parts do
+        Expect.stringContains ex.Message p (sprintf "%s: message names '%s'" what p)
+
+[<Tests>]
+let tests =
+    testList "Config" [
+        test "defaults are the official base() values" {
+            let c = RunConfig.Default
+            Expect.sequenceEqual c.EnvName [ "LunarLanderContinuous-v2" ] "env_name"
+            Expect.isNone (Option.ofNullable c.MaxEpisodeLength) "max_episode_length"
+            Expect.equal c.Steps 10 "steps"
+            Expect.equal c.ClipGradient 1.0 "clip_gradient"
+            Expect.equal c.RecurrentTimeSteps 20 "recurrent_time_steps"
+            Expect.equal c.AgentCount 8 "agent_count"
+            Expect.equal (c.CriticDepth, c.CriticUnits) (3, 350) "critic size"
+            Expect.equal (c.PolicyDepth, c.PolicyUnits) (3, 350) "policy size"
+            Expect.equal (c.CriticNoise, c.CriticNoiseClip) (0.2, 0.5) "critic noise"
+            Expect.equal c.TargetNetworkUpdateSpeed 0.005 "tau"
+            Expect.equal c.DiscountFactor 0.99 "gamma"
+            Expect.equal c.GaeFactor 0.97 "gae"
+            Expect.equal c.BufferSampleSize 100 "buffer_sample_size"
+            Expect.equal c.BufferSize 1000000 "buffer_size"
+            Expect.equal c.PolicyUpdateDelay 2 "policy_update_delay"
+            Expect.equal c.PolicyExploration 0.1 "policy_exploration"
+            Expect.equal c.PolicyRandomExplorationSteps 10000L "random steps"
+            Expect.equal c.ObjFuncType "learned-reinforce" "obj_func_type"
+            Expect.sequenceEqual c.ObjFuncActivation [ "relu"; "square" ] "obj_func_activation"
+            Expect.equal c.ObjFuncSecondOrderStepsize 1e-3 "inner step"
+            Expect.equal c.ObjFuncAnnealSteps 10000L "anneal"
+            Expect.isTrue c.PaperQuirks "paper_quirks"
+            Expect.isTrue c.CriticLayernorm "critic_layernorm"
+            Expect.isFalse c.ObjFuncInputTransformLayernorm "input transform LN"
+            Expect.equal (RunConfig.Default.Get "policy_update_delay") (box 2) "Get by official name"
+        }
+        test "Keys holds every official name" {
+            for k in officialKeys do Expect.contains RunConfig.Keys k (sprintf "key %s" k)
+            Expect.equal (RunConfig.Keys |> Seq.distinct |> Seq.length) RunConfig.Keys.Count "no duplicates"
+        }
+        test "With parses by type and returns a copy" {
+            let c = RunConfig.Default
+            let c2 = c.With("policy_update_delay", "3").With("discount_factor", "0.95").With("paper_quirks", "false")
+                      .With("env_name", "[Hopper-v2, 'HalfCheetah-v2']").With("max_episode_length", "200")
+                      .With("policy_random_exploration_steps", "1e3").With("obj_func_type", "reinforce")
+            Expect.equal c2.PolicyUpdateDelay 3 "int"
+            Expect.equal c2.DiscountFactor 0.95 "double"
+            Expect.isFalse c2.PaperQuirks "bool"
+            Expect.sequenceEqual c2.EnvName [ "Hopper-v2"; "HalfCheetah-v2" ] "list"
+            Expect.equal (c2.MaxEpisodeLength.GetValueOrDefault()) 200 "nullable int"
+            Expect.equal c2.PolicyRandomExplorationSteps 1000L "long from 1e3"
+            Expect.isNone (Option.ofNullable (c2.With("max_episode_length", "None").MaxEpisodeLength)) "None"
+            Expect.equal c.PolicyUpdateDelay 2 "original unchanged"
+            Expect.notEqual c c2 "copies differ"
+            Expect.equal (c.With("steps", "10")) c "same values compare equal"
+        }
+        test "With rejects unknown keys, bad values and out-of-range values, naming the key" {
+            let c = RunConfig.Default
+            throwsWith (fun () -> box (c.With("policy_update_dlay", "2"))) [ "policy_update_dlay"; "policy_update_delay" ] "typo"
+            throwsWith (fun () -> box (c.With("nonsense", "2"))) [ "nonsense" ] "unknown"
+            throwsWith (fun () -> box (c.With("critic_units", "abc"))) [ "critic_units"; "abc"; "integer" ] "unparsable int"
+            throwsWith (fun () -> box (c.With("paper_quirks", "maybe"))) [ "paper_quirks"; "maybe"; "boolean" ] "unparsable bool"
+            throwsWith (fun () -> box (c.With("discount_factor", "1.5"))) [ "discount_factor" ] "gamma > 1"
+            throwsWith (fun () -> box (c.With("buffer_size", "-5"))) [ "buffer_size" ] "negative size"
+            throwsWith (fun () -> box (c.With("critic_noise", "-0.1"))) [ "critic_noise" ] "negative noise"
+            throwsWith (fun () -> box (c.With("obj_func_update_delay", "0"))) [ "obj_func_update_delay" ] "delay 0"
+            throwsWith (fun () -> box (c.With("critic_activation", "gelu"))) [ "critic_activation" ] "activation"
+            Expect.equal (c.With("obj_func_update_delay", "-1").ObjFuncUpdateDelay) -1 "−1 = frozen is allowed"
+        }
+        test "JSON round-trips with official names" {
+            let c = RunConfig.Default.With("env_name", "Hopper-v2,Ant-v2").With("critic_units", "64")
+                     .With("max_episode_length", "100").With("paper_quirks", "false").With("target_network_update_speed", "0.01")
+            let json = c.ToJson()
+            Expect.stringContains json "\"policy_update_delay\": 2" "official key names"
+            Expect.stringContains json "\"max_episode_length\": 100" "nullable value"
+            let back = RunConfig.FromJson json
+            Expect.equal back c "round trip"
+            Expect.equal (back.ToJson()) json "stable text"
+            Expect.isNone (Option.ofNullable (RunConfig.FromJson(RunConfig.Default.ToJson()).MaxEpisodeLength)) "null round-trips"
+            throwsWith (fun () -> box (RunConfig.FromJson """{"critic_unitz": 3}""")) [ "critic_unitz"; "critic_units" ] "unknown JSON key"
+            throwsWith (fun () -> box (RunConfig.FromJson """{"critic_units": "x"}""")) [ "critic_units" ] "bad JSON value"
+            Expect.equal (RunConfig.FromJson """{"critic_units": 64}""").CriticUnits 64 "partial JSON keeps defaults"
+        }
+    ]

@@ -1,0 +1,29 @@
+namespace MetaGenRL.Core.Agents;
+
+/// <summary>
+/// Derives independent seeds for an agent's random streams from its one run seed (SplitMix64 finaliser over
+/// (seed, stream)), so the same seed always gives the same init, noise, exploration, replay draws and env.
+/// </summary>
+public static class Seeds
+{
+    /// <summary>Network initialisation (torch.Generator, CPU).</summary>
+    public const int InitStream = 1;
+    /// <summary>Target-policy smoothing noise (torch.Generator on the agent's device).</summary>
+    public const int NoiseStream = 2;
+    /// <summary>Exploration actions and replay sampling (System.Random).</summary>
+    public const int ExploreStream = 3;
+    /// <summary>The environment's own seed.</summary>
+    public const int EnvStream = 4;
+
+    /// <summary>A 64-bit seed for <paramref name="stream"/> of run seed <paramref name="seed"/>.</summary>
+    public static ulong Derive(long seed, int stream)
+    {
+        ulong z = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)stream * 0xD1B54A32D192ED03UL + 0x632BE59BD9B4E019UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return z ^ (z >> 31);
+    }
+
+    /// <summary>A non-negative 31-bit seed (for System.Random and env constructors).</summary>
+    public static int DeriveInt(long seed, int stream) => (int)(Derive(seed, stream) & 0x7FFF_FFFF);
+}
