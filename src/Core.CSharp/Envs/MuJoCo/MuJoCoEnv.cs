@@ -43,6 +43,11 @@ public abstract unsafe class MuJoCoEnv : EnvBase
     /// <summary>Simulated seconds per env step: timestep × frame skip.</summary>
     public double Dt { get; }
 
+    /// <summary>mj_step calls this env has made.</summary>
+    public long PhysicsSteps => Sim.PhysicsSteps;
+    /// <summary>Seconds this env has spent inside mj_step (the rest of its time is the wrapper's).</summary>
+    public double PhysicsSeconds => Sim.PhysicsTicks / (double)System.Diagnostics.Stopwatch.Frequency;
+
     public int Nq => Model.Nq;
     public int Nv => Model.Nv;
     public int Nu => Model.Nu;
