@@ -1,0 +1,67 @@
+using Akka.Actor;
+using Akka.Configuration;
+using MetaGenRL.Core.Meta;
+using MetaGenRL.Core.Training;
+
+namespace MetaGenRL.Actors;
+
+/// <summary>
+/// Runs a MetaGenRL population (agents + ObjectiveServer + coordinator + metric sink) in its own ActorSystem and
+/// shuts the system down before returning (members are disposed on their own threads).
+/// </summary>
+public static class Population
+{
+    /// <summary>The dispatcher every agent actor runs on: one dedicated OS thread per agent.</summary>
+    public const string AgentDispatcher = "metagenrl-agent-dispatcher";
+
+    static readonly Config SystemConfig = ConfigurationFactory.ParseString($$"""
+        akka {
+          loglevel = WARNING
+          stdout-loglevel = WARNING
+          log-dead-letters = off
+          log-dead-letters-during-shutdown = off
+          log-config-on-start = off
+        }
+        {{AgentDispatcher}} {
+          type = PinnedDispatcher
+        }
+        """);
+
+    /// <summary>Runs to the step budget and returns how it ended; blocks the calling thread.</summary>
+    /// <param name="options">population settings (validated here).</param>
+    /// <param name="makeMember">creates member i; called on agent i's own thread, again after a failure.</param>
+    /// <param name="onMetric">every metric row, called from one thread at a time (the sink).</param>
+    /// <param name="progress">env steps (sync: the global step; async: the slowest agent's steps).</param>
+    /// <param name="ct">cancellation: the run stops at the next phase boundary and throws
+    /// <see cref="OperationCanceledException"/> (no final checkpoint).</param>
+    public static PopulationResult Run(PopulationOptions options, Func<int, IPopulationMember> makeMember,
+                                       Action<Metric> onMetric, IProgress<long>? progress = null,
+                                       CancellationToken ct = default) =>
+        RunAsync(options, makeMember, onMetric, progress, ct).GetAwaiter().GetResult();
+
+    /// <summary>The Task form of <see cref="Run"/>.</summary>
+    public static async Task<PopulationResult> RunAsync(PopulationOptions options, Func<int, IPopulationMember> makeMember,
+                                                        Action<Metric> onMetric, IProgress<long>? progress = null,
+                                                        CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(makeMember);
+        ArgumentNullException.ThrowIfNull(onMetric);
+        options.Validate();
+        ct.ThrowIfCancellationRequested();
+        var system = ActorSystem.Create($"population-{Guid.NewGuid():N}"[..19], SystemConfig);
+        try
+        {
+            var done = new TaskCompletionSource<PopulationResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var sink = system.ActorOf(MetricSink.Props(onMetric, progress, options.AgentCount), "metrics");
+            var coordinator = system.ActorOf(PopulationCoordinator.Props(options, makeMember, sink, done), "population");
+            using var registration = ct.Register(() => coordinator.Tell(new CancelRun()));
+            try { return await done.Task.ConfigureAwait(false); }
+            catch (TaskCanceledException) { throw new OperationCanceledException("the population run was cancelled", ct); }
+        }
+        finally
+        {
+            await system.Terminate().ConfigureAwait(false);
+        }
+    }
+}
