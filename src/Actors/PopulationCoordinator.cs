@@ -93,14 +93,14 @@ public sealed class PopulationCoordinator : ReceiveActor
         Receive<Terminated>(t => { if (_phase is not (Phase.Finishing or Phase.Done)) Fail(new InvalidOperationException($"{t.ActorRef.Path.Name} stopped: {_lastChildError?.Message ?? "no reason given"}", _lastChildError)); });
     }
 
-    /// <summary>Agents that fault are restarted (at most MaxRestartsPerAgent times); anything else stops the child,
-    /// which fails the run.</summary>
+    /// <summary>Agents that fault are restarted (at most MaxRestartsPerAgent times in the run); anything else stops the
+    /// child, which fails the run with that exception. Akka's own logging of these is off: a failure is a metric row.</summary>
     protected override SupervisorStrategy SupervisorStrategy() =>
-        new OneForOneStrategy(_o.MaxRestartsPerAgent, null, ex =>
+        new OneForOneStrategy(_o.MaxRestartsPerAgent, -1, ex =>
         {
             _lastChildError = ex;
             return ex is AgentFaultException ? Directive.Restart : Directive.Stop;
-        });
+        }, loggingEnabled: false);
 
     protected override bool AroundReceive(Receive receive, object message)
     {
