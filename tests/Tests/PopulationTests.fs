@@ -204,6 +204,19 @@ let tests =
             Expect.equal result.Failures 0 "no failures"
             Expect.isGreaterThan (count "objective_loss" rows) 0 "gradients were computed"
 
+        testCase "async: a failed agent restarts from its own checkpoint and finishes" <| fun () ->
+            let sink = InMemoryCheckpointSink()
+            let o = PopulationOptions(AgentCount = 3, TimestepsTotal = 40, Mode = ScheduleMode.Async, CheckpointEvery = 10,
+                                      Checkpoints = sink, AsyncServerMaxWait = TimeSpan.FromMilliseconds 20.0)
+            let fakes = Fakes([| 2; 3; 4 |], [ { Agent = 1; Call = "update"; At = 15; Kind = Throw; Fired = false } ])
+            let r, rows = run o fakes
+            Expect.equal (r.Failures, r.Restarts) (1, 1) "one failure, one restart"
+            Expect.equal (count "agent_restart" rows) 1 "agent_restart row"
+            for s in r.AgentEnvSteps do Expect.isGreaterThanOrEqual s 40L "agent reached the budget"
+            Expect.isGreaterThan sink.All.Count 1 "periodic and final checkpoints"
+            let struct (_, _, parts) = Seq.last sink.All
+            Expect.isTrue (parts.ContainsKey "server" && parts.ContainsKey "agent/2") "checkpoint parts"
+
         testCase "a NaN or a throwing gradient is excluded from the step" <| fun () ->
             // one round of 3-step episodes: server steps at j=0 and j=2; agent 2 fails both gradients (the second in
             // its restarted incarnation), so α must follow Adam on the mean of agents 0 and 1 alone, i.e. a 2-agent run
