@@ -340,6 +340,9 @@ public sealed class PopulationCoordinator : ReceiveActor
         _lastCheckpointStep = envStep;
         long index = _nextCheckpointIndex++;
         parts["coordinator"] = Counters();
+        // The marker row goes into the metric stream first: rows before it are the ones this checkpoint covers,
+        // so a resumed run can keep exactly those.
+        Emit(new Metric(envStep, CheckpointMarker, index));
         _o.Checkpoints?.Write((int)index, envStep, parts);
         Array.Copy(agents, _agentState, _n);
         _checkpoints++;
@@ -415,6 +418,9 @@ public sealed class PopulationCoordinator : ReceiveActor
 
     // ── HELPERS ──
     void Broadcast(object message) { foreach (var a in _agents) a.Tell(message); }
+
+    /// <summary>Name of the metric row emitted just before each checkpoint is written (value: its index).</summary>
+    public const string CheckpointMarker = "checkpoint";
 
     void Emit(params Metric[] rows) { if (rows.Length > 0) _sink.Tell(new MetricRows(rows)); }
 

@@ -21,7 +21,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Algo _ -> "algorithm: td3 (default td3)."
+            | Algo _ -> "algorithm: td3 (default), ddpg, reinforce-offpolicy (fixed REINFORCE-with-GAE objective) or random-objective (an untrained, frozen L_α: the control a learned objective must beat)."
             | Env _ -> "environment id, e.g. Pendulum-v1, HalfCheetah-v2 (list: ./metagenrl envs)."
             | Steps _ -> "environment steps to train for (default 15000)."
             | Seed _ -> "seed for networks, exploration, replay sampling and the env (default 0)."
@@ -32,8 +32,74 @@ type TrainArgs =
             | Experiment _ -> "experiment name stamped on every row (default train)."
             | Force -> "overwrite a completed run in --out."
 
+type MetaTrainArgs =
+    | Envs of ``id,id,…``: string
+    | Agents of count: int
+    | [<AltCommandLine("-n")>] Steps of count: int64
+    | Seed of seed: int
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Variant of name: string
+    | Mode of ``sync|async``: string
+    | Resume
+    | Set of ``key=value``: string
+    | Device of device: string
+    | Checkpoint_Every of steps: int64
+    | Loss_Log_Every of updates: int
+    | Torch_Threads of count: int
+    | Experiment of name: string
+    | Force
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Envs _ -> "meta-training envs, assigned to agents round-robin (default LunarLanderContinuous-v2,HalfCheetah-v2)."
+            | Agents _ -> "population size, at least 2 (default 2; the paper uses 20)."
+            | Steps _ -> "env steps per agent (timesteps_total; default 10000)."
+            | Seed _ -> "run seed; every agent's generators derive from it (default 0)."
+            | Out _ -> "run folder: metrics.parquet, run.json, checkpoints/ (default results/<experiment>/<variant>-<envs>-n<agents>-s<seed>)."
+            | Variant _ -> "objective variant: full (default), no-value, no-time, no-reward, q-input, forward-lstm, no-lstm."
+            | Mode _ -> "sync (default; deterministic for a seed) or async (agents run without waiting for each other)."
+            | Resume -> "continue an interrupted run in --out from its latest complete checkpoint (also after kill -9)."
+            | Set _ -> "override one config key by its official name (repeatable; keys: ./metagenrl config)."
+            | Device _ -> "cpu (default), cuda or cuda:N."
+            | Checkpoint_Every _ -> "env steps between checkpoints (at round boundaries; default max(1000, steps/5); 0: only at the end)."
+            | Loss_Log_Every _ -> "write losses every N updates (default 100)."
+            | Torch_Threads _ -> "torch threads per agent (default: libtorch's choice)."
+            | Experiment _ -> "experiment name stamped on every row (default meta-train)."
+            | Force -> "delete a previous run in --out and start over."
+
+type MetaTestArgs =
+    | [<Mandatory>] Objective of dir: string
+    | Checkpoint of index: int
+    | [<AltCommandLine("-e")>] Env of id: string
+    | [<AltCommandLine("-n")>] Steps of count: int64
+    | Seed of seed: int
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Set of ``key=value``: string
+    | Device of device: string
+    | Loss_Log_Every of updates: int
+    | Experiment of name: string
+    | Force
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Objective _ -> "a meta-train run folder whose objective (α) is loaded, frozen."
+            | Checkpoint _ -> "checkpoint index to load (default: the latest complete one)."
+            | Env _ -> "env to train a fresh agent on; need not be one seen in meta-training."
+            | Steps _ -> "env steps (default 15000)."
+            | Seed _ -> "seed of the fresh agent (default 0)."
+            | Out _ -> "output folder (default results/<experiment>/<variant>-<env>-s<seed>)."
+            | Set _ -> "override a config key (the objective's architecture comes from the meta-train run)."
+            | Device _ -> "cpu (default), cuda or cuda:N."
+            | Loss_Log_Every _ -> "write losses every N updates (default 100)."
+            | Experiment _ -> "experiment name stamped on every row (default meta-test)."
+            | Force -> "overwrite a completed run in --out."
+
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
+    | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-train")>] Meta_Train of ParseResults<MetaTrainArgs>
+    | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-test")>] Meta_Test of ParseResults<MetaTestArgs>
     | [<CliPrefix(CliPrefix.None)>] Envs
     | [<CliPrefix(CliPrefix.None)>] Config
     | Version
@@ -42,6 +108,8 @@ type CliArgs =
         member a.Usage =
             match a with
             | Train _ -> "train one agent with a fixed algorithm; writes tidy Parquet + run.json."
+            | Meta_Train _ -> "meta-train an objective with a population of agents (Akka.NET), with checkpoints and --resume."
+            | Meta_Test _ -> "train a fresh agent with a frozen objective from a meta-train run."
             | Envs -> "list the environment ids with their observation and action sizes."
             | Config -> "list every config key with its default (use with --set key=value)."
             | Version -> "print the version and the package versions."
@@ -50,16 +118,55 @@ let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl")
 
 let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
     let d = Runs.TrainRequest.Default
-    { Algo = a.GetResult(Algo, d.Algo)
-      Env = a.GetResult(Env, d.Env)
-      Steps = a.GetResult(Steps, d.Steps)
-      Seed = a.GetResult(Seed, d.Seed)
-      Out = a.TryGetResult Out
-      Overrides = a.GetResults Set
-      Device = a.GetResult(Device, d.Device)
-      LossLogEvery = a.GetResult(Loss_Log_Every, d.LossLogEvery)
-      Experiment = a.GetResult(Experiment, d.Experiment)
-      Force = a.Contains Force }
+    { Algo = a.GetResult(TrainArgs.Algo, d.Algo)
+      Env = a.GetResult(TrainArgs.Env, d.Env)
+      Steps = a.GetResult(TrainArgs.Steps, d.Steps)
+      Seed = a.GetResult(TrainArgs.Seed, d.Seed)
+      Out = a.TryGetResult TrainArgs.Out
+      Overrides = a.GetResults TrainArgs.Set
+      Device = a.GetResult(TrainArgs.Device, d.Device)
+      LossLogEvery = a.GetResult(TrainArgs.Loss_Log_Every, d.LossLogEvery)
+      Experiment = a.GetResult(TrainArgs.Experiment, d.Experiment)
+      Force = a.Contains TrainArgs.Force }
+
+let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : MetaRuns.MetaTrainRequest =
+    let d = MetaRuns.MetaTrainRequest.Default
+    let mode =
+        match a.GetResult(MetaTrainArgs.Mode, "sync").ToLowerInvariant() with
+        | "sync" -> MetaGenRL.Actors.ScheduleMode.Sync
+        | "async" -> MetaGenRL.Actors.ScheduleMode.Async
+        | m -> Runs.usageError "--mode '%s': expected sync or async" m
+    { Envs =
+        match a.TryGetResult MetaTrainArgs.Envs with
+        | Some s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+        | None -> d.Envs
+      Agents = a.GetResult(Agents, d.Agents)
+      Steps = a.GetResult(MetaTrainArgs.Steps, d.Steps)
+      Seed = a.GetResult(MetaTrainArgs.Seed, d.Seed)
+      Out = a.TryGetResult MetaTrainArgs.Out
+      Variant = a.GetResult(Variant, d.Variant)
+      Mode = mode
+      Resume = a.Contains Resume
+      Overrides = a.GetResults MetaTrainArgs.Set
+      Device = a.GetResult(MetaTrainArgs.Device, d.Device)
+      CheckpointEvery = a.TryGetResult Checkpoint_Every
+      LossLogEvery = a.GetResult(MetaTrainArgs.Loss_Log_Every, d.LossLogEvery)
+      TorchThreads = a.GetResult(Torch_Threads, d.TorchThreads)
+      Experiment = a.GetResult(MetaTrainArgs.Experiment, d.Experiment)
+      Force = a.Contains MetaTrainArgs.Force }
+
+let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaRuns.MetaTestRequest =
+    { Objective = a.GetResult MetaTestArgs.Objective
+      Checkpoint = a.TryGetResult MetaTestArgs.Checkpoint
+      Env = a.GetResult(MetaTestArgs.Env, "HalfCheetah-v2")
+      Steps = a.GetResult(MetaTestArgs.Steps, 15_000L)
+      Seed = a.GetResult(MetaTestArgs.Seed, 0)
+      Out = a.TryGetResult MetaTestArgs.Out
+      Overrides = a.GetResults MetaTestArgs.Set
+      Device = a.GetResult(MetaTestArgs.Device, "cpu")
+      LossLogEvery = a.GetResult(MetaTestArgs.Loss_Log_Every, 100)
+      Experiment = a.GetResult(MetaTestArgs.Experiment, "meta-test")
+      Force = a.Contains MetaTestArgs.Force }
 
 let private listEnvs () =
     for id in EnvRegistry.Ids do
@@ -79,6 +186,8 @@ let run (argv: string[]) : int =
     let results = parser.ParseCommandLine(argv, raiseOnUsage = true)
     match results.GetAllResults() with
     | [ Train a ] -> Runs.train (trainRequest a) command
+    | [ Meta_Train a ] -> MetaRuns.metaTrain (metaTrainRequest a) command
+    | [ Meta_Test a ] -> MetaRuns.metaTest (metaTestRequest a) command
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()
     | [ Version ] ->

@@ -53,8 +53,10 @@ let readParquet (path: string) : Row list =
 
 /// Collects rows for one run and flushes them to `<dir>/metrics.parquet` (always a complete, valid file)
 /// together with `<dir>/run.json`, whose "status" says whether the run finished.
-type RunWriter(dir: string, key: RunKey, configJson: string, command: string) =
-    let rows = List<Row>()
+type RunWriter(dir: string, key: RunKey, configJson: string, command: string, envOfAgent: int -> string, initialRows: Row seq) =
+    let rows = List<Row>(initialRows)
+    // A resumed run continues the wall clock where its kept rows stop.
+    let clockOffset = if rows.Count = 0 then 0.0 else rows |> Seq.map (fun r -> r.wall_time_s) |> Seq.max
     let gate = obj ()
     let flushGate = obj ()
     let started = DateTimeOffset.Now
@@ -88,17 +90,20 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string) =
 
     do Directory.CreateDirectory dir |> ignore
 
+    /// A single-env run starting from nothing.
+    new(dir, key, configJson, command) = RunWriter(dir, key, configJson, command, (fun _ -> key.Env), Seq.empty)
+
     member _.Directory = dir
     member _.ParquetPath = parquetPath
     member _.RunJsonPath = runJsonPath
-    member _.Elapsed = clock.Elapsed.TotalSeconds
+    member _.Elapsed = clockOffset + clock.Elapsed.TotalSeconds
 
     /// Thread-safe: records one observation stamped with this run's key and the wall time.
     member _.Add(agent: int, envStep: int64, metric: string, value: float) =
         let row =
             { run_id = key.RunId; experiment = key.Experiment; variant = key.Variant; phase = key.Phase
-              env = key.Env; seed = key.Seed; agent = agent; env_step = envStep
-              wall_time_s = clock.Elapsed.TotalSeconds; metric = metric; value = value }
+              env = envOfAgent agent; seed = key.Seed; agent = agent; env_step = envStep
+              wall_time_s = clockOffset + clock.Elapsed.TotalSeconds; metric = metric; value = value }
         lock gate (fun () -> rows.Add row)
 
     /// Rows so far (a snapshot).

@@ -14,8 +14,8 @@ exception UsageError of string
 
 let usageError fmt = Printf.kprintf (fun s -> raise (UsageError s)) fmt
 
-/// The algorithms `train` runs.
-let algorithms = [ "td3" ]
+/// The algorithms `train` runs (meta-test has its own command).
+let algorithms = ObjectiveTrainer.Algorithms |> Seq.filter (fun a -> a <> "meta-test") |> List.ofSeq
 
 /// Splits "key=value"; the message names the malformed override.
 let parseOverride (s: string) =
@@ -23,13 +23,16 @@ let parseOverride (s: string) =
     | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
     | _ -> usageError "--set '%s': expected key=value (keys: see ./metagenrl train --help or results/README.md)" s
 
-/// Applies `key=value` overrides to the paper's defaults; unknown keys and bad values name themselves.
-let resolveConfig (overrides: string list) : RunConfig =
+/// Applies `key=value` overrides to `baseConfig`; unknown keys and bad values name themselves.
+let resolveConfigFrom (baseConfig: RunConfig) (overrides: string list) : RunConfig =
     overrides
     |> List.map parseOverride
     |> List.fold (fun (cfg: RunConfig) (k, v) ->
         try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v e.Message)))
-        RunConfig.Default
+        baseConfig
+
+/// Applies `key=value` overrides to the paper's defaults.
+let resolveConfig (overrides: string list) : RunConfig = resolveConfigFrom RunConfig.Default overrides
 
 /// Everything `./metagenrl train` needs.
 type TrainRequest =
@@ -71,22 +74,10 @@ let isComplete (dir: string) =
             doc.RootElement.GetProperty("status").GetString() = "complete"
         with _ -> false)
 
-/// Trains one agent with a fixed algorithm and writes `<out>/metrics.parquet` and `<out>/run.json`.
-/// Returns the exit code: 0 complete, 130 interrupted (Ctrl-C; what was collected is kept).
-let train (r: TrainRequest) (command: string) : int =
-    validate r
-    let cfg = resolveConfig r.Overrides
-    let out = r.Out |> Option.defaultWith (fun () -> defaultOut r)
-    if isComplete out && not r.Force then
-        usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
-    (try Directory.CreateDirectory out |> ignore
-     with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message)
-    let runId = sprintf "%s-%s-s%d-%s" r.Algo r.Env r.Seed (DateTime.UtcNow.ToString "yyyyMMddTHHmmss")
-    let key : Results.RunKey =
-        { RunId = runId; Experiment = r.Experiment; Variant = r.Algo; Phase = "train"; Env = r.Env; Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
-    writer.Flush "running"
-
+/// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of `writer`, then writes
+/// the final status. Returns 0 when complete, 130 when interrupted; a failure is flushed as "failed" and rethrown.
+let execute (writer: Results.RunWriter) (title: string) (total: int64)
+            (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> 'T) (describe: 'T -> string) : int =
     use cts = new CancellationTokenSource()
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; cts.Cancel())
     Console.CancelKeyPress.AddHandler onCancel
@@ -101,18 +92,16 @@ let train (r: TrainRequest) (command: string) : int =
                 lastReturn <- m.Value
                 episodes <- episodes + 1)
     let status () = if episodes = 0 then "" else sprintf "episode %d return %.1f" episodes lastReturn
-    let title = sprintf "%s %s seed %d" r.Algo r.Env r.Seed
     try
         try
-            let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
-            let summary =
-                Progress.run title r.Steps status (fun progress -> Td3Trainer.Train(cfg, opts, onMetric, progress, cts.Token))
+            let result =
+                try Some(Progress.run title total status (fun progress -> work onMetric progress cts.Token))
+                with :? OperationCanceledException when cts.IsCancellationRequested -> None
             let finalStatus = if cts.IsCancellationRequested then "interrupted" else "complete"
             writer.Flush finalStatus
-            printfn "%s: %d env steps, %d episodes, %.1f s (%.0f steps/s), last episode return %s"
-                finalStatus summary.EnvSteps summary.Episodes summary.WallSeconds
-                (float summary.EnvSteps / max summary.WallSeconds 1e-9)
-                (if summary.LastEpisodeReturn.HasValue then sprintf "%.2f" summary.LastEpisodeReturn.Value else "n/a")
+            match result with
+            | Some r -> printfn "%s: %s" finalStatus (describe r)
+            | None -> printfn "%s" finalStatus
             printfn "results: %s" writer.ParquetPath
             printfn "provenance: %s" writer.RunJsonPath
             if finalStatus = "complete" then 0 else 130
@@ -121,3 +110,38 @@ let train (r: TrainRequest) (command: string) : int =
             reraise ()
     finally
         Console.CancelKeyPress.RemoveHandler onCancel
+
+/// Refuses to overwrite a completed run unless forced, and creates the folder.
+let prepareOut (out: string) (force: bool) =
+    if isComplete out && not force then
+        usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
+    try Directory.CreateDirectory out |> ignore
+    with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message
+
+/// A run id: what ran, and when.
+let newRunId (what: string) (seed: int) = sprintf "%s-s%d-%s" what seed (DateTime.UtcNow.ToString "yyyyMMddTHHmmss")
+
+let describeTrain (summary: TrainSummary) =
+    sprintf "%d env steps, %d episodes, %.1f s (%.0f steps/s), last episode return %s"
+        summary.EnvSteps summary.Episodes summary.WallSeconds
+        (float summary.EnvSteps / max summary.WallSeconds 1e-9)
+        (if summary.LastEpisodeReturn.HasValue then sprintf "%.2f" summary.LastEpisodeReturn.Value else "n/a")
+
+/// Trains one agent with a fixed algorithm and writes `<out>/metrics.parquet` and `<out>/run.json`.
+/// Returns the exit code: 0 complete, 130 interrupted (Ctrl-C; what was collected is kept).
+let train (r: TrainRequest) (command: string) : int =
+    validate r
+    let cfg = resolveConfig r.Overrides
+    let out = r.Out |> Option.defaultWith (fun () -> defaultOut r)
+    prepareOut out r.Force
+    let key : Results.RunKey =
+        { RunId = newRunId (sprintf "%s-%s" r.Algo r.Env) r.Seed; Experiment = r.Experiment; Variant = r.Algo
+          Phase = "train"; Env = r.Env; Seed = r.Seed }
+    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
+    writer.Flush "running"
+    let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
+    execute writer (sprintf "%s %s seed %d" r.Algo r.Env r.Seed) r.Steps
+        (fun onMetric progress ct ->
+            if r.Algo = "td3" then Td3Trainer.Train(cfg, opts, onMetric, progress, ct)
+            else ObjectiveTrainer.Train(cfg, r.Algo, null, opts, onMetric, progress, ct))
+        describeTrain

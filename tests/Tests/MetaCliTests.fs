@@ -1,0 +1,91 @@
+module MetaGenRL.Tests.MetaCliTests
+
+open System
+open System.Diagnostics
+open System.IO
+open Expecto
+open MetaGenRL.Core.Checkpoints
+open MetaGenRL.Pipeline
+open MetaGenRL.Tests.TestUtil
+open MetaGenRL.Tests.CliTests
+
+/// A population small enough for a test: 2 agents, tiny networks, short exploration.
+let private tiny =
+    [ "--set"; "policy_units=16"; "--set"; "critic_units=16"; "--set"; "buffer_sample_size=4"
+      "--set"; "policy_random_exploration_steps=100"; "--set"; "obj_func_anneal_steps=200"; "--loss-log-every"; "20" ]
+
+let private metaTrainArgs (out: string) (extra: string list) =
+    [ "meta-train"; "--envs"; "Pendulum-v1,MountainCarContinuous-v0"; "--agents"; "2"; "--steps"; "600"; "--seed"; "5"
+      "--out"; out; "--checkpoint-every"; "200" ] @ tiny @ extra
+
+/// Rows without what legitimately differs between two runs (ids, wall time, throughput).
+let private comparable (dir: string) =
+    Results.readParquet (Path.Combine(dir, "metrics.parquet"))
+    |> List.filter (fun r -> r.metric <> "sps")
+    |> List.map (fun r -> r.phase, r.env, r.seed, r.agent, r.env_step, r.metric, r.value)
+
+let private finalAlpha (dir: string) =
+    let store = CheckpointStore dir
+    let parts = (store.Load(store.Latest().Value)).Parts
+    MetaGenRL.Actors.ObjectiveAdam.Import(parts["server"]).Alpha
+
+[<Tests>]
+let tests =
+    testSequenced <| testList "MetaCLI" [
+        test "meta-train rejects bad input by name" {
+            expectError [ "meta-train"; "--envs"; "Pendulum-v1,Nope-v0" ] [ "Nope-v0" ]
+            expectError [ "meta-train"; "--agents"; "1" ] [ "--agents" ]
+            expectError [ "meta-train"; "--variant"; "no-such" ] [ "obj_func_variant"; "no-such" ]
+            expectError [ "meta-train"; "--mode"; "later" ] [ "later" ]
+            expectError [ "meta-test"; "--objective"; "/nonexistent/run" ] [ "/nonexistent/run" ]
+        }
+
+        test "meta-train survives kill -9, resumes to the same numbers, and meta-test runs on an unseen env" {
+            let whole = tempDir "meta-whole"
+            let killed = tempDir "meta-killed"
+            let tested = tempDir "meta-test"
+            try
+                let rc, out, err = cli (metaTrainArgs whole [])
+                Expect.equal rc 0 (sprintf "uninterrupted run; stdout %s stderr %s" out err)
+                Expect.isTrue (Runs.isComplete whole) "complete"
+                let rows = Results.readParquet (Path.Combine(whole, "metrics.parquet"))
+                for m in [ "episode_return"; "objective_loss"; "policy_value_gain"; "objective_critic_correlation"; "checkpoint" ] do
+                    Expect.isTrue (rows |> List.exists (fun r -> r.metric = m)) (sprintf "rows include %s" m)
+                Expect.equal (rows |> List.map (fun r -> r.agent) |> List.distinct |> List.sort) [ 0; 1 ] "both agents"
+                Expect.isTrue (rows |> List.forall (fun r -> r.phase = "meta-train")) "phase"
+                Expect.isTrue (rows |> List.forall (fun r -> r.env = (if r.agent = 0 then "Pendulum-v1" else "MountainCarContinuous-v0"))) "envs round-robin"
+
+                // Same run, killed with SIGKILL once its first checkpoint is complete, then resumed.
+                let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
+                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                psi.ArgumentList.Add exe
+                for a in metaTrainArgs killed [] do psi.ArgumentList.Add a
+                use p = Process.Start psi
+                p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
+                p.BeginOutputReadLine(); p.BeginErrorReadLine()
+                let store = CheckpointStore killed
+                let clock = Stopwatch.StartNew()
+                while not p.HasExited && store.Latest().HasValue |> not && clock.Elapsed.TotalSeconds < 240.0 do
+                    Threading.Thread.Sleep 50
+                Expect.isFalse p.HasExited "the run was still going when its first checkpoint appeared"
+                p.Kill()   // SIGKILL
+                p.WaitForExit()
+                Expect.isFalse (Runs.isComplete killed) "a killed run is not complete"
+                let rc2, out2, err2 = cli (metaTrainArgs killed [ "--resume" ])
+                Expect.equal rc2 0 (sprintf "resumed run; stdout %s stderr %s" out2 err2)
+                Expect.stringContains out2 "resuming from checkpoint" "it resumed rather than restarted"
+                Expect.equal (finalAlpha killed) (finalAlpha whole) "same final objective"
+                Expect.equal (comparable killed) (comparable whole) "same metric rows"
+
+                // The frozen objective trains a fresh agent on an env it never saw.
+                let rc3, out3, err3 =
+                    cli [ "meta-test"; "--objective"; whole; "--env"; "InvertedPendulum-v2"; "--steps"; "300"; "--seed"; "1"
+                          "--out"; tested; "--force"; "--set"; "policy_random_exploration_steps=100" ]
+                Expect.equal rc3 0 (sprintf "meta-test; stdout %s stderr %s" out3 err3)
+                let testRows = Results.readParquet (Path.Combine(tested, "metrics.parquet"))
+                Expect.isTrue (testRows |> List.exists (fun r -> r.metric = "episode_return")) "episodes"
+                Expect.isTrue (testRows |> List.forall (fun r -> r.phase = "meta-test" && r.env = "InvertedPendulum-v2")) "keys"
+            finally
+                for d in [ whole; killed; tested ] do (try Directory.Delete(d, true) with _ -> ())
+        }
+    ]
