@@ -218,7 +218,8 @@ public sealed partial class CheckpointStore
 
     /// <summary>Keeps the newest <paramref name="keepLast"/> valid checkpoints; deletes every checkpoint folder below
     /// the oldest kept one (valid or not) and all tmp / moved-aside leftovers. Invalid folders above the kept ones are
-    /// left for inspection. Returns the deleted folders.</summary>
+    /// left for inspection. Returns the deleted folders. Call it from the writer, between writes: a tmp folder of a
+    /// write in progress would be deleted too.</summary>
     public IReadOnlyList<string> Prune(int keepLast)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(keepLast, 1);
