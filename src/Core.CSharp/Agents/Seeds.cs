@@ -1,3 +1,5 @@
+using MetaGenRL.Core.Randomness;
+
 namespace MetaGenRL.Core.Agents;
 
 /// <summary>
@@ -10,7 +12,7 @@ public static class Seeds
     public const int InitStream = 1;
     /// <summary>Target-policy smoothing noise (torch.Generator on the agent's device).</summary>
     public const int NoiseStream = 2;
-    /// <summary>Exploration actions and replay sampling (System.Random).</summary>
+    /// <summary>Exploration actions and replay sampling (<see cref="SeededRandom"/>).</summary>
     public const int ExploreStream = 3;
     /// <summary>The environment's own seed.</summary>
     public const int EnvStream = 4;
@@ -24,6 +26,9 @@ public static class Seeds
         return z ^ (z >> 31);
     }
 
-    /// <summary>A non-negative 31-bit seed (for System.Random and env constructors).</summary>
+    /// <summary>A non-negative 31-bit seed (for env constructors).</summary>
     public static int DeriveInt(long seed, int stream) => (int)(Derive(seed, stream) & 0x7FFF_FFFF);
+
+    /// <summary>A checkpointable generator for <paramref name="stream"/> of run seed <paramref name="seed"/>.</summary>
+    public static SeededRandom Random(long seed, int stream) => new(Derive(seed, stream));
 }

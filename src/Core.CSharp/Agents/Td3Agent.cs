@@ -1,5 +1,6 @@
 using MetaGenRL.Core.Config;
 using MetaGenRL.Core.Envs;
+using MetaGenRL.Core.Randomness;
 using MetaGenRL.Core.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -40,7 +41,7 @@ public readonly record struct Td3UpdateResult(double? CriticLoss, double? Policy
 /// iteration, TF-Adam everywhere, global-norm clipping on the policy only. With <c>paper_quirks</c> time-limit
 /// ends are stored as terminal and the TD target gets "+d".
 /// Randomness: init from a CPU torch.Generator, smoothing noise from a device torch.Generator, exploration and
-/// replay sampling from one System.Random — all derived from <c>seed</c> (see <see cref="Seeds"/>).
+/// replay sampling from one <see cref="SeededRandom"/> — all derived from <c>seed</c> (see <see cref="Seeds"/>).
 /// Single-threaded: call every method from the same thread (TorchSharp dispose scopes are per thread).
 /// </summary>
 public sealed class Td3Agent : IDisposable
@@ -69,13 +70,17 @@ public sealed class Td3Agent : IDisposable
     /// <summary>The policy step's loss; <see cref="CriticValueObjective"/> for TD3.</summary>
     public IPolicyObjective Objective { get; set; }
     /// <summary>Exploration noise, random actions and replay sampling.</summary>
-    public Random Rng { get; }
+    public SeededRandom Rng { get; }
     /// <summary>Target-policy smoothing noise.</summary>
     public Generator NoiseGen { get; }
     /// <summary>Env steps seen by <see cref="Observe"/>; drives exploration and policy-LR warm-up.</summary>
-    public long EnvSteps { get; private set; }
+    public long EnvSteps { get; internal set; }
     public long CriticUpdates => _criticOpt.Steps;
     public long PolicyUpdates => _policyOpt.Steps;
+    /// <summary>Adam over Q1 then Q2 (checkpointing reads and restores its moments).</summary>
+    public TfAdam CriticOptimizer => _criticOpt;
+    /// <summary>Adam over the policy (checkpointing reads and restores its moments).</summary>
+    public TfAdam PolicyOptimizer => _policyOpt;
 
     readonly TfAdam _criticOpt, _policyOpt;
     readonly List<Tensor> _critics;
@@ -109,7 +114,7 @@ public sealed class Td3Agent : IDisposable
         Q2Target = Mlp.Clone(Q2);
         foreach (var t in PolicyTarget.Concat(Q1Target).Concat(Q2Target)) t.requires_grad_(false);
         NoiseGen = new Generator(Seeds.Derive(seed, Seeds.NoiseStream), device);
-        Rng = new Random(Seeds.DeriveInt(seed, Seeds.ExploreStream));
+        Rng = Seeds.Random(seed, Seeds.ExploreStream);
 
         _critics = Q1.Concat(Q2).ToList();
         _criticOpt = new TfAdam(_critics, cfg.CriticLearningRate);

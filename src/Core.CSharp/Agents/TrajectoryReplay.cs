@@ -100,6 +100,41 @@ public sealed class TrajectoryReplay
     /// <summary>Steps in the running (unfinished, unsampleable) episode.</summary>
     public int RunningEpisodeLength => (int)(_written - _episodeStart);
 
+    // ── CHECKPOINT ACCESS ── (used by Checkpoints.AgentState; slot k holds transition k % capacity)
+
+    /// <summary>The storage arrays (full capacity; only the first <see cref="Count"/> slots hold data).</summary>
+    internal (float[] Obs, float[] Act, float[] Rew, float[] NextObs, float[] Done, float[] Terminated, float[] Truncated) Storage =>
+        (_o, _a, _r, _o2, _d, _term, _trunc);
+
+    /// <summary>Absolute index of the running episode's first transition.</summary>
+    internal long RunningEpisodeStart => _episodeStart;
+
+    /// <summary>Sets the counters after the storage arrays were filled: <paramref name="written"/> transitions ever
+    /// added, the running episode's start, and the finished episodes oldest first. Validated here.</summary>
+    internal void RestoreCounters(long written, long episodeStart, IReadOnlyList<(long Start, int Len)> episodes)
+    {
+        if (written < 0 || episodeStart < 0 || episodeStart > written)
+            throw new InvalidDataException($"replay: inconsistent counters (written {written}, running episode starts at {episodeStart})");
+        long oldest = written - _cap;
+        long prevEnd = long.MinValue;
+        foreach (var (start, len) in episodes)
+            if (len < 1 || start < Math.Max(oldest, 0) || start < prevEnd || start + len > episodeStart)
+                throw new InvalidDataException($"replay: episode (start {start}, length {len}) is outside the stored range " +
+                                               $"[{Math.Max(oldest, 0)}, {episodeStart}) or out of order");
+            else prevEnd = start + len;
+        int size = _eps.Length;
+        while (size < episodes.Count) size *= 2;
+        _eps = new (long, int)[size];
+        for (int i = 0; i < episodes.Count; i++) _eps[i] = episodes[i];
+        _epHead = 0;
+        _epCount = episodes.Count;
+        _written = written;
+        _episodeStart = episodeStart;
+    }
+
+    /// <summary>Forgets every transition (the arrays are not zeroed: nothing reads beyond the counters).</summary>
+    internal void Clear() => RestoreCounters(0, 0, []);
+
     /// <summary>The i-th sampleable episode, oldest first: (absolute start index, length).</summary>
     public (long Start, int Length) Episode(int i)
     {

@@ -1,9 +1,20 @@
+using MetaGenRL.Core.Randomness;
+
 namespace MetaGenRL.Core.Envs;
 
 /// <summary>
 /// Shared plumbing for every environment: action validation, the time limit (truncation), the episode
 /// state machine and the seeded generator. Subclasses implement only the dynamics.
 /// </summary>
+/// <remarks>
+/// Checkpoint contract: an env is checkpointed only between episodes (<see cref="AtEpisodeBoundary"/>: before the
+/// first <see cref="Reset"/> or after a step that ended the episode). There the dynamics hold nothing that the
+/// next episode reads (<see cref="ResetCore"/> rebuilds them from <see cref="Rng"/> alone), so the env's whole
+/// state is its generator: <see cref="GetRngState"/> on one env and <see cref="SetRngState"/> on a fresh env of
+/// the same id give identical next episodes. The population member therefore resets lazily, at the first step of
+/// the next collection, never eagerly after an episode ends. A subclass that carries state across episodes
+/// breaks this contract.
+/// </remarks>
 public abstract class EnvBase : IEnv
 {
     int _t;
@@ -13,7 +24,7 @@ public abstract class EnvBase : IEnv
     {
         Id = id;
         MaxEpisodeSteps = maxEpisodeSteps;
-        Rng = new Random(seed);
+        Rng = new SeededRandom(seed);
     }
 
     public string Id { get; }
@@ -26,7 +37,29 @@ public abstract class EnvBase : IEnv
     public int ElapsedSteps => _t;
 
     /// <summary>The environment's own generator, seeded by the constructor (reset noise, terrain, …).</summary>
-    protected Random Rng { get; }
+    protected SeededRandom Rng { get; }
+
+    /// <summary>True between episodes: before the first <see cref="Reset"/>, or after a step that terminated or
+    /// truncated the episode. Only then is the env's state just its generator (see the class remarks).</summary>
+    public bool AtEpisodeBoundary => _needsReset;
+
+    /// <summary>The generator's state (<see cref="SeededRandom.GetState"/>); the env's whole state between episodes.</summary>
+    /// <exception cref="InvalidOperationException">mid-episode, where the dynamics would be lost</exception>
+    public ulong[] GetRngState()
+    {
+        if (!_needsReset)
+            throw new InvalidOperationException($"{Id}: the env state can only be saved between episodes (step {_t} of a running episode)");
+        return Rng.GetState();
+    }
+
+    /// <summary>Restores a state from <see cref="GetRngState"/>. Any running episode is abandoned: the next call
+    /// must be <see cref="Reset"/>, which then starts the same episode the saved env would have started.</summary>
+    public void SetRngState(ulong[] state)
+    {
+        Rng.SetState(state);
+        _t = 0;
+        _needsReset = true;
+    }
 
     public float[] Reset()
     {

@@ -196,6 +196,21 @@ public sealed class TfAdam : IDisposable
     public double LearningRate { get; set; }
     /// <summary>Steps taken.</summary>
     public long Steps => _t;
+    /// <summary>The parameters this optimiser updates, in order.</summary>
+    public IReadOnlyList<Tensor> Parameters => _params;
+    /// <summary>First moments m, one per parameter (live tensors: checkpointing copies into them).</summary>
+    public IReadOnlyList<Tensor> FirstMoments => _m;
+    /// <summary>Second moments v, one per parameter (live tensors: checkpointing copies into them).</summary>
+    public IReadOnlyList<Tensor> SecondMoments => _v;
+    /// <summary>(β1, β2, ε̂), fixed at construction.</summary>
+    public (double Beta1, double Beta2, double Epsilon) Hyperparameters => (_b1, _b2, _eps);
+
+    /// <summary>Sets the step count t (bias correction) when resuming from a checkpoint.</summary>
+    public void RestoreSteps(long steps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(steps);
+        _t = steps;
+    }
 
     /// <summary>One Adam step with <paramref name="grads"/> (same order and shapes as the parameters).</summary>
     public void Step(IReadOnlyList<Tensor> grads)
