@@ -144,6 +144,23 @@ let tests =
             Expect.sequenceEqual (m.ObjectiveParameters()) a "round trip"
             throwsContaining<NotImplementedException> "serialization" "SaveState" (fun () -> m.SaveState(false) |> ignore)
         }
+        test "ObjectiveTrainer runs every single-agent algorithm on the TD3 schedule with its metrics" {
+            let alpha =
+                use m = new MetaAgent(smokeConfig, new PointMassEnv(1, 30), 0, 1L, "cpu", MemberMode.MetaTrain)
+                m.ObjectiveParameters()
+            for algo in ObjectiveTrainer.Algorithms do
+                let metrics = ResizeArray<Metric>()
+                let opts = TrainOptions("PointMass-v0", 120L, 5, LossLogEvery = 10)
+                let s = ObjectiveTrainer.Train(smokeConfig, algo, (if algo = "meta-test" then alpha else null), new PointMassEnv(5, 30), opts, Action<Metric>(metrics.Add))
+                Expect.equal s.EnvSteps 120L (algo + ": steps")
+                let names = metrics |> Seq.map (fun m -> m.Name) |> set
+                Expect.contains names "critic_loss" (algo + ": critic_loss")
+                Expect.contains names "policy_loss" (algo + ": policy_loss")
+                if algo <> "td3" && algo <> "ddpg" then Expect.contains names "policy_obj_loss" (algo + ": policy_obj_loss")
+                Expect.isTrue (metrics |> Seq.forall (fun m -> Double.IsFinite m.Value)) (algo + ": finite")
+            throwsContaining<ArgumentException> "unknown algorithm" "bad algo" (fun () ->
+                ObjectiveTrainer.Train(smokeConfig, "ppo", null, TrainOptions("Pendulum-v1", 10L, 1), Action<Metric>(ignore)) |> ignore)
+        }
         test "MetaAgent resets lazily: after Collect the env waits at an episode boundary" {
             use env = new PointMassEnv(8, 10)
             use m = new MetaAgent(smokeConfig, env, 0, 8L, "cpu", MemberMode.Td3)

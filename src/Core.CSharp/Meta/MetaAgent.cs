@@ -82,6 +82,7 @@ public sealed class MetaAgent : IPopulationMember
             Spec = ObjectiveSpec.FromConfig(Config);
             using var gen = new Generator(Seeds.Derive(seed, ObjectiveInitStream), torch.CPU);
             _alpha = ObjectiveNetwork.Init(Spec, gen, dev, dtype);
+            if (mode != MemberMode.MetaTrain) foreach (var a in _alpha) a.requires_grad_(false);   // frozen: no graph into α
             long anneal = mode == MemberMode.MetaTrain ? Config.ObjFuncAnnealSteps : 0;
             Agent.Objective = new LearnedObjective(Spec, _alpha, anneal, Config.PaperQuirks);
         }
