@@ -51,6 +51,9 @@ public sealed class MetaAgent : IPopulationMember
     public bool EpisodeInProgress => _obs != null;
     /// <summary>Emit critic_loss, q1_mean, policy_loss (and policy_obj_loss) every this many updates.</summary>
     public int LossLogEvery { get; set; } = 100;
+    /// <summary>Compute and report the objective diagnostics on every this many meta-gradients (they cost one more
+    /// policy and critic forward on the held-out slice).</summary>
+    public int DiagnosticsEvery { get; set; } = 10;
 
     readonly IEnv _env;
     readonly bool _ownsEnv;
@@ -59,7 +62,7 @@ public sealed class MetaAgent : IPopulationMember
     float[]? _obs;
     double _epReturn;
     int _epLen;
-    long _updates;
+    long _updates, _metaGradients;
     bool _policyLossWanted;
 
     /// <summary>A member on the registry env <paramref name="envId"/>, seeded from <paramref name="seed"/>.</summary>
@@ -171,10 +174,14 @@ public sealed class MetaAgent : IPopulationMember
         using var scope = torch.NewDisposeScope();
         var batch = Agent.Replay.Sample((_inner.Steps + 1) * Config.BufferSampleSize, Config.RecurrentTimeSteps, Agent.Rng)
                          .ToTensors(Agent.Device, Agent.DType);
-        var r = FuturePolicyValue.Compute(Agent, Spec!, _alpha, batch, _inner);
-        onMetric(new Metric(Agent.EnvSteps, "objective_loss", r.ObjectiveLoss, Index));
-        onMetric(new Metric(Agent.EnvSteps, "policy_value_gain", r.PolicyValueGain, Index));
-        onMetric(new Metric(Agent.EnvSteps, "objective_critic_correlation", r.CriticCorrelation, Index));
+        bool diagnose = _metaGradients++ % DiagnosticsEvery == 0;
+        var r = FuturePolicyValue.Compute(Agent, Spec!, _alpha, batch, _inner with { Diagnostics = diagnose });
+        if (diagnose)
+        {
+            onMetric(new Metric(Agent.EnvSteps, "objective_loss", r.ObjectiveLoss, Index));
+            onMetric(new Metric(Agent.EnvSteps, "policy_value_gain", r.PolicyValueGain, Index));
+            onMetric(new Metric(Agent.EnvSteps, "objective_critic_correlation", r.CriticCorrelation, Index));
+        }
         return r.Gradient;
     }
 

@@ -12,7 +12,9 @@ namespace MetaGenRL.Core.Objective;
 /// <param name="Adam">obj_func_second_order_adam: differentiable Adam (fresh moments) instead of plain SGD</param>
 /// <param name="Clip">clip_gradient: global-norm clip of the α-gradient</param>
 /// <param name="PaperQuirks">L_α's short-window LSTM masking (see <see cref="ObjectiveNetwork.Forward"/>)</param>
-public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, double Clip, bool PaperQuirks)
+/// <param name="Diagnostics">also compute policy_value_gain (one more policy and critic forward on the held-out slice)
+/// and the correlation; NaN otherwise</param>
+public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, double Clip, bool PaperQuirks, bool Diagnostics = true)
 {
     public static InnerStepOptions FromConfig(RunConfig c) =>
         new(c.ObjFuncSecondOrderSteps, c.ObjFuncSecondOrderStepsize, c.ObjFuncSecondOrderAdam, c.ClipGradient, c.PaperQuirks);
@@ -62,7 +64,7 @@ public static class FuturePolicyValue
             var (x, q) = ObjectiveBatch.Build(agent, agent.Policy, slice, aPi, qWithGrad: spec.UseQ, spec.UseQ, valueAct);
             var l = ObjectiveNetwork.Forward(spec, alpha, x, o.PaperQuirks);                      // [B, T]
             var inner = l.mul(slice.Mask).sum();
-            if (k == 0) corr = Correlation(q.detach().neg(), l.detach().reshape(-1), slice.Mask.reshape(-1));
+            if (k == 0 && o.Diagnostics) corr = Correlation(q.detach().neg(), l.detach().reshape(-1), slice.Mask.reshape(-1));
             if (!inner.requires_grad)   // checked here: a c10::Error inside autograd.grad would abort the process
                 throw new InvalidOperationException("meta-gradient: the inner objective has no graph (called under no_grad?)");
             var g = torch.autograd.grad([inner], phi, retain_graph: true, create_graph: true).ToList();
@@ -76,6 +78,7 @@ public static class FuturePolicyValue
         var loss = Td3Agent.MaskedMean(qNew, mask).neg();
 
         Tensor gain;
+        if (!o.Diagnostics) return (loss, torch.full([], double.NaN, loss.dtype, loss.device), torch.full([], double.NaN, loss.dtype, loss.device));
         using (no_grad())
         {
             long off = K * B * T, n = B * T;
@@ -96,8 +99,10 @@ public static class FuturePolicyValue
         using var scope = torch.NewDisposeScope();
         var (loss, gain, corr) = MetaLoss(agent, spec, alpha, batch, o);
         var grads = Gradient(loss, alpha);
-        var norm = ParamOps.ClipByGlobalNorm(grads, o.Clip);
+        // clip on the flat vector: one norm and one scale instead of a few ops per tensor
         var flat = torch.cat(grads.Select(g => g.reshape(-1)).ToArray());
+        var norm = flat.norm();
+        flat = flat.mul(norm.clamp_min(o.Clip).reciprocal().mul(o.Clip));
         var stats = torch.stack([loss.detach(), gain, corr, norm]).to(ScalarType.Float64, torch.CPU).data<double>().ToArray();
         var gradient = flat.to(ScalarType.Float32, torch.CPU).data<float>().ToArray();
         return new MetaGradient(gradient, stats[0], stats[1], stats[2], stats[3]);

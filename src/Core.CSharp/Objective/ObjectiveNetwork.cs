@@ -169,11 +169,12 @@ public static class ObjectiveNetwork
         long n = alpha.Sum(a => a.numel());
         if (values.Length != n) throw new ArgumentException($"objective: expected {n} parameters, got {values.Length}");
         using var _ = no_grad();
+        using var src = torch.tensor(values);
         long o = 0;
         foreach (var a in alpha)
         {
-            using var src = torch.tensor(values.AsSpan((int)o, (int)a.numel()).ToArray(), a.shape);
-            a.copy_(src);
+            using var part = src.narrow(0, o, a.numel()).view(a.shape);
+            a.copy_(part);
             o += a.numel();
         }
     }
@@ -251,10 +252,10 @@ public static class ObjectiveNetwork
         // the forget bias is folded into the precomputed input projection: one add for all T steps
         using var fb = torch.zeros(4 * H, z.dtype, z.device);
         fb.narrow(0, 2 * H, H).fill_(ForgetBias);
-        var xw = F.linear(z, w.narrow(1, 0, Z), b.add(fb)).transpose(0, 1).contiguous();   // [T, B, 4H]
-        var whT = w.narrow(1, Z, H).t();                                                   // [H, 4H]
+        var xw = F.linear(z, w.narrow(1, 0, Z), b.add(fb)).transpose(0, 1).contiguous().unbind(0);   // T × [B, 4H]
+        var whT = w.narrow(1, Z, H).t();                                                               // [H, 4H]
         bool allValid = AllValid(mask);
-        var m = allValid ? null : mask.t().unsqueeze(-1).gt(0);                            // [T, B, 1] bool
+        var m = allValid ? null : mask.t().unsqueeze(-1).gt(0);                                        // [T, B, 1] bool
 
         var outs = new Tensor[T];
         Tensor? h = null, c = null;
@@ -262,10 +263,12 @@ public static class ObjectiveNetwork
         {
             long t = backward ? T - 1 - s : s;
             var gates = h is null ? xw[t] : xw[t].addmm(h, whT);
-            var g = gates.chunk(4, -1);
-            var ig = g[0].sigmoid().mul(g[1].tanh());
-            var cNew = c is null ? ig : g[2].sigmoid().mul(c).add(ig);
-            var hNew = g[3].sigmoid().mul(cNew.tanh());
+            // one sigmoid over all four gates (σ(j) is computed and unused): fewer nodes for the double backward
+            // one sigmoid over all four gates (σ(j) is computed and unused): fewer nodes for the double backward
+            var sg = gates.sigmoid().chunk(4, -1);
+            var tj = gates.narrow(-1, H, H).tanh();
+            var cNew = c is null ? sg[0].mul(tj) : torch.addcmul(sg[2].mul(c), sg[0], tj, 1.0);
+            var hNew = sg[3].mul(cNew.tanh());
             if (m is null) { h = hNew; c = cNew; outs[t] = hNew; continue; }
             var valid = m[paperQuirks && backward ? s : t];                                 // [B, 1]
             outs[t] = torch.where(valid, hNew, 0.0);
@@ -303,6 +306,17 @@ public static class ObjectiveNetwork
         }
         return torch.cat(parts, -1);
     }
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(long, string), Tensor> _halves = new();
+
+    /// <summary>[n] bool: true on the first n/2 units (cached per size and device; never disposed).</summary>
+    static Tensor FirstHalf(long n, Device device) => _halves.GetOrAdd((n, device.ToString()), _ =>
+    {
+        using var _g = no_grad();
+        var m = torch.arange(n, device: device).lt(n / 2);
+        m.DetachFromDisposeScope();
+        return m;
+    });
 
     static Tensor Apply(Tensor x, string act) => act switch
     {
