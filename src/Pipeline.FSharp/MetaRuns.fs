@@ -47,7 +47,7 @@ let defaultMetaTrainOut (r: MetaTrainRequest) =
     Path.Combine("results", r.Experiment, sprintf "%s-%s-n%d-s%d" r.Variant (String.Join("+", r.Envs)) r.Agents r.Seed)
 
 /// The seed of population member `i`: distinct, and derived from the run seed only.
-let memberSeed (seed: int) (i: int) = Seeds.Derive(int64 seed, 1000 + i)
+let memberSeed (seed: int) (i: int) : int64 = int64 (Seeds.Derive(int64 seed, 1000 + i))
 
 /// The config a meta-train run uses: the paper's defaults, the variant, then the user's overrides.
 let metaTrainConfig (r: MetaTrainRequest) =
@@ -75,17 +75,25 @@ let rowsCoveredBy (index: int) (rows: Results.Row list) =
 
 /// The checkpoint store of a run folder, seen by the population as its sink. Resume picks the newest valid
 /// checkpoint whose marker row reached metrics.parquet (so no rows are lost or duplicated).
+/// Part names like `agent/3` become file names like `agent__3` (the store takes plain file names only).
 type FileCheckpointSink(store: CheckpointStore, coveredIndices: Set<int>, keepLast: int) =
+    static let toFile (part: string) = part.Replace("/", "__")
+    static let ofFile (file: string) = file.Replace("__", "/")
     interface ICheckpointSink with
         member _.Write(index, envStep, parts) =
             let meta = JsonObject()
             meta["env_step"] <- JsonValue.Create envStep
-            store.Write(index, parts, meta) |> ignore
+            let files = Dictionary<string, byte[]>()
+            for kv in parts do files[toFile kv.Key] <- kv.Value
+            store.Write(index, files, meta) |> ignore
             store.Prune keepLast |> ignore
         member _.LoadLatest() =
             let usable = store.List() |> Seq.filter coveredIndices.Contains |> Seq.sortDescending
             match Seq.tryHead usable with
-            | Some i -> Nullable(struct (i, (store.Load i).Parts))
+            | Some i ->
+                let parts = Dictionary<string, byte[]>()
+                for kv in (store.Load i).Parts do parts[ofFile kv.Key] <- kv.Value
+                Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
             | None -> Nullable()
 
 /// Reads run.json of a run folder (None when absent).
@@ -168,7 +176,7 @@ type MetaTestRequest =
       Force: bool }
 
 /// α and the meta-train config of an objective run folder's checkpoint (latest when `index` is None).
-let loadObjective (dir: string) (index: int option) : float[] * RunConfig * string =
+let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * string =
     if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
     let runJson = readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
     let cfg =
@@ -178,7 +186,7 @@ let loadObjective (dir: string) (index: int option) : float[] * RunConfig * stri
     let available = store.List()
     let k =
         match index with
-        | Some k when available.Contains k -> k
+        | Some k when Seq.contains k available -> k
         | Some k -> usageError "--checkpoint %d: not in %s (available: %s)" k store.Root (String.Join(", ", available))
         | None ->
             match store.Latest() |> Option.ofNullable with
@@ -189,7 +197,7 @@ let loadObjective (dir: string) (index: int option) : float[] * RunConfig * stri
         match parts.TryGetValue "server" with
         | true, bytes -> ObjectiveAdam.Import(bytes).Alpha
         | _ -> usageError "--objective '%s': checkpoint %d holds no objective (part 'server')" dir k
-    let variant = match runJson.TryGetPropertyValue "variant" with | true, v when not (isNull v) -> v.GetValue<string>() | _ -> "full"
+    let variant = match runJson["variant"] with | null -> "full" | v -> v.GetValue<string>()
     alpha, cfg, variant
 
 /// Trains a fresh agent on any env with a frozen objective from a meta-train run (no objective updates).

@@ -21,3 +21,8 @@ let main argv =
     | :? ArgumentException as e ->
         eprintfn "error: %s" e.Message
         2
+    | e ->
+        // Anything else is a failure of the run itself: its message, and the details for a bug report.
+        eprintfn "error: %s" e.Message
+        eprintfn "%s" (e.ToString())
+        1

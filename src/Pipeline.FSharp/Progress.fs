@@ -34,12 +34,13 @@ let run (title: string) (total: int64) (status: unit -> string) (work: IProgress
                 while not job.IsCompleted do
                     t.Value <- float (Interlocked.Read &current)
                     t.Description <- Markup.Escape(sprintf "%s  %s" title (status ()))
-                    job.Wait 150 |> ignore
+                    (job :> IAsyncResult).AsyncWaitHandle.WaitOne 150 |> ignore
                 t.Value <- float (Interlocked.Read &current))
     else
         let every = TimeSpan.FromSeconds 10.0
         let mutable next = every
-        while not (job.Wait 200) do
+        // Waiting on the handle, not job.Wait, so a failure surfaces below as itself, not as an AggregateException.
+        while not ((job :> IAsyncResult).AsyncWaitHandle.WaitOne 200) do
             if clock.Elapsed >= next then
                 Console.WriteLine(sprintf "[%s] %s" title (line ()))
                 next <- clock.Elapsed + every

@@ -15,8 +15,9 @@ let private tiny =
       "--set"; "policy_random_exploration_steps=100"; "--set"; "obj_func_anneal_steps=200"; "--loss-log-every"; "20" ]
 
 let private metaTrainArgs (out: string) (extra: string list) =
-    [ "meta-train"; "--envs"; "Pendulum-v1,MountainCarContinuous-v0"; "--agents"; "2"; "--steps"; "600"; "--seed"; "5"
-      "--out"; out; "--checkpoint-every"; "200" ] @ tiny @ extra
+    // steps=1: one round per training iteration, so the budget is checked after every round.
+    [ "meta-train"; "--envs"; "Pendulum-v1,InvertedPendulum-v2"; "--agents"; "2"; "--steps"; "600"; "--seed"; "5"
+      "--out"; out; "--checkpoint-every"; "200"; "--set"; "steps=1" ] @ tiny @ extra
 
 /// Rows without what legitimately differs between two runs (ids, wall time, throughput).
 let private comparable (dir: string) =
@@ -53,7 +54,7 @@ let tests =
                     Expect.isTrue (rows |> List.exists (fun r -> r.metric = m)) (sprintf "rows include %s" m)
                 Expect.equal (rows |> List.map (fun r -> r.agent) |> List.distinct |> List.sort) [ 0; 1 ] "both agents"
                 Expect.isTrue (rows |> List.forall (fun r -> r.phase = "meta-train")) "phase"
-                Expect.isTrue (rows |> List.forall (fun r -> r.env = (if r.agent = 0 then "Pendulum-v1" else "MountainCarContinuous-v0"))) "envs round-robin"
+                Expect.isTrue (rows |> List.forall (fun r -> r.env = (if r.agent = 0 then "Pendulum-v1" else "InvertedPendulum-v2"))) "envs round-robin"
 
                 // Same run, killed with SIGKILL once its first checkpoint is complete, then resumed.
                 let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
@@ -79,12 +80,12 @@ let tests =
 
                 // The frozen objective trains a fresh agent on an env it never saw.
                 let rc3, out3, err3 =
-                    cli [ "meta-test"; "--objective"; whole; "--env"; "InvertedPendulum-v2"; "--steps"; "300"; "--seed"; "1"
+                    cli [ "meta-test"; "--objective"; whole; "--env"; "Reacher-v2"; "--steps"; "300"; "--seed"; "1"
                           "--out"; tested; "--force"; "--set"; "policy_random_exploration_steps=100" ]
                 Expect.equal rc3 0 (sprintf "meta-test; stdout %s stderr %s" out3 err3)
                 let testRows = Results.readParquet (Path.Combine(tested, "metrics.parquet"))
                 Expect.isTrue (testRows |> List.exists (fun r -> r.metric = "episode_return")) "episodes"
-                Expect.isTrue (testRows |> List.forall (fun r -> r.phase = "meta-test" && r.env = "InvertedPendulum-v2")) "keys"
+                Expect.isTrue (testRows |> List.forall (fun r -> r.phase = "meta-test" && r.env = "Reacher-v2")) "keys"
             finally
                 for d in [ whole; killed; tested ] do (try Directory.Delete(d, true) with _ -> ())
         }

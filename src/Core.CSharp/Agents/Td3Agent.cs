@@ -73,6 +73,8 @@ public sealed class Td3Agent : IDisposable
     public SeededRandom Rng { get; }
     /// <summary>Target-policy smoothing noise.</summary>
     public Generator NoiseGen { get; }
+    /// <summary>DDPG: the TD target uses Q1_target alone instead of the twin minimum (Q2 is still trained, unused).</summary>
+    public bool SingleCriticTarget { get; set; }
     /// <summary>Env steps seen by <see cref="Observe"/>; drives exploration and policy-LR warm-up.</summary>
     public long EnvSteps { get; internal set; }
     public long CriticUpdates => _criticOpt.Steps;
@@ -226,7 +228,9 @@ public sealed class Td3Agent : IDisposable
         {
             var noise = torch.randn([n, ActSize], DType, Device, generator: NoiseGen).mul_(Config.CriticNoise);
             var aTarget = TargetAction(Pi(PolicyTarget, s2), noise, Config.CriticNoiseClip, ActLimit);
-            y = TdTarget(r, d, Q(Q1Target, s2, aTarget), Q(Q2Target, s2, aTarget), Config.DiscountFactor, Config.PaperQuirks);
+            var q1t = Q(Q1Target, s2, aTarget);
+            var q2t = SingleCriticTarget ? q1t : Q(Q2Target, s2, aTarget);
+            y = TdTarget(r, d, q1t, q2t, Config.DiscountFactor, Config.PaperQuirks);
         }
         var q1 = Q(Q1, s, a);
         var q2 = Q(Q2, s, a);

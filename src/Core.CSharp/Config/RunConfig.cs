@@ -138,6 +138,9 @@ public sealed record RunConfig
     [ConfigKey("obj_func_update_delay")] public int ObjFuncUpdateDelay { get; init; } = 2;
     /// <summary>Env steps over which the policy loss anneals from −Q1 to L_α.</summary>
     [ConfigKey("obj_func_anneal_steps")] public long ObjFuncAnnealSteps { get; init; } = 10_000;
+    /// <summary>This port's L_α ablations (metagenrl.md §5.4): full, no-value, no-time, no-reward, q-input
+    /// (Q1(s, π(s)) with gradient as an input), forward-lstm, no-lstm (per-step MLP in place of the LSTM).</summary>
+    [ConfigKey("obj_func_variant")] public string ObjFuncVariant { get; init; } = "full";
 
     // ── THIS PORT ──
     /// <summary>Replicate the official code's quirks: time-limit ends stored as terminal and "+d" in the TD target.
@@ -251,6 +254,8 @@ public sealed record RunConfig
             case "obj_func_second_order_steps": Need(ObjFuncSecondOrderSteps >= 1, "expected ≥ 1"); break;
             case "obj_func_update_delay": Need(ObjFuncUpdateDelay == -1 || ObjFuncUpdateDelay >= 1, "expected −1 (frozen) or ≥ 1"); break;
             case "obj_func_anneal_steps": Need(ObjFuncAnnealSteps >= 0, "expected ≥ 0"); break;
+            case "obj_func_variant": Need(ObjFuncVariant is "full" or "no-value" or "no-time" or "no-reward" or "q-input" or "forward-lstm" or "no-lstm",
+                "expected full, no-value, no-time, no-reward, q-input, forward-lstm or no-lstm"); break;
             case "torch_threads": Need(TorchThreads is null or >= 1, "expected None or ≥ 1"); break;
         }
     }

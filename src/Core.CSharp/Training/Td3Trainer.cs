@@ -2,8 +2,10 @@ using System.Diagnostics;
 using MetaGenRL.Core.Agents;
 using MetaGenRL.Core.Config;
 using MetaGenRL.Core.Envs;
+using MetaGenRL.Core.Objective;
 using MetaGenRL.Core.Torch;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace MetaGenRL.Core.Training;
 
@@ -48,7 +50,14 @@ public static class Td3Trainer
 
     /// <summary>Trains on an already-made env (not disposed here). <see cref="TrainOptions.EnvId"/> is ignored.</summary>
     public static TrainSummary Train(RunConfig cfg, IEnv env, TrainOptions opts, Action<Metric> onMetric,
-                                     IProgress<long>? progress = null, CancellationToken ct = default)
+                                     IProgress<long>? progress = null, CancellationToken ct = default) =>
+        Run(cfg, env, opts, onMetric, progress, ct, configure: null);
+
+    /// <summary>The schedule shared by every single-agent algorithm: <paramref name="configure"/> sets the agent's
+    /// policy objective (and DDPG's single-critic target) before the first step. With an objective other than the
+    /// TD3 actor loss, the policy step's loss is reported as <c>policy_obj_loss</c> and −mean Q1(s, π(s)) as <c>policy_loss</c>.</summary>
+    internal static TrainSummary Run(RunConfig cfg, IEnv env, TrainOptions opts, Action<Metric> onMetric,
+                                     IProgress<long>? progress, CancellationToken ct, Action<Td3Agent>? configure)
     {
         ArgumentNullException.ThrowIfNull(cfg);
         ArgumentNullException.ThrowIfNull(env);
@@ -63,6 +72,7 @@ public static class Td3Trainer
         int capacity = (int)Math.Min(cfg.BufferSize, Math.Max(opts.Steps, 1));   // never more than the run can fill
         using var agent = new Td3Agent(cfg, env.ObservationSize, env.ActionLow, env.ActionHigh, opts.Seed, device,
                                        replayCapacity: capacity);
+        configure?.Invoke(agent);
 
         long envStep = 0, updates = 0, lastSpsStep = 0, lastProgress = 0;
         double lastSpsTime = 0;
@@ -128,7 +138,14 @@ public static class Td3Trainer
                 }
                 if (res.PolicyLoss is double pl && policyLossWanted)
                 {
-                    onMetric(new Metric(envStep, "policy_loss", pl));
+                    if (agent.Objective is CriticValueObjective or DiagnosedCriticValueObjective)
+                        onMetric(new Metric(envStep, "policy_loss", pl));
+                    else
+                    {
+                        onMetric(new Metric(envStep, "policy_obj_loss", pl));
+                        if (agent.Objective is IDiagnosedObjective { LastValueLoss: { } v })
+                            onMetric(new Metric(envStep, "policy_loss", v.to(ScalarType.Float64).item<double>()));
+                    }
                     policyLossWanted = false;
                 }
             }

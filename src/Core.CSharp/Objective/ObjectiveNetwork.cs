@@ -1,0 +1,376 @@
+using MetaGenRL.Core.Config;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace MetaGenRL.Core.Objective;
+
+/// <summary>Which inputs and core the learned objective L_α uses (config key <c>obj_func_variant</c>).
+/// Each variant is a small diff of <see cref="Full"/>: an input dropped or added, or the core swapped.</summary>
+public enum ObjectiveVariant
+{
+    /// <summary>The official L_α (metagenrl.md §2.5).</summary>
+    Full,
+    /// <summary>Without V̂_t and V̂_{t+1}(1−d): L_α sees rewards and time only.</summary>
+    NoValue,
+    /// <summary>Without t/T.</summary>
+    NoTime,
+    /// <summary>Without r̂.</summary>
+    NoReward,
+    /// <summary>Adds Q1(s, π(s)) with gradient (normalised with the value statistics) as a fifth input.</summary>
+    QInput,
+    /// <summary>The LSTM runs forward in time (each step sees only the past).</summary>
+    ForwardLstm,
+    /// <summary>No recurrence: one Dense → mixed activation (→ LN) layer per step in place of the LSTM.</summary>
+    NoLstm,
+}
+
+/// <summary>
+/// Sizes and switches of L_α, read from a <see cref="RunConfig"/>. Parameter list layout (α), in order:
+/// action net g_act (per hidden layer W [U, in], b [U], LN gain, LN bias when LN), reward/value net g_rv
+/// (hidden W, b (, LN) then output W [out, U], b [out]), core (LSTM: W [4H, Z+H] over [z, h] with gates
+/// i, j, f, o, b [4H]; or no-lstm: W [H, Z], b [H] (, LN)), head (hidden W, b (, LN), then W [1, U], b [1]).
+/// </summary>
+public sealed record ObjectiveSpec(
+    int ActUnits, int ActHidden, bool ActLayerNorm,
+    int RvUnits, int RvHidden, int RvOut, bool RvLayerNorm,
+    int LstmUnits, int HeadUnits, int HeadHidden, bool HeadLayerNorm,
+    IReadOnlyList<string> Activations, double ErrorScale, string ErrorFunc, ObjectiveVariant Variant)
+{
+    /// <summary>The L_α of <paramref name="cfg"/> (obj_func_* keys).</summary>
+    public static ObjectiveSpec FromConfig(RunConfig cfg) => new(
+        cfg.ObjFuncInputTransformUnits, cfg.ObjFuncInputTransformDepth, cfg.ObjFuncLayernorm,
+        cfg.ObjFuncInputTransformUnits, cfg.ObjFuncInputTransformDepth - 1, cfg.ObjFuncInputTransformOutUnits,
+        cfg.ObjFuncInputTransformLayernorm,
+        cfg.ObjFuncLstmUnits, cfg.ObjFuncUnits, cfg.ObjFuncDepth - 1, cfg.ObjFuncLayernorm,
+        cfg.ObjFuncActivation, cfg.ObjFuncErrorScale, cfg.ObjFuncErrorFunc, ParseVariant(cfg.ObjFuncVariant));
+
+    /// <summary>Maps the config spelling (<c>full</c>, <c>no-value</c>, …) to the enum.</summary>
+    public static ObjectiveVariant ParseVariant(string s) => s switch
+    {
+        "full" => ObjectiveVariant.Full,
+        "no-value" => ObjectiveVariant.NoValue,
+        "no-time" => ObjectiveVariant.NoTime,
+        "no-reward" => ObjectiveVariant.NoReward,
+        "q-input" => ObjectiveVariant.QInput,
+        "forward-lstm" => ObjectiveVariant.ForwardLstm,
+        "no-lstm" => ObjectiveVariant.NoLstm,
+        _ => throw new ArgumentException($"unknown objective variant '{s}'"),
+    };
+
+    /// <summary>The config spellings of every variant.</summary>
+    public static IReadOnlyList<string> VariantNames { get; } =
+        ["full", "no-value", "no-time", "no-reward", "q-input", "forward-lstm", "no-lstm"];
+
+    public bool UseReward => Variant != ObjectiveVariant.NoReward;
+    public bool UseTime => Variant != ObjectiveVariant.NoTime;
+    public bool UseValue => Variant != ObjectiveVariant.NoValue;
+    public bool UseQ => Variant == ObjectiveVariant.QInput;
+    public bool UseLstm => Variant != ObjectiveVariant.NoLstm;
+    public bool BackwardInTime => Variant != ObjectiveVariant.ForwardLstm;
+
+    /// <summary>Features per step fed to g_rv: r̂, t/T, V̂_{t+1}(1−d), V̂_t (and Q̂), minus the dropped ones.</summary>
+    public int RvInputs => (UseReward ? 1 : 0) + (UseTime ? 1 : 0) + (UseValue ? 2 : 0) + (UseQ ? 1 : 0);
+    /// <summary>Core input Z = action features + reward/value features.</summary>
+    public int CoreInputs => ActUnits + RvOut;
+
+    /// <summary>Shapes of α, in the order <see cref="ObjectiveNetwork.Forward"/> reads them.</summary>
+    public IReadOnlyList<long[]> ParameterShapes()
+    {
+        var s = new List<long[]>();
+        void Dense(long @out, long @in, bool ln)
+        {
+            s.Add([@out, @in]); s.Add([@out]);
+            if (ln) { s.Add([@out]); s.Add([@out]); }
+        }
+        long fan = 2;
+        for (int l = 0; l < ActHidden; l++) { Dense(ActUnits, fan, ActLayerNorm); fan = ActUnits; }
+        fan = RvInputs;
+        for (int l = 0; l < RvHidden; l++) { Dense(RvUnits, fan, RvLayerNorm); fan = RvUnits; }
+        Dense(RvOut, fan, false);
+        if (UseLstm) Dense(4L * LstmUnits, CoreInputs + LstmUnits, false);
+        else Dense(LstmUnits, CoreInputs, HeadLayerNorm);
+        fan = LstmUnits;
+        for (int l = 0; l < HeadHidden; l++) { Dense(HeadUnits, fan, HeadLayerNorm); fan = HeadUnits; }
+        Dense(1, fan, false);
+        return s;
+    }
+
+    /// <summary>Scalars in α (15,497 for the official defaults).</summary>
+    public long Scalars => ParameterShapes().Sum(x => x.Aggregate(1L, (a, b) => a * b));
+}
+
+/// <summary>What L_α sees for a batch of B windows of T steps (A action dimensions).</summary>
+/// <param name="Act">[B, T, A] replay (behaviour) actions</param>
+/// <param name="PolicyAct">[B, T, A] π_φ(s_t), differentiable in φ</param>
+/// <param name="Rew">[B, T]</param>
+/// <param name="Done">[B, T] 1 = no bootstrap</param>
+/// <param name="Mask">[B, T] 1 for valid steps; padding is at the end of a window</param>
+/// <param name="Values">[B, T+1] V_0 … V_{T−1} and V_T (treated as stop-gradient)</param>
+/// <param name="Q">[B, T] Q1(s, π(s)) with gradient (q-input variant only)</param>
+public sealed record ObjectiveInputs(Tensor Act, Tensor PolicyAct, Tensor Rew, Tensor Done, Tensor Mask, Tensor Values, Tensor? Q = null);
+
+/// <summary>
+/// The learned objective L_α (metagenrl.md §2.5), written functionally: α is an explicit parameter list, so
+/// L_α is differentiable twice (∂²/∂α∂φ for the meta-gradient). Per step: action features mean_k g_act(a_k, π_k);
+/// reward/value/time features g_rv(r̂, t/T, V̂_{t+1}(1−d), V̂_t); an LSTM over reversed time (hand-written TF
+/// LSTMCell); an output head; and the tanh error bound. Returns per-step losses [B, T].
+/// </summary>
+public static class ObjectiveNetwork
+{
+    /// <summary>z-normalisation ε.</summary>
+    public const double NormEps = 1e-8;
+    /// <summary>TF LSTMCell forget-gate bias, added at run time.</summary>
+    public const double ForgetBias = 1.0;
+
+    // ── INITIALISATION ──
+
+    /// <summary>Fresh α (leaf tensors, requires_grad): Glorot-uniform matrices, zero biases, LN gains 1, drawn on the
+    /// CPU from <paramref name="gen"/> in float64 and cast, so values do not depend on device or dtype.</summary>
+    public static List<Tensor> Init(ObjectiveSpec spec, Generator gen, Device device, ScalarType dtype = ScalarType.Float32)
+    {
+        var shapes = spec.ParameterShapes();
+        var ps = new List<Tensor>(shapes.Count);
+        using (no_grad())
+        {
+            for (int i = 0; i < shapes.Count; i++)
+            {
+                var shape = shapes[i];
+                Tensor p;
+                if (shape.Length == 2)
+                {
+                    double limit = Math.Sqrt(6.0 / (shape[0] + shape[1]));
+                    using var u = torch.rand(shape, ScalarType.Float64, torch.CPU, generator: gen);
+                    using var w = u.mul(2 * limit).sub_(limit);
+                    p = w.to(dtype, device);
+                }
+                // a 1-d tensor right after a bias is an LN gain (layout: W, b, gain, shift)
+                else if (i >= 2 && shapes[i - 1].Length == 1 && shapes[i - 2].Length == 2) p = torch.ones(shape, dtype, device);
+                else p = torch.zeros(shape, dtype, device);
+                p.requires_grad_(true);
+                p.DetachFromDisposeScope();
+                ps.Add(p);
+            }
+        }
+        return ps;
+    }
+
+    /// <summary>α flattened (float32, layout order).</summary>
+    public static float[] Flatten(IReadOnlyList<Tensor> alpha)
+    {
+        using var _ = no_grad();
+        using var flat = torch.cat(alpha.Select(a => a.detach().reshape(-1)).ToArray()).to(ScalarType.Float32, torch.CPU);
+        return flat.data<float>().ToArray();
+    }
+
+    /// <summary>Copies <paramref name="values"/> (layout order) into α in place.</summary>
+    public static void Load(IReadOnlyList<Tensor> alpha, float[] values)
+    {
+        long n = alpha.Sum(a => a.numel());
+        if (values.Length != n) throw new ArgumentException($"objective: expected {n} parameters, got {values.Length}");
+        using var _ = no_grad();
+        using var src = torch.tensor(values);
+        long o = 0;
+        foreach (var a in alpha)
+        {
+            using var part = src.narrow(0, o, a.numel()).view(a.shape);
+            a.copy_(part);
+            o += a.numel();
+        }
+    }
+
+    // ── FORWARD ──
+
+    /// <summary>L_α per step. <paramref name="paperQuirks"/>: true reverses whole windows before the LSTM and
+    /// applies the valid length afterwards, as TF's dynamic_rnn did in the official code (valid early steps of
+    /// a short window get zero LSTM outputs); false reverses each window within its valid length.</summary>
+    /// <returns>[B, T] per-step losses (padding steps included; mask them).</returns>
+    public static Tensor Forward(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, ObjectiveInputs x, bool paperQuirks)
+    {
+        var (B, T, A) = CheckInputs(spec, alpha, x);
+        int i = 0;
+
+        // ── ACTION FEATURES ── shared g_act over (replay, policy) pairs, averaged over action dims
+        var h = torch.stack([x.Act, x.PolicyAct], -1);                         // [B, T, A, 2]
+        for (int l = 0; l < spec.ActHidden; l++) h = Dense(h, alpha, ref i, spec.Activations, spec.ActLayerNorm);
+        var actFeat = h.mean([-2]);                                             // [B, T, U]
+
+        // ── REWARD / VALUE / TIME FEATURES ── per-batch z-normalised, terminal mask after normalisation
+        var feats = new List<Tensor>(5);
+        if (spec.UseReward) feats.Add(ZNormalize(x.Rew.detach()).unsqueeze(-1));
+        if (spec.UseTime)
+            feats.Add(torch.arange(T, x.Rew.dtype, x.Rew.device).div_(T).reshape(1, T, 1).expand(B, T, 1));
+        Tensor? vMean = null, vStd = null;
+        if (spec.UseValue || spec.UseQ)
+        {
+            var v = x.Values.detach();
+            (vMean, vStd) = Moments(v);
+            var vn = v.sub(vMean).div(vStd);                                  // [B, T+1]
+            if (spec.UseValue)
+            {
+                feats.Add(vn.narrow(1, 1, T).mul(x.Done.neg().add(1.0)).unsqueeze(-1));   // V̂_{t+1}(1−d)
+                feats.Add(vn.narrow(1, 0, T).unsqueeze(-1));                                // V̂_t
+            }
+        }
+        if (spec.UseQ) feats.Add(x.Q!.sub(vMean!).div(vStd!).unsqueeze(-1));
+        var u = feats.Count == 1 ? feats[0] : torch.cat(feats, -1);            // [B, T, RvInputs]
+        for (int l = 0; l < spec.RvHidden; l++) u = Dense(u, alpha, ref i, spec.Activations, spec.RvLayerNorm);
+        u = F.linear(u, alpha[i], alpha[i + 1]); i += 2;                        // [B, T, RvOut]
+
+        // ── CORE ── LSTM over (reversed) time, or a per-step dense layer
+        var z = torch.cat([actFeat, u], -1);                                    // [B, T, Z]
+        Tensor core;
+        if (spec.UseLstm)
+        {
+            core = Lstm(z, alpha[i], alpha[i + 1], x.Mask, spec.BackwardInTime, paperQuirks);
+            i += 2;
+        }
+        else core = Dense(z, alpha, ref i, spec.Activations, spec.HeadLayerNorm);
+
+        // ── HEAD + ERROR BOUND ──
+        var o = core;
+        for (int l = 0; l < spec.HeadHidden; l++) o = Dense(o, alpha, ref i, spec.Activations, spec.HeadLayerNorm);
+        var f = F.linear(o, alpha[i], alpha[i + 1]).squeeze(-1);              // [B, T]
+        return spec.ErrorFunc == "tanh" ? f.mul(spec.ErrorScale).tanh().div(spec.ErrorScale) : f;
+    }
+
+    /// <summary>
+    /// Hand-written TF LSTMCell (gates i, j, f, o; c' = σ(f + 1)·c + σ(i)·tanh(j); h' = σ(o)·tanh(c'); zero initial
+    /// state) run over <paramref name="z"/> [B, T, Z] with weights <paramref name="w"/> [4H, Z+H] (over [z, h]) and
+    /// <paramref name="b"/> [4H]. Steps outside a window's valid length leave the state unchanged and output 0
+    /// (TF dynamic_rnn's sequence_length). Backward: t = T−1 … 0. With <paramref name="paperQuirks"/> the valid
+    /// length is counted along the reversed whole window (the official behaviour), else along each window's own
+    /// reversal (padding skipped). Returns [B, T, H] in time order.
+    /// </summary>
+    public static Tensor Lstm(Tensor z, Tensor w, Tensor b, Tensor mask, bool backward, bool paperQuirks)
+    {
+        long B = z.shape[0], T = z.shape[1], Z = z.shape[2], H = b.shape[0] / 4;
+        if (w.shape.Length != 2 || w.shape[0] != 4 * H || w.shape[1] != Z + H)
+            throw new ArgumentException($"LSTM: kernel [{string.Join(", ", w.shape)}] does not fit input {Z} and {H} units");
+        if (mask.shape.Length != 2 || mask.shape[0] != B || mask.shape[1] != T)
+            throw new ArgumentException($"LSTM: mask [{string.Join(", ", mask.shape)}] does not match [{B}, {T}]");
+        // the forget bias is folded into the precomputed input projection: one add for all T steps
+        using var fb = torch.zeros(4 * H, z.dtype, z.device);
+        fb.narrow(0, 2 * H, H).fill_(ForgetBias);
+        var xw = F.linear(z, w.narrow(1, 0, Z), b.add(fb)).transpose(0, 1).contiguous().unbind(0);   // T × [B, 4H]
+        var whT = w.narrow(1, Z, H).t();                                                               // [H, 4H]
+        bool allValid = AllValid(mask);
+        var m = allValid ? null : mask.t().unsqueeze(-1).gt(0);                                        // [T, B, 1] bool
+
+        var outs = new Tensor[T];
+        Tensor? h = null, c = null;
+        for (long s = 0; s < T; s++)
+        {
+            long t = backward ? T - 1 - s : s;
+            var gates = h is null ? xw[t] : xw[t].addmm(h, whT);
+            // one sigmoid over all four gates (σ(j) is computed and unused): fewer nodes for the double backward
+            // one sigmoid over all four gates (σ(j) is computed and unused): fewer nodes for the double backward
+            var sg = gates.sigmoid().chunk(4, -1);
+            var tj = gates.narrow(-1, H, H).tanh();
+            var cNew = c is null ? sg[0].mul(tj) : torch.addcmul(sg[2].mul(c), sg[0], tj, 1.0);
+            var hNew = sg[3].mul(cNew.tanh());
+            if (m is null) { h = hNew; c = cNew; outs[t] = hNew; continue; }
+            var valid = m[paperQuirks && backward ? s : t];                                 // [B, 1]
+            outs[t] = torch.where(valid, hNew, 0.0);
+            h = h is null ? outs[t] : torch.where(valid, hNew, h);
+            c = c is null ? torch.where(valid, cNew, 0.0) : torch.where(valid, cNew, c);
+        }
+        return torch.stack(outs, 1);
+    }
+
+    /// <summary>(x − mean)/sqrt(var + 1e-8) over every entry (population variance, padding included).</summary>
+    public static Tensor ZNormalize(Tensor x)
+    {
+        var (mean, std) = Moments(x);
+        return x.sub(mean).div(std);
+    }
+
+    static (Tensor Mean, Tensor Std) Moments(Tensor x)
+    {
+        var mean = x.mean();
+        var std = x.sub(mean).square().mean().add(NormEps).sqrt();
+        return (mean, std);
+    }
+
+    /// <summary>The mixed activation: the units are split into equal parts, one per activation (the last part
+    /// takes any remainder), e.g. relu on the first half and x² on the second.</summary>
+    public static Tensor Activate(Tensor x, IReadOnlyList<string> acts)
+    {
+        if (acts.Count == 1) return Apply(x, acts[0]);
+        long n = x.shape[^1], part = n / acts.Count;
+        var parts = new Tensor[acts.Count];
+        for (int k = 0; k < acts.Count; k++)
+        {
+            long len = k == acts.Count - 1 ? n - part * k : part;
+            parts[k] = Apply(x.narrow(-1, part * k, len), acts[k]);
+        }
+        return torch.cat(parts, -1);
+    }
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(long, string), Tensor> _halves = new();
+
+    /// <summary>[n] bool: true on the first n/2 units (cached per size and device; never disposed).</summary>
+    static Tensor FirstHalf(long n, Device device) => _halves.GetOrAdd((n, device.ToString()), _ =>
+    {
+        using var _g = no_grad();
+        var m = torch.arange(n, device: device).lt(n / 2);
+        m.DetachFromDisposeScope();
+        return m;
+    });
+
+    static Tensor Apply(Tensor x, string act) => act switch
+    {
+        "relu" => x.relu(),
+        "square" => x.square(),
+        "tanh" => x.tanh(),
+        "elu" => F.elu(x, 1.0, false),
+        "sigmoid" => x.sigmoid(),
+        _ => throw new ArgumentException($"unknown objective activation '{act}'"),
+    };
+
+    /// <summary>Dense → mixed activation (→ LayerNorm ε 1e-12), reading W, b (, gain, shift) from α at <paramref name="i"/>.</summary>
+    static Tensor Dense(Tensor x, IReadOnlyList<Tensor> alpha, ref int i, IReadOnlyList<string> acts, bool ln)
+    {
+        var h = Activate(F.linear(x, alpha[i], alpha[i + 1]), acts);
+        i += 2;
+        if (ln)
+        {
+            h = F.layer_norm(h, [h.shape[^1]], alpha[i], alpha[i + 1], 1e-12);
+            i += 2;
+        }
+        return h;
+    }
+
+    static bool AllValid(Tensor mask)
+    {
+        using var _ = no_grad();
+        using var last = mask.select(1, mask.shape[1] - 1).min();
+        return last.to(ScalarType.Float64).item<double>() > 0;
+    }
+
+    /// <summary>Asserts the shapes of α and of every input (an error inside autograd.grad would abort the process).</summary>
+    static (long B, long T, long A) CheckInputs(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, ObjectiveInputs x)
+    {
+        var shapes = spec.ParameterShapes();
+        if (alpha.Count != shapes.Count)
+            throw new ArgumentException($"objective: expected {shapes.Count} parameter tensors, got {alpha.Count}");
+        for (int k = 0; k < shapes.Count; k++)
+            if (!alpha[k].shape.SequenceEqual(shapes[k]))
+                throw new ArgumentException($"objective: parameter {k} has shape [{string.Join(", ", alpha[k].shape)}], expected [{string.Join(", ", shapes[k])}]");
+        if (x.Act.shape.Length != 3) throw new ArgumentException($"objective: actions must be [B, T, A], got [{string.Join(", ", x.Act.shape)}]");
+        long B = x.Act.shape[0], T = x.Act.shape[1], A = x.Act.shape[2];
+        void Need(Tensor? t, string name, params long[] shape)
+        {
+            if (t is null) throw new ArgumentException($"objective: {name} is required by variant {spec.Variant}");
+            if (!t.shape.SequenceEqual(shape))
+                throw new ArgumentException($"objective: {name} has shape [{string.Join(", ", t.shape)}], expected [{string.Join(", ", shape)}]");
+        }
+        Need(x.PolicyAct, "policy actions", B, T, A);
+        Need(x.Rew, "rewards", B, T);
+        Need(x.Done, "done", B, T);
+        Need(x.Mask, "mask", B, T);
+        Need(x.Values, "values", B, T + 1);
+        if (spec.UseQ) Need(x.Q, "Q", B, T);
+        return (B, T, A);
+    }
+}
