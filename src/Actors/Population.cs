@@ -14,7 +14,8 @@ public static class Population
     /// <summary>The dispatcher every agent actor runs on: one dedicated OS thread per agent.</summary>
     public const string AgentDispatcher = "metagenrl-agent-dispatcher";
 
-    static readonly Config SystemConfig = ConfigurationFactory.ParseString($$"""
+    /// <summary>The ActorSystem settings a population needs (quiet logging, the pinned agent dispatcher).</summary>
+    public static readonly Config SystemConfig = ConfigurationFactory.ParseString($$"""
         akka {
           loglevel = WARNING
           stdout-loglevel = WARNING

@@ -279,3 +279,40 @@ let tests =
             Expect.throwsT<OperationCanceledException>
                 (fun () -> Population.Run(o, fakes.Make, Action<Metric>(ignore), progress, cts.Token) |> ignore) "cancelled"
     ]
+
+// ── THROUGH AKKA TESTKIT ──
+
+/// The coordinator driven inside a TestKit ActorSystem, with a TestProbe standing in for the metric sink: the
+/// protocol (rows, progress, the final flush handshake) is observed message by message.
+[<Tests>]
+let testKitTests =
+    testList "Population.TestKit" [
+        testCase "2-agent sync population: the probe sees every row, then the flush, and the result matches Population.Run" <| fun () ->
+            let o = opts 2 20L
+            let expected, expectedRows = run o (Fakes [| 3; 5 |])
+            let kit = new Akka.TestKit.Xunit2.TestKit(Population.SystemConfig, "population-testkit")
+            try
+                let sink = kit.CreateTestProbe "sink"
+                let finished = Tasks.TaskCompletionSource<PopulationResult>(Tasks.TaskCreationOptions.RunContinuationsAsynchronously)
+                let fakes = Fakes [| 3; 5 |]
+                kit.Sys.ActorOf(PopulationCoordinator.Props(o, fakes.Make, sink.Ref, finished), "population") |> ignore
+                let rows = ResizeArray<Metric>()
+                let mutable flushed = false
+                while not flushed do
+                    match sink.ReceiveOne(TimeSpan.FromSeconds 20.0) with
+                    | :? MetricRows as m -> rows.AddRange m.Rows
+                    | :? FlushMetrics ->
+                        sink.Reply(Flushed(null))
+                        flushed <- true
+                    | :? ProgressReport | :? AgentProgress -> ()
+                    | null -> failtest "no message from the coordinator within 20 s"
+                    | other -> failtestf "unexpected message to the sink: %A" other
+                Expect.isTrue (finished.Task.Wait(TimeSpan.FromSeconds 10.0)) "the run completes after the flush"
+                let r = finished.Task.Result
+                Expect.equal r.Objective expected.Objective "same α as Population.Run"
+                Expect.equal r.ObjectiveVersion expected.ObjectiveVersion "same number of server steps"
+                Expect.equal (List.ofSeq rows) expectedRows "same rows, same order"
+                sink.ExpectNoMsg(TimeSpan.FromMilliseconds 200.0)
+            finally
+                kit.Shutdown()
+    ]
