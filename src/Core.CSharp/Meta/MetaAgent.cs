@@ -77,6 +77,7 @@ public sealed class MetaAgent : IPopulationMember
         Config = EffectiveConfig(cfg.Validate(), mode);
         Index = index; Mode = mode; _env = env; _ownsEnv = ownsEnv;
         var dev = Devices.Resolve(device);
+        AllocatorTuning.Apply();   // process-wide, once: large tensors from a reused heap instead of fresh mmaps
         Agent = new Td3Agent(Config, env.ObservationSize, env.ActionLow, env.ActionHigh, seed, dev, dtype,
                              replayCapacity: (int)Math.Min(Config.BufferSize, Math.Max(Config.TimestepsTotal, 1)));
         _inner = InnerStepOptions.FromConfig(Config);
