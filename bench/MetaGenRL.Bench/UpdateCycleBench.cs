@@ -21,7 +21,8 @@ namespace MetaGenRL.Bench;
 /// The PyTorch reference runs in the same process run, alternating with ours (<c>--rounds N</c>, default 2); each
 /// side reports the best of its per-round medians. <c>--pytorch PATH</c> names the script (default:
 /// ../shared/bench/pytorch_reference.py above the repository), run with /usr/bin/python3; skipped with a note
-/// when either is absent (<c>--no-pytorch</c> skips it). <c>--reps N</c>, <c>--threads N</c> optional.
+/// when either is absent (<c>--no-pytorch</c> skips it). <c>--reps N</c>, <c>--threads N</c> optional. Our side runs with
+/// <see cref="MetaGenRL.Core.Training.AllocatorTuning"/> as training does (<c>--no-malloc-tuning</c> turns it off).
 /// </summary>
 public static class UpdateCycleBench
 {
@@ -31,6 +32,7 @@ public static class UpdateCycleBench
     public static IEnumerable<string> Run(string[] args)
     {
         Native.EnsureLoaded();
+        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Training.AllocatorTuning.Apply();
         int? hidden = Int(args, "--hidden"), batch = Int(args, "--batch"), reps = Int(args, "--reps");
         int rounds = Int(args, "--rounds") ?? 2;
         int threads = Int(args, "--threads") ?? 2;
@@ -70,6 +72,7 @@ public static class UpdateCycleBench
                 obs = Obs,
                 act = Act,
                 threads,
+                malloc_tuning = tuned,
                 reps = n,
                 rounds,
                 cycle_ms = Math.Round(best!.Cycle, 2),

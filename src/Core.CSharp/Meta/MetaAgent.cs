@@ -78,6 +78,7 @@ public sealed class MetaAgent : IPopulationMember
         Config = EffectiveConfig(cfg.Validate(), mode);
         Index = index; Mode = mode; _env = env; _ownsEnv = ownsEnv;
         var dev = Devices.Resolve(device);
+        AllocatorTuning.Apply();   // process-wide, once: large tensors from a reused heap instead of fresh mmaps
         Agent = new Td3Agent(Config, env.ObservationSize, env.ActionLow, env.ActionHigh, seed, dev, dtype,
                              replayCapacity: ReplayCapacity(Config, env.MaxEpisodeSteps));
         _inner = InnerStepOptions.FromConfig(Config);

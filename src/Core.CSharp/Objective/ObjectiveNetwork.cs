@@ -293,7 +293,8 @@ public static class ObjectiveNetwork
     }
 
     /// <summary>The mixed activation: the units are split into equal parts, one per activation (the last part
-    /// takes any remainder), e.g. relu on the first half and x² on the second.</summary>
+    /// takes any remainder), e.g. relu on the first half and x² on the second. (narrow + cat measured faster in the
+    /// double backward than one where() over both activations.)</summary>
     public static Tensor Activate(Tensor x, IReadOnlyList<string> acts)
     {
         if (acts.Count == 1) return Apply(x, acts[0]);
@@ -306,17 +307,6 @@ public static class ObjectiveNetwork
         }
         return torch.cat(parts, -1);
     }
-
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<(long, string), Tensor> _halves = new();
-
-    /// <summary>[n] bool: true on the first n/2 units (cached per size and device; never disposed).</summary>
-    static Tensor FirstHalf(long n, Device device) => _halves.GetOrAdd((n, device.ToString()), _ =>
-    {
-        using var _g = no_grad();
-        var m = torch.arange(n, device: device).lt(n / 2);
-        m.DetachFromDisposeScope();
-        return m;
-    });
 
     static Tensor Apply(Tensor x, string act) => act switch
     {

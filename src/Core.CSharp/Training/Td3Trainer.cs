@@ -67,6 +67,7 @@ public static class Td3Trainer
         cfg.Validate();
         var device = Devices.Resolve(opts.Device);
         if (cfg.TorchThreads is int threads) torch.set_num_threads(threads);
+        AllocatorTuning.Apply();
 
         var clock = Stopwatch.StartNew();
         int capacity = (int)Math.Min(cfg.BufferSize, Math.Max(opts.Steps, 1));   // never more than the run can fill
