@@ -40,7 +40,7 @@ public static class Td3UpdateBench
             .With("buffer_sample_size", batch.ToString()).With("buffer_size", "30000");
         float[] low = Enumerable.Repeat(-1f, Act).ToArray(), high = Enumerable.Repeat(1f, Act).ToArray();
         using var agent = new Td3Agent(cfg, Obs, low, high, seed: 0, device);
-        FillReplay(agent.Replay, episodes: 25, length: 1000);
+        BenchData.FillReplay(agent.Replay, Obs, Act, episodes: 25, length: 1000);
 
         int warm = Math.Max(3, reps / 10);
         for (int j = 0; j < warm; j++) { agent.CriticStep(); agent.PolicyStep(); agent.UpdateTargets(); }
@@ -83,19 +83,6 @@ public static class Td3UpdateBench
         });
     }
 
-    static void FillReplay(TrajectoryReplay rb, int episodes, int length)
-    {
-        var rng = new Random(123);
-        float[] o = new float[Obs], o2 = new float[Obs], a = new float[Act];
-        for (int e = 0; e < episodes; e++)
-            for (int t = 0; t < length; t++)
-            {
-                for (int i = 0; i < Obs; i++) { o[i] = (float)rng.NextDouble(); o2[i] = (float)rng.NextDouble(); }
-                for (int i = 0; i < Act; i++) a[i] = (float)(2 * rng.NextDouble() - 1);
-                bool last = t == length - 1;
-                rb.Add(o, a, rng.NextDouble(), o2, false, last, last);
-            }
-    }
 
     static void Sync(torch.Device d)
     {

@@ -109,7 +109,7 @@ public static class UpdateCycleBench
         using var alphaOpt = new TfAdam([serverAlpha], cfg.ObjFuncLearningRate);
         agent.Objective = new LearnedObjective(spec, alpha, annealSteps: 0, cfg.PaperQuirks);
         var inner = InnerStepOptions.FromConfig(cfg) with { Diagnostics = false };   // as MetaAgent runs 9 of 10
-        FillReplay(agent.Replay, episodes: 25, length: 1000);
+        BenchData.FillReplay(agent.Replay, Obs, Act, episodes: 25, length: 1000);
 
         void Objective()
         {
@@ -139,19 +139,6 @@ public static class UpdateCycleBench
         return new Parts(Median(cycle), Median(critic), Median(policy), Median(objective));
     }
 
-    static void FillReplay(TrajectoryReplay rb, int episodes, int length)
-    {
-        var rng = new Random(123);
-        float[] o = new float[Obs], o2 = new float[Obs], a = new float[Act];
-        for (int e = 0; e < episodes; e++)
-            for (int t = 0; t < length; t++)
-            {
-                for (int i = 0; i < Obs; i++) { o[i] = (float)rng.NextDouble(); o2[i] = (float)rng.NextDouble(); }
-                for (int i = 0; i < Act; i++) a[i] = (float)(2 * rng.NextDouble() - 1);
-                bool last = t == length - 1;
-                rb.Add(o, a, rng.NextDouble(), o2, false, last, last);
-            }
-    }
 
     // ── PYTORCH REFERENCE ──
 

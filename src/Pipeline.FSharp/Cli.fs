@@ -62,7 +62,7 @@ type MetaTrainArgs =
             | Resume -> "continue an interrupted run in --out from its latest complete checkpoint (also after kill -9)."
             | Set _ -> "override one config key by its official name (repeatable; keys: ./metagenrl config)."
             | Device _ -> "cpu (default), cuda or cuda:N."
-            | Checkpoint_Every _ -> "env steps between checkpoints (at round boundaries; default max(1000, steps/5); 0: only at the end)."
+            | Checkpoint_Every _ -> "env steps between checkpoints, taken at round boundaries (config key checkpoint_every; default max(1000, steps/5)). A checkpoint is also written at the end."
             | Loss_Log_Every _ -> "write losses every N updates (default 100)."
             | Torch_Threads _ -> "torch threads per agent (default: libtorch's choice)."
             | Experiment _ -> "experiment name stamped on every row (default meta-train)."

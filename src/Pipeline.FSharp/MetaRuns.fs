@@ -51,8 +51,11 @@ let memberSeed (seed: int) (i: int) : int64 = int64 (Seeds.Derive(int64 seed, 10
 
 /// The config a meta-train run uses: the paper's defaults, the variant, then the user's overrides.
 let metaTrainConfig (r: MetaTrainRequest) =
-    resolveConfigFrom (resolveConfig [ sprintf "obj_func_variant=%s" r.Variant ]) r.Overrides
-    |> fun c -> resolveConfigFrom c [ sprintf "agent_count=%d" r.Agents; sprintf "timesteps_total=%d" r.Steps ]
+    let fromFlags =
+        [ sprintf "agent_count=%d" r.Agents; sprintf "timesteps_total=%d" r.Steps
+          sprintf "env_name=%s" (String.Join(",", r.Envs)) ]
+        @ (r.CheckpointEvery |> Option.map (sprintf "checkpoint_every=%d") |> Option.toList)
+    resolveConfigFrom (resolveConfig [ sprintf "obj_func_variant=%s" r.Variant ]) (r.Overrides @ fromFlags)
 
 let validateMetaTrain (r: MetaTrainRequest) =
     if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
@@ -136,7 +139,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
           Env = String.Join(",", r.Envs); Seed = r.Seed }
     let writer = Results.RunWriter(out, key, cfg.ToJson(), command, envOf, keptRows)
     writer.Flush "running"
-    let checkpointEvery = r.CheckpointEvery |> Option.defaultValue (max 1000L (r.Steps / 5L))
+    let checkpointEvery = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (r.Steps / 5L)
     let options =
         PopulationOptions(
             AgentCount = r.Agents,
@@ -147,6 +150,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
             ObjFuncUpdateDelay = cfg.ObjFuncUpdateDelay,
             ObjFuncLearningRate = cfg.ObjFuncLearningRate,
             CheckpointEvery = checkpointEvery,
+            CheckpointIncludesReplay = cfg.CheckpointReplay,
             Checkpoints = FileCheckpointSink(store, (if r.Resume then covered else Set.empty), 3),
             Resume = (r.Resume && resumeFrom.IsSome),
             TorchThreadsPerAgent = r.TorchThreads)

@@ -30,7 +30,7 @@ public sealed record RunConfig
     [ConfigKey("env_name")] public IReadOnlyList<string> EnvName { get; init; } = ["LunarLanderContinuous-v2"];
     /// <summary>Episode step limit imposed on top of the env; None = the env's own TimeLimit (1000 for the paper's envs).</summary>
     [ConfigKey("max_episode_length")] public int? MaxEpisodeLength { get; init; }
-    /// <summary>Collect/update rounds per Ray training iteration (bookkeeping only in this port).</summary>
+    /// <summary>Collect/update rounds per training iteration; the population loads the latest α and checks the step budget after each iteration.</summary>
     [ConfigKey("steps")] public int Steps { get; init; } = 10;
     /// <summary>Per-agent stop criterion in env steps (ray <c>timesteps_total</c>; 700k at HEAD, 300k in the Oct-2019 release).</summary>
     [ConfigKey("timesteps_total")] public long TimestepsTotal { get; init; } = 700_000;
@@ -143,11 +143,16 @@ public sealed record RunConfig
     [ConfigKey("obj_func_variant")] public string ObjFuncVariant { get; init; } = "full";
 
     // ── THIS PORT ──
-    /// <summary>Replicate the official code's quirks: time-limit ends stored as terminal and "+d" in the TD target.
-    /// False: truncation bootstraps and no +d.</summary>
+    /// <summary>Replicate the official code's quirks: time-limit ends stored as terminal, "+d" in the TD target and in
+    /// GAE, and L_α's backward LSTM masking short windows after reversal. False: truncation bootstraps, no +d,
+    /// per-sequence reversal.</summary>
     [ConfigKey("paper_quirks")] public bool PaperQuirks { get; init; } = true;
     /// <summary>libtorch intra-op threads for this process; None leaves the libtorch default.</summary>
     [ConfigKey("torch_threads")] public int? TorchThreads { get; init; }
+    /// <summary>Env steps between population checkpoints, taken at round boundaries; 0 = max(1000, timesteps_total / 5).</summary>
+    [ConfigKey("checkpoint_every")] public long CheckpointEvery { get; init; }
+    /// <summary>Population checkpoints include every agent's replay buffer (needed for a bit-exact resume; large).</summary>
+    [ConfigKey("checkpoint_replay")] public bool CheckpointReplay { get; init; } = true;
 
     // ── KEYS, OVERRIDES, VALIDATION ──
 
@@ -257,6 +262,7 @@ public sealed record RunConfig
             case "obj_func_variant": Need(ObjFuncVariant is "full" or "no-value" or "no-time" or "no-reward" or "q-input" or "forward-lstm" or "no-lstm",
                 "expected full, no-value, no-time, no-reward, q-input, forward-lstm or no-lstm"); break;
             case "torch_threads": Need(TorchThreads is null or >= 1, "expected None or ≥ 1"); break;
+            case "checkpoint_every": Need(CheckpointEvery >= 0, "expected ≥ 0"); break;
         }
     }
 
