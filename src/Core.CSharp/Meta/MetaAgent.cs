@@ -201,7 +201,11 @@ public sealed class MetaAgent : IPopulationMember
 
     public void LoadObjective(float[] alpha)
     {
-        if (_alpha.Count == 0) throw new InvalidOperationException($"member {Index} ({Mode}) has no learned objective");
+        if (_alpha.Count == 0)
+        {
+            if (alpha.Length == 0) return;   // a population without a learned objective publishes an empty α
+            throw new InvalidOperationException($"member {Index} ({Mode}) has no learned objective to load {alpha.Length} values into");
+        }
         ObjectiveNetwork.Load(_alpha, alpha);
     }
 
