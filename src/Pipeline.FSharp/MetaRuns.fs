@@ -153,7 +153,9 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
             CheckpointIncludesReplay = cfg.CheckpointReplay,
             Checkpoints = FileCheckpointSink(store, (if r.Resume then covered else Set.empty), 3),
             Resume = (r.Resume && resumeFrom.IsSome),
-            TorchThreadsPerAgent = r.TorchThreads)
+            // Default: the cores split evenly. More OpenMP threads than cores makes libgomp stop spin-waiting,
+            // which halves the speed of these small, frequent ops.
+            TorchThreadsPerAgent = (if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / r.Agents)))
     let makeMember (i: int) : IPopulationMember =
         new MetaAgent(cfg, envOf i, i, memberSeed r.Seed i, r.Device, MemberMode.MetaTrain, LossLogEvery = r.LossLogEvery)
     execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps
