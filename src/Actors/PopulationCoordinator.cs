@@ -61,6 +61,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     bool _gradStep, _asyncExporting;
     byte[]?[]? _asyncSnapshot;
     Action _afterCheckpoint = () => { };
+    readonly Queue<(int Index, long EnvStep, Dictionary<string, byte[]> Parts, byte[]?[] Agents)> _pendingWrites = new();
     // run statistics
     int _failures, _restarts, _checkpoints;
     bool _cancelled;
@@ -341,9 +342,18 @@ public sealed class PopulationCoordinator : ReceiveActor
         long index = _nextCheckpointIndex++;
         parts["coordinator"] = Counters();
         // The marker row goes into the metric stream first: rows before it are the ones this checkpoint covers,
-        // so a resumed run can keep exactly those.
+        // so a resumed run can keep exactly those. The checkpoint is stored only once the sink has delivered
+        // everything up to the marker (FlushMetrics → Flushed), so a stored checkpoint always has its rows.
         Emit(new Metric(envStep, CheckpointMarker, index));
-        _o.Checkpoints?.Write((int)index, envStep, parts);
+        _pendingWrites.Enqueue(((int)index, envStep, parts, agents));
+        Flush();
+    }
+
+    /// <summary>Stores the oldest checkpoint waiting for its rows to be delivered (the sink answers in order).</summary>
+    void StorePendingCheckpoint()
+    {
+        var (index, envStep, parts, agents) = _pendingWrites.Dequeue();
+        _o.Checkpoints?.Write(index, envStep, parts);
         Array.Copy(agents, _agentState, _n);
         _checkpoints++;
         if (_phase == Phase.Checkpoint) _afterCheckpoint();
@@ -400,6 +410,12 @@ public sealed class PopulationCoordinator : ReceiveActor
 
     void OnFlushed(Flushed f)
     {
+        if (f.Error is not null && _phase != Phase.Finishing)
+        {
+            Fail(new InvalidOperationException($"the metric callback failed: {f.Error.Message}", f.Error));
+            return;
+        }
+        if (_pendingWrites.Count > 0) { StorePendingCheckpoint(); return; }
         if (_phase != Phase.Finishing) return;
         _phase = Phase.Done;
         if (f.Error is not null) _done.TrySetException(new InvalidOperationException($"the metric callback failed: {f.Error.Message}", f.Error));

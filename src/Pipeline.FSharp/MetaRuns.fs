@@ -130,6 +130,10 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
         match resumeFrom with
         | Some i -> printfn "resuming from checkpoint %d (%d rows kept)" i keptRows.Length
         | None -> printfn "no usable checkpoint in %s: starting from the beginning" out
+        // Checkpoints newer than the one resumed from (none, normally: a checkpoint is stored only after its rows)
+        // would collide with the ones the resumed run writes.
+        for i in store.List() do
+            if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
     let runId =
         match previous with
         | Some j when r.Resume && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()

@@ -44,13 +44,7 @@ let newAgent (cfg: RunConfig) seed dtype =
     new Td3Agent(cfg, 2, [| -1f |], [| 1f |], seed, torch.CPU, dtype)
 
 /// Acts in a point-mass env for `steps` steps, storing every transition.
-let collect (agent: Td3Agent) (env: IEnv) steps =
-    let mutable obs = env.Reset()
-    for _ in 1 .. steps do
-        let a = agent.Act obs
-        let s = env.Step a
-        agent.Observe(obs, a, s)
-        obs <- if s.Done then env.Reset() else s.Observation
+let collect = MetaGenRL.Tests.Td3Tests.collect
 
 /// Updates j0..j0+m−1 with losses read, plus one exploration action after each (uses the agent's Rng).
 let continueRun (agent: Td3Agent) (j0: int64) m =

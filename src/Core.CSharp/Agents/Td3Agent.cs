@@ -148,7 +148,7 @@ public sealed class Td3Agent : IDisposable
         }
         var mean = ActDeterministic(obs);
         for (int k = 0; k < ActSize; k++)
-            a[k] = Math.Clamp((float)(mean[k] + Config.PolicyExploration * Normal(Rng)), ActLow[k], ActHigh[k]);
+            a[k] = Math.Clamp((float)(mean[k] + Config.PolicyExploration * Rng.NextGaussian()), ActLow[k], ActHigh[k]);
         return a;
     }
 
@@ -298,13 +298,6 @@ public sealed class Td3Agent : IDisposable
 
     TrajectoryTensors SampleTensors() =>
         Replay.Sample(Config.BufferSampleSize, Config.RecurrentTimeSteps, Rng).ToTensors(Device, DType);
-
-    static double Normal(Random rng)
-    {
-        double u1 = 1.0 - rng.NextDouble();
-        double u2 = rng.NextDouble();
-        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
-    }
 
     public void Dispose()
     {

@@ -95,12 +95,7 @@ public abstract class EnvBase : IEnv
     protected double Uniform(double lo, double hi) => lo + (hi - lo) * Rng.NextDouble();
 
     /// <summary>Standard normal sample (Box–Muller on the env's own generator).</summary>
-    protected double Normal()
-    {
-        double u1 = 1.0 - Rng.NextDouble();
-        double u2 = Rng.NextDouble();
-        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
-    }
+    protected double Normal() => Rng.NextGaussian();
 
     public virtual void Dispose() => GC.SuppressFinalize(this);
 }

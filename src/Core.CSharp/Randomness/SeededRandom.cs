@@ -165,6 +165,15 @@ public sealed class SeededRandom : System.Random
     /// <summary>Uniform in [0, 1) on the 2⁻⁵³ grid (the top 53 bits of one draw).</summary>
     public override double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
 
+    /// <summary>A standard normal draw by Box–Muller from two <see cref="NextDouble"/> draws (the first mapped to
+    /// (0, 1] so the logarithm is finite).</summary>
+    public double NextGaussian()
+    {
+        double u1 = 1.0 - NextDouble();
+        double u2 = NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
+    }
+
     /// <summary>Uniform in [0, 1) on the 2⁻²⁴ grid (the top 24 bits of one draw).</summary>
     public override float NextSingle() => (NextUInt64() >> 40) * (1.0f / (1U << 24));
 
