@@ -23,6 +23,8 @@ public static class Td3UpdateBench
     public static IEnumerable<string> Run(string[] args)
     {
         Native.EnsureLoaded();
+        // As every trainer does (and update-cycle unless --no-malloc-tuning): large tensors from a reused heap.
+        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Training.AllocatorTuning.Apply();
         int? hidden = IntArg(args, "--hidden"), batch = IntArg(args, "--batch"), reps = IntArg(args, "--reps");
         string deviceName = StrArg(args, "--device") ?? "cpu";
         var device = Devices.Resolve(deviceName);
@@ -30,10 +32,10 @@ public static class Td3UpdateBench
         if (hidden != null || batch != null) sizes.Add((hidden ?? 350, batch ?? 100));
         else { sizes.Add((350, 100)); sizes.Add((64, 16)); }
         foreach (var (h, b) in sizes)
-            yield return Measure(h, b, device, deviceName, reps ?? (h >= 256 ? 30 : 100));
+            yield return Measure(h, b, device, deviceName, reps ?? (h >= 256 ? 30 : 100), tuned);
     }
 
-    static string Measure(int hidden, int batch, torch.Device device, string deviceName, int reps)
+    static string Measure(int hidden, int batch, torch.Device device, string deviceName, int reps, bool tuned)
     {
         var cfg = RunConfig.Default
             .With("policy_units", hidden.ToString()).With("critic_units", hidden.ToString())
@@ -75,6 +77,7 @@ public static class Td3UpdateBench
             act = Act,
             device = deviceName,
             threads = torch.get_num_threads(),
+            malloc_tuning = tuned,
             reps,
             ms_per_update = Math.Round(c + p / cfg.PolicyUpdateDelay, 3),
             critic_ms = Math.Round(c, 3),
