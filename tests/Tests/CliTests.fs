@@ -44,6 +44,21 @@ let tests =
             Expect.notEqual rc 0 "exit code"
         }
 
+        test "baselines on the same harness: random-objective and reinforce-offpolicy report objective losses" {
+            for algo in [ "random-objective"; "reinforce-offpolicy" ] do
+                let dir = tempDir ("cli-" + algo)
+                try
+                    let rc, out, err =
+                        cli [ "train"; "--algo"; algo; "--env"; "Pendulum-v1"; "--steps"; "250"; "--seed"; "2"; "--out"; dir
+                              "--set"; "policy_units=16"; "--set"; "critic_units=16"; "--set"; "buffer_sample_size=4"
+                              "--set"; "policy_random_exploration_steps=150"; "--loss-log-every"; "5" ]
+                    Expect.equal rc 0 (sprintf "%s exit code; stdout %s stderr %s" algo out err)
+                    let rows = MetaGenRL.Pipeline.Results.readParquet (Path.Combine(dir, "metrics.parquet"))
+                    Expect.isTrue (rows |> List.exists (fun r -> r.metric = "policy_obj_loss")) (algo + ": objective loss logged")
+                    Expect.isTrue (rows |> List.forall (fun r -> r.variant = algo && Double.IsFinite r.value)) (algo + ": rows")
+                finally Directory.Delete(dir, true)
+        }
+
         test "tiny train run writes complete Parquet and run.json" {
             let dir = tempDir "cli-train"
             try
