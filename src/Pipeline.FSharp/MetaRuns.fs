@@ -59,27 +59,23 @@ let metaTrainConfig (r: MetaTrainRequest) =
 
 let validateMetaTrain (r: MetaTrainRequest) =
     if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
-    for e in r.Envs do
-        (try EnvRegistry.Validate e with :? ArgumentException as ex -> raise (UsageError("--envs: " + ex.Message)))
+    for e in r.Envs do validateEnv "--envs" e
     if r.Agents < 2 then usageError "--agents %d: meta-training needs at least 2 agents (the objective server averages their gradients)" r.Agents
-    if r.Steps <= 0L then usageError "--steps %d: must be positive" r.Steps
-    if r.LossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" r.LossLogEvery
     if r.TorchThreads < 0 then usageError "--torch-threads %d: must be ≥ 0" r.TorchThreads
     match r.CheckpointEvery with
     | Some n when n < 0L -> usageError "--checkpoint-every %d: must be ≥ 0" n
     | _ -> ()
-    (try MetaGenRL.Core.Torch.Devices.Resolve r.Device |> ignore
-     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+    validateRun r.Steps r.LossLogEvery r.Device
 
 /// Rows of an interrupted run that its checkpoint `index` covers: everything up to that checkpoint's marker.
 let rowsCoveredBy (index: int) (rows: Results.Row list) =
     let marker = rows |> List.tryFindIndex (fun r -> r.metric = CheckpointMarker && int r.value = index)
     marker |> Option.map (fun i -> List.take (i + 1) rows)
 
-/// The checkpoint store of a run folder, seen by the population as its sink. Resume picks the newest valid
-/// checkpoint whose marker row reached metrics.parquet (so no rows are lost or duplicated).
+/// The checkpoint store of a run folder, seen by the population as its sink. `resumeFrom` is the checkpoint a
+/// resumed run starts from: the newest valid one whose marker row reached metrics.parquet (chosen by metaTrain).
 /// Part names like `agent/3` become file names like `agent__3` (the store takes plain file names only).
-type FileCheckpointSink(store: CheckpointStore, coveredIndices: Set<int>, keepLast: int) =
+type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast: int) =
     static let toFile (part: string) = part.Replace("/", "__")
     static let ofFile (file: string) = file.Replace("__", "/")
     interface ICheckpointSink with
@@ -91,18 +87,12 @@ type FileCheckpointSink(store: CheckpointStore, coveredIndices: Set<int>, keepLa
             store.Write(index, files, meta) |> ignore
             store.Prune keepLast |> ignore
         member _.LoadLatest() =
-            let usable = store.List() |> Seq.filter coveredIndices.Contains |> Seq.sortDescending
-            match Seq.tryHead usable with
+            match resumeFrom with
             | Some i ->
                 let parts = Dictionary<string, byte[]>()
                 for kv in (store.Load i).Parts do parts[ofFile kv.Key] <- kv.Value
                 Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
             | None -> Nullable()
-
-/// Reads run.json of a run folder (None when absent).
-let readRunJson (dir: string) =
-    let p = Path.Combine(dir, "run.json")
-    if File.Exists p then Some(JsonNode.Parse(File.ReadAllText p).AsObject()) else None
 
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
@@ -155,7 +145,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
             ObjFuncLearningRate = cfg.ObjFuncLearningRate,
             CheckpointEvery = checkpointEvery,
             CheckpointIncludesReplay = cfg.CheckpointReplay,
-            Checkpoints = FileCheckpointSink(store, (if r.Resume then covered else Set.empty), 3),
+            Checkpoints = FileCheckpointSink(store, (if r.Resume then resumeFrom else None), 3),
             Resume = (r.Resume && resumeFrom.IsSome),
             // Default: the cores split evenly. More OpenMP threads than cores makes libgomp stop spin-waiting,
             // which halves the speed of these small, frequent ops.
@@ -212,11 +202,10 @@ let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * st
 
 /// Trains a fresh agent on any env with a frozen objective from a meta-train run (no objective updates).
 let metaTest (r: MetaTestRequest) (command: string) : int =
-    (try EnvRegistry.Validate r.Env with :? ArgumentException as e -> raise (UsageError("--env: " + e.Message)))
-    if r.Steps <= 0L then usageError "--steps %d: must be positive" r.Steps
+    validateEnv "--env" r.Env
+    validateRun r.Steps r.LossLogEvery r.Device
     let alpha, trainedCfg, variant = loadObjective r.Objective r.Checkpoint
     let cfg = resolveConfigFrom trainedCfg r.Overrides
-    validate { TrainRequest.Default with Env = r.Env; Steps = r.Steps; Device = r.Device; LossLogEvery = r.LossLogEvery }
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" variant r.Env r.Seed))
     prepareOut out r.Force
     let key : Results.RunKey =

@@ -93,10 +93,8 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
     /// A single-env run starting from nothing.
     new(dir, key, configJson, command) = RunWriter(dir, key, configJson, command, (fun _ -> key.Env), Seq.empty)
 
-    member _.Directory = dir
     member _.ParquetPath = parquetPath
     member _.RunJsonPath = runJsonPath
-    member _.Elapsed = clockOffset + clock.Elapsed.TotalSeconds
 
     /// Thread-safe: records one observation stamped with this run's key and the wall time.
     member _.Add(agent: int, envStep: int64, metric: string, value: float) =
@@ -106,8 +104,6 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
               wall_time_s = clockOffset + clock.Elapsed.TotalSeconds; metric = metric; value = value }
         lock gate (fun () -> rows.Add row)
 
-    /// Rows so far (a snapshot).
-    member _.Rows = lock gate (fun () -> List.ofSeq rows)
 
     /// Writes everything recorded so far; `status` is "running", "complete", "interrupted" or "failed".
     member _.Flush(status: string) =

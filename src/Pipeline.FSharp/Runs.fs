@@ -55,24 +55,36 @@ type TrainRequest =
 let defaultOut (r: TrainRequest) =
     Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" r.Algo r.Env r.Seed)
 
+/// An unknown env id, as a usage error naming the flag and listing the valid ids.
+let validateEnv (flag: string) (id: string) =
+    try EnvRegistry.Validate id with :? ArgumentException as e -> raise (UsageError(flag + ": " + e.Message))
+
+/// The checks every run command shares: step budget, loss-log interval and device.
+let validateRun (steps: int64) (lossLogEvery: int) (device: string) =
+    if steps <= 0L then usageError "--steps %d: must be positive" steps
+    if lossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" lossLogEvery
+    (try MetaGenRL.Core.Torch.Devices.Resolve device |> ignore
+     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+
 /// Checks a request before anything is created; every message names the offending field and value.
 let validate (r: TrainRequest) =
     if not (List.contains r.Algo algorithms) then
         usageError "--algo '%s': unknown algorithm; valid: %s" r.Algo (String.Join(", ", algorithms))
-    (try EnvRegistry.Validate r.Env with :? ArgumentException as e -> raise (UsageError("--env: " + e.Message)))
-    if r.Steps <= 0L then usageError "--steps %d: must be positive" r.Steps
-    if r.LossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" r.LossLogEvery
-    (try MetaGenRL.Core.Torch.Devices.Resolve r.Device |> ignore
-     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+    validateEnv "--env" r.Env
+    validateRun r.Steps r.LossLogEvery r.Device
+
+/// Reads run.json of a run folder (None when absent).
+let readRunJson (dir: string) =
+    let p = Path.Combine(dir, "run.json")
+    if File.Exists p then Some(Text.Json.Nodes.JsonNode.Parse(File.ReadAllText p).AsObject()) else None
 
 /// True when `dir` holds a run whose run.json says it completed.
 let isComplete (dir: string) =
-    let p = Path.Combine(dir, "run.json")
-    File.Exists p
-    && (try
-            use doc = Text.Json.JsonDocument.Parse(File.ReadAllText p)
-            doc.RootElement.GetProperty("status").GetString() = "complete"
-        with _ -> false)
+    try
+        match readRunJson dir with
+        | Some j -> j["status"].GetValue<string>() = "complete"
+        | None -> false
+    with _ -> false
 
 /// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of `writer`, then writes
 /// the final status. Returns 0 when complete, 130 when interrupted; a failure is flushed as "failed" and rethrown.
