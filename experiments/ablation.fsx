@@ -1,40 +1,29 @@
-// The default job. The L_α ablation (paper Figure 5) is not built yet; until it is, this script runs a short
-// TD3 demo on Pendulum-v1 (15k env steps, small networks) and prints its learning curve.
-//   dotnet fsi experiments/ablation.fsx            (results in results/demo/td3-Pendulum-v1-s0)
-//   dotnet fsi experiments/ablation.fsx -- --force (re-run over a completed demo)
+// The default job: the paper's Figure 5 ablation. Variants of the learned objective L_α are meta-trained on a pair
+// of envs, then each frozen objective trains fresh agents on a seen and an unseen env, against TD3, off-policy
+// REINFORCE and a random (never trained) objective.
+//   dotnet fsi experiments/ablation.fsx                  tiny scale: minutes on 2 cores (cheap envs)
+//   dotnet fsi experiments/ablation.fsx -- --scale paper  Lunar & Cheetah → Cheetah (seen), Hopper (unseen)
+//   dotnet fsi experiments/ablation.fsx -- --help | --dry-run | --out DIR
 #load "common.fsx"
 
 open MetaGenRL.Pipeline
+open MetaGenRL.Pipeline.Experiment
 
-printfn "ablation.fsx: the learned-objective ablation is not implemented yet; running the TD3 demo instead."
+let ablation =
+    { Experiment.create "ablation" with
+        MetaTrain = [ [ "LunarLanderContinuous-v2"; "HalfCheetah-v2" ] ]
+        MetaTest = [ "HalfCheetah-v2"; "Hopper-v2" ]
+        Variants = [ objective "full"; objective "no-value"; objective "no-time"; objective "q-input" ]
+        Baselines = [ "td3"; "reinforce-offpolicy"; "random-objective" ]
+        MetaTrainSeeds = [ 0 ]
+        MetaTestSeeds = [ 0 ]
+        BaselineSeeds = [ 0 ]
+        Scale = Tiny
+        AtScale =
+          [ // Envs where a few thousand steps show learning; Pendulum is seen, InvertedDoublePendulum unseen.
+            Tiny, fun e -> { e with MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ] }
+            Micro, fun e -> { e with MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ] }
+            // The paper: 6 meta-train × 2 meta-test seeds, 20 agents.
+            Paper, fun e -> { e with MetaTrainSeeds = [ 0 .. 5 ]; MetaTestSeeds = [ 0; 1 ]; BaselineSeeds = [ 0 .. 5 ] } ] }
 
-let args = fsi.CommandLineArgs |> Array.skip 1
-let request =
-    { Runs.TrainRequest.Default with
-        Algo = "td3"
-        Env = "Pendulum-v1"
-        Steps = 15_000L
-        Seed = 0
-        Experiment = "demo"
-        Force = Array.contains "--force" args
-        Overrides =
-          [ "policy_units=64"; "critic_units=64"; "buffer_sample_size=32"; "policy_random_exploration_steps=1000" ] }
-
-let out = Runs.defaultOut request
-let code =
-    if Runs.isComplete out && not request.Force then
-        printfn "%s already holds a completed demo run (pass -- --force to run it again)." out
-        0
-    else
-        try Runs.train request "dotnet fsi experiments/ablation.fsx"
-        with Runs.UsageError msg -> eprintfn "error: %s" msg; 2
-
-if code = 0 then
-    let returns =
-        Results.readParquet (System.IO.Path.Combine(out, "metrics.parquet"))
-        |> List.filter (fun r -> r.metric = "episode_return")
-    printfn "\nlearning curve (episode return, mean of 5 episodes):"
-    for chunk in returns |> List.chunkBySize 5 do
-        let last = List.last chunk
-        printfn "  env step %6d  return %8.1f" last.env_step (chunk |> List.averageBy (fun r -> r.value))
-exit code
+exit (Script.main ablation fsi.CommandLineArgs)

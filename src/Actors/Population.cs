@@ -6,8 +6,8 @@ using MetaGenRL.Core.Training;
 namespace MetaGenRL.Actors;
 
 /// <summary>
-/// Runs a MetaGenRL population (agents + ObjectiveServer + coordinator + metric sink) in its own ActorSystem and
-/// shuts the system down before returning (members are disposed on their own threads).
+/// Runs a MetaGenRL population (agents + ObjectiveServer + coordinator + metric sink), in its own ActorSystem or in a
+/// shared one (an experiment running several trials at once).
 /// </summary>
 public static class Population
 {
@@ -46,23 +46,47 @@ public static class Population
                                                         CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        ct.ThrowIfCancellationRequested();
+        var system = ActorSystem.Create($"population-{Guid.NewGuid():N}"[..19], SystemConfig);
+        try { return await RunAsync(system, options, makeMember, onMetric, progress, ct).ConfigureAwait(false); }
+        finally { await system.Terminate().ConfigureAwait(false); }
+    }
+
+    /// <summary>Runs the population inside an existing ActorSystem (created with <see cref="SystemConfig"/>), beside
+    /// other populations; its actors are stopped before the task completes.</summary>
+    public static async Task<PopulationResult> RunAsync(ActorSystem system, PopulationOptions options,
+                                                        Func<int, IPopulationMember> makeMember, Action<Metric> onMetric,
+                                                        IProgress<long>? progress = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(system);
+        ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(makeMember);
         ArgumentNullException.ThrowIfNull(onMetric);
         options.Validate();
         ct.ThrowIfCancellationRequested();
-        var system = ActorSystem.Create($"population-{Guid.NewGuid():N}"[..19], SystemConfig);
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var done = new TaskCompletionSource<PopulationResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sink = system.ActorOf(MetricSink.Props(onMetric, progress, options.AgentCount), $"metrics-{id}");
+        var coordinator = system.ActorOf(PopulationCoordinator.Props(options, makeMember, sink, done), $"population-{id}");
         try
         {
-            var done = new TaskCompletionSource<PopulationResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-            var sink = system.ActorOf(MetricSink.Props(onMetric, progress, options.AgentCount), "metrics");
-            var coordinator = system.ActorOf(PopulationCoordinator.Props(options, makeMember, sink, done), "population");
             using var registration = ct.Register(() => coordinator.Tell(new CancelRun()));
             try { return await done.Task.ConfigureAwait(false); }
             catch (TaskCanceledException) { throw new OperationCanceledException("the population run was cancelled", ct); }
         }
         finally
         {
-            await system.Terminate().ConfigureAwait(false);
+            // Stopping the coordinator stops its agents (their members are disposed on their own threads).
+            await StopQuietly(coordinator).ConfigureAwait(false);
+            await StopQuietly(sink).ConfigureAwait(false);
         }
+    }
+
+    private static async Task StopQuietly(IActorRef actor)
+    {
+        try { await actor.GracefulStop(TimeSpan.FromSeconds(30)).ConfigureAwait(false); }
+        catch (TaskCanceledException) { }
+        catch (AskTimeoutException) { }
     }
 }

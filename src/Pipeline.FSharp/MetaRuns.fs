@@ -94,6 +94,39 @@ type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast
                 Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
             | None -> Nullable()
 
+/// Where a resumed population run in `out` starts: the newest valid checkpoint whose marker row reached
+/// metrics.parquet, with the rows it covers. Checkpoints newer than it (none, normally: a checkpoint is stored only
+/// after its rows) are deleted, as they would collide with the ones the resumed run writes.
+let resumePoint (out: string) (store: CheckpointStore) : int option * Results.Row list =
+    let p = Path.Combine(out, "metrics.parquet")
+    let oldRows = if File.Exists p then Results.readParquet p else []
+    let covered =
+        oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
+    let resumeFrom = store.List() |> Seq.filter covered.Contains |> Seq.sortDescending |> Seq.tryHead
+    for i in store.List() do
+        if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
+    resumeFrom, (resumeFrom |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue [])
+
+/// Population settings from a resolved config; checkpoints every `checkpoint_every` steps (default: 5 per run).
+let populationOptions (cfg: RunConfig) (agents: int) (steps: int64) (mode: ScheduleMode) (store: CheckpointStore)
+                      (resumeFrom: int option) (resume: bool) (torchThreads: int) =
+    let checkpointEvery = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
+    PopulationOptions(
+        AgentCount = agents,
+        TimestepsTotal = steps,
+        Mode = mode,
+        Steps = cfg.Steps,
+        PolicyUpdateDelay = cfg.PolicyUpdateDelay,
+        ObjFuncUpdateDelay = cfg.ObjFuncUpdateDelay,
+        ObjFuncLearningRate = cfg.ObjFuncLearningRate,
+        CheckpointEvery = checkpointEvery,
+        CheckpointIncludesReplay = cfg.CheckpointReplay,
+        Checkpoints = FileCheckpointSink(store, (if resume then resumeFrom else None), 3),
+        Resume = (resume && resumeFrom.IsSome),
+        // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
+        // frequent ops: callers split the cores.
+        TorchThreadsPerAgent = torchThreads)
+
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
     validateMetaTrain r
@@ -108,22 +141,11 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     if r.Force && not r.Resume && Directory.Exists out then Directory.Delete(out, true)
     prepareOut out true
     let envOf i = r.Envs[i % r.Envs.Length]
-    // On resume: keep the rows the newest usable checkpoint covers.
-    let oldRows =
-        let p = Path.Combine(out, "metrics.parquet")
-        if r.Resume && File.Exists p then Results.readParquet p else []
-    let covered =
-        oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
-    let resumeFrom = store.List() |> Seq.filter covered.Contains |> Seq.sortDescending |> Seq.tryHead
-    let keptRows = resumeFrom |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue []
+    let resumeFrom, keptRows = if r.Resume then resumePoint out store else None, []
     if r.Resume then
         match resumeFrom with
         | Some i -> printfn "resuming from checkpoint %d (%d rows kept)" i keptRows.Length
         | None -> printfn "no usable checkpoint in %s: starting from the beginning" out
-        // Checkpoints newer than the one resumed from (none, normally: a checkpoint is stored only after its rows)
-        // would collide with the ones the resumed run writes.
-        for i in store.List() do
-            if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
     let runId =
         match previous with
         | Some j when r.Resume && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
@@ -133,23 +155,8 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
           Env = String.Join(",", r.Envs); Seed = r.Seed }
     let writer = Results.RunWriter(out, key, cfg.ToJson(), command, envOf, keptRows)
     writer.Flush "running"
-    let checkpointEvery = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (r.Steps / 5L)
-    let options =
-        PopulationOptions(
-            AgentCount = r.Agents,
-            TimestepsTotal = r.Steps,
-            Mode = r.Mode,
-            Steps = cfg.Steps,
-            PolicyUpdateDelay = cfg.PolicyUpdateDelay,
-            ObjFuncUpdateDelay = cfg.ObjFuncUpdateDelay,
-            ObjFuncLearningRate = cfg.ObjFuncLearningRate,
-            CheckpointEvery = checkpointEvery,
-            CheckpointIncludesReplay = cfg.CheckpointReplay,
-            Checkpoints = FileCheckpointSink(store, (if r.Resume then resumeFrom else None), 3),
-            Resume = (r.Resume && resumeFrom.IsSome),
-            // Default: the cores split evenly. More OpenMP threads than cores makes libgomp stop spin-waiting,
-            // which halves the speed of these small, frequent ops.
-            TorchThreadsPerAgent = (if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / r.Agents)))
+    let threads = if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / r.Agents)
+    let options = populationOptions cfg r.Agents r.Steps r.Mode store resumeFrom r.Resume threads
     let makeMember (i: int) : IPopulationMember =
         new MetaAgent(cfg, envOf i, i, memberSeed r.Seed i, r.Device, MemberMode.MetaTrain, LossLogEvery = r.LossLogEvery)
     execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps

@@ -46,6 +46,84 @@ let writeParquet (path: string) (metadata: IReadOnlyDictionary<string, string>) 
         (try File.Delete tmp with _ -> ())
         reraise ()
 
+/// The columns an experiment adds to each row of a trial (constant within the trial).
+type TrialColumns =
+    { TrialId: string
+      /// The meta-train env set joined with '+'; None for baselines.
+      TrainEnvs: string option
+      MetaSeed: int option
+      Seen: bool option
+      /// The sweep point: one value per swept key.
+      Swept: (string * string) list }
+
+/// A swept key as a column: float64 when all its values are numbers, text otherwise.
+type SweptColumn = { Key: string; Numeric: bool }
+
+let private parseNumber (s: string) =
+    match Double.TryParse(s, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+    | true, v -> Some v
+    | _ -> None
+
+/// The swept columns for the given keys and all their values.
+let sweptColumns (axes: (string * string list) list) =
+    axes |> List.map (fun (k, values) -> { Key = k; Numeric = values |> List.forall (parseNumber >> Option.isSome) })
+
+/// Writes rows with the experiment columns atomically: the tidy columns, then trial_id, train_envs, meta_seed, seen
+/// and one column per swept key. Each block is one trial's rows with that trial's columns.
+let writeTrialParquet (path: string) (metadata: IReadOnlyDictionary<string, string>) (swept: SweptColumn list)
+                      (blocks: (TrialColumns * Row[]) list) =
+    let rows = blocks |> Array.ofList |> Array.collect (fun (c, rs) -> rs |> Array.map (fun r -> c, r))
+    let col (f: TrialColumns * Row -> 'a) = rows |> Array.map f
+    // Strings are nullable, as the serializer writes them, so `readParquet` reads these files too.
+    let field name (t: Type) nullable = Schema.DataField(name, t, Nullable(nullable || t = typeof<string>), Nullable(false), null)
+    let fields =
+        [ field "run_id" typeof<string> false; field "experiment" typeof<string> false; field "variant" typeof<string> false
+          field "phase" typeof<string> false; field "env" typeof<string> false; field "seed" typeof<int> false
+          field "agent" typeof<int> false; field "env_step" typeof<int64> false; field "wall_time_s" typeof<float> false
+          field "metric" typeof<string> false; field "value" typeof<float> false
+          field "trial_id" typeof<string> false; field "train_envs" typeof<string> true
+          field "meta_seed" typeof<int> true; field "seen" typeof<bool> true ]
+        @ (swept |> List.map (fun s -> field s.Key (if s.Numeric then typeof<float> else typeof<string>) true))
+    let sweptValue (c: TrialColumns) key = c.Swept |> List.tryFind (fun (k, _) -> k = key) |> Option.map snd
+    let tmp = path + ".tmp-" + Guid.NewGuid().ToString("N").Substring(0, 8)
+    try
+        (task {
+            use stream = File.Create tmp
+            let! writer = ParquetWriter.CreateAsync(Schema.ParquetSchema(fields |> List.map (fun f -> f :> Schema.Field) |> Array.ofList), stream, ParquetOptions(CompressionMethod = CompressionMethod.Zstd))
+            writer.CustomMetadata <- metadata
+            use rg = writer.CreateRowGroup()
+            let f i = fields[i]
+            let str i (xs: string[]) = rg.WriteAsync(f i, xs :> IReadOnlyCollection<string>, Nullable())
+            let mem i (xs: 'a[]) = rg.WriteAsync<'a>(f i, ReadOnlyMemory<'a>(xs), Nullable(), null, Threading.CancellationToken.None)
+            let memN i (xs: Nullable<'a>[]) = rg.WriteAsync<'a>(f i, ReadOnlyMemory<Nullable<'a>>(xs), Nullable(), null, Threading.CancellationToken.None)
+            do! str 0 (col (fun (_, r) -> r.run_id))
+            do! str 1 (col (fun (_, r) -> r.experiment))
+            do! str 2 (col (fun (_, r) -> r.variant))
+            do! str 3 (col (fun (_, r) -> r.phase))
+            do! str 4 (col (fun (_, r) -> r.env))
+            do! mem 5 (col (fun (_, r) -> r.seed))
+            do! mem 6 (col (fun (_, r) -> r.agent))
+            do! mem 7 (col (fun (_, r) -> r.env_step))
+            do! mem 8 (col (fun (_, r) -> r.wall_time_s))
+            do! str 9 (col (fun (_, r) -> r.metric))
+            do! mem 10 (col (fun (_, r) -> r.value))
+            do! str 11 (col (fun (c, _) -> c.TrialId))
+            do! str 12 (col (fun (c, _) -> Option.toObj c.TrainEnvs))
+            do! memN 13 (col (fun (c, _) -> Option.toNullable c.MetaSeed))
+            do! memN 14 (col (fun (c, _) -> Option.toNullable c.Seen))
+            for i, s in List.indexed swept do
+                if s.Numeric then
+                    do! memN (15 + i) (col (fun (c, _) -> sweptValue c s.Key |> Option.bind parseNumber |> Option.toNullable))
+                else
+                    do! str (15 + i) (col (fun (c, _) -> sweptValue c s.Key |> Option.toObj))
+            rg.Dispose()
+            do! writer.DisposeAsync()
+        }).GetAwaiter().GetResult()
+        File.Move(tmp, path, true)
+    with _ ->
+        (try File.Delete tmp with _ -> ())
+        reraise ()
+
 /// Reads rows back (used by reports and tests).
 let readParquet (path: string) : Row list =
     let r = ParquetSerializer.DeserializeAsync<Row>(path).GetAwaiter().GetResult()
@@ -53,7 +131,9 @@ let readParquet (path: string) : Row list =
 
 /// Collects rows for one run and flushes them to `<dir>/metrics.parquet` (always a complete, valid file)
 /// together with `<dir>/run.json`, whose "status" says whether the run finished.
-type RunWriter(dir: string, key: RunKey, configJson: string, command: string, envOfAgent: int -> string, initialRows: Row seq) =
+/// With `trial`, the file also carries the experiment columns (see `writeTrialParquet`).
+type RunWriter(dir: string, key: RunKey, configJson: string, command: string, envOfAgent: int -> string, initialRows: Row seq,
+               trial: (TrialColumns * SweptColumn list) option) =
     let rows = List<Row>(initialRows)
     // A resumed run continues the wall clock where its kept rows stop.
     let clockOffset = if rows.Count = 0 then 0.0 else rows |> Seq.map (fun r -> r.wall_time_s) |> Seq.max
@@ -91,7 +171,10 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
     do Directory.CreateDirectory dir |> ignore
 
     /// A single-env run starting from nothing.
-    new(dir, key, configJson, command) = RunWriter(dir, key, configJson, command, (fun _ -> key.Env), Seq.empty)
+    new(dir, key, configJson, command) = RunWriter(dir, key, configJson, command, (fun _ -> key.Env), Seq.empty, None)
+
+    /// A population run without experiment columns.
+    new(dir, key, configJson, command, envOfAgent, initialRows) = RunWriter(dir, key, configJson, command, envOfAgent, initialRows, None)
 
     member _.ParquetPath = parquetPath
     member _.RunJsonPath = runJsonPath
@@ -119,6 +202,8 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
         kv["metagenrl.config"] <- configJson
         kv["metagenrl.git_commit"] <- Provenance.gitCommit.Value
         kv["metagenrl.status"] <- status
-        writeParquet parquetPath kv snapshot
+        match trial with
+        | Some (columns, swept) -> writeTrialParquet parquetPath kv swept [ columns, snapshot ]
+        | None -> writeParquet parquetPath kv snapshot
         // run.json last: "complete" in run.json is the marker that the Parquet file beside it is final.
         writeAllTextAtomic runJsonPath json)

@@ -1,0 +1,372 @@
+/// The experiment DSL: an experiment is a value built from `Experiment.create`, validated once (every message
+/// names the field), and expanded into trials: meta-train populations, meta-test runs of their objectives and
+/// baselines, over variants × sweep points × seeds × envs. A dry run prints the grid and writes nothing.
+module MetaGenRL.Pipeline.Experiment
+
+open System
+open System.Globalization
+open System.Security.Cryptography
+open System.Text
+open System.Text.Json.Nodes
+open MetaGenRL.Actors
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Envs
+open MetaGenRL.Pipeline.Runs
+
+/// How big the networks, batches, populations and step budgets are.
+type Scale =
+    /// Pipeline check in seconds (tests): nothing learns.
+    | Micro
+    /// Minutes on a 2-core laptop: hidden 32, batch 16 windows, 2 agents.
+    | Tiny
+    /// Hours on a workstation: hidden 64, batch 32, 4 agents, 50k steps (metagenrl.md §7.4).
+    | Small
+    /// The paper's settings: hidden 350, batch 100, 20 agents, 700k steps (GPUs or a cluster).
+    | Paper
+
+module Scale =
+    let all = [ Micro; Tiny; Small; Paper ]
+    let name = function Micro -> "micro" | Tiny -> "tiny" | Small -> "small" | Paper -> "paper"
+    let parse (s: string) =
+        match all |> List.tryFind (fun x -> name x = s.Trim().ToLowerInvariant()) with
+        | Some x -> x
+        | None -> usageError "--scale '%s': unknown scale; valid: %s" s (String.Join(", ", all |> List.map name))
+
+/// What a scale sets before the experiment's own overrides.
+type Preset =
+    { Set: (string * string) list
+      Agents: int
+      MetaTrainSteps: int64
+      MetaTestSteps: int64 }
+
+let preset =
+    function
+    | Micro ->
+        { Set = [ "policy_units", "16"; "critic_units", "16"; "buffer_sample_size", "4"; "recurrent_time_steps", "10"
+                  "steps", "2"; "policy_random_exploration_steps", "100"; "obj_func_anneal_steps", "100" ]
+          Agents = 2; MetaTrainSteps = 400L; MetaTestSteps = 400L }
+    | Tiny ->
+        { Set = [ "policy_units", "32"; "critic_units", "32"; "buffer_sample_size", "16"
+                  "policy_random_exploration_steps", "1000"; "obj_func_anneal_steps", "2000" ]
+          Agents = 2; MetaTrainSteps = 10_000L; MetaTestSteps = 10_000L }
+    | Small ->
+        { Set = [ "policy_units", "64"; "critic_units", "64"; "buffer_sample_size", "32"
+                  "policy_random_exploration_steps", "2000"; "obj_func_anneal_steps", "10000" ]
+          Agents = 4; MetaTrainSteps = 50_000L; MetaTestSteps = 50_000L }
+    | Paper -> { Set = []; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
+
+/// A variant of the learned objective: a name and the config keys it changes (a small diff from the defaults).
+type Variant = { Name: string; Set: (string * string) list }
+
+/// One axis of a sweep grid: a config key and its values. The grid is the product of all axes.
+type Axis = { Key: string; Values: string list }
+
+/// A whole experiment. Build it with `Experiment.create name` and `{ e with … }`; `validate` checks it once.
+[<NoEquality; NoComparison>]
+type Experiment =
+    { /// Names the results folder: results/<Name>/<id>.
+      Name: string
+      /// The meta-training env sets; each (variant × sweep point × seed) meta-trains one population per set.
+      MetaTrain: string list list
+      /// The meta-test envs; each is seen or unseen relative to each meta-train set.
+      MetaTest: string list
+      /// Population size; None: the scale's.
+      Agents: int option
+      MetaTrainSeeds: int list
+      /// Seeds of the fresh agents that each meta-trained objective trains on each meta-test env.
+      MetaTestSeeds: int list
+      /// Seeds of each baseline on each meta-test env.
+      BaselineSeeds: int list
+      /// Objective variants, each meta-trained and meta-tested.
+      Variants: Variant list
+      /// Grid axes (config keys); baselines follow the axes that are not objective or population keys.
+      Sweep: Axis list
+      /// Fixed algorithms on the meta-test envs: td3, ddpg, reinforce-offpolicy, random-objective.
+      Baselines: string list
+      Scale: Scale
+      /// Per-agent env steps of meta-training; None: the scale's.
+      MetaTrainSteps: int64 option
+      /// Env steps of each meta-test and baseline run; None: the scale's.
+      MetaTestSteps: int64 option
+      /// Config overrides for every trial, applied after the scale's.
+      Set: (string * string) list
+      /// Changes made when running at a scale (e.g. cheaper envs or fewer seeds at tiny scale).
+      AtScale: (Scale * (Experiment -> Experiment)) list
+      Mode: ScheduleMode
+      Device: string }
+
+/// An objective variant selected by `obj_func_variant` (full, no-value, no-time, no-reward, q-input, …).
+let objective (name: string) = { Name = name; Set = [ "obj_func_variant", name ] }
+
+/// A variant that changes any keys.
+let variant (name: string) (set: (string * string) list) = { Name = name; Set = set }
+
+/// A sweep axis over a config key.
+let axis (key: string) (values: 'a list) = { Key = key; Values = values |> List.map (fun v -> Convert.ToString(v, CultureInfo.InvariantCulture)) }
+
+/// The defaults: the full objective, meta-trained on Lunar & Cheetah and tested on Cheetah and Hopper, one seed.
+let create (name: string) =
+    { Name = name
+      MetaTrain = [ [ "LunarLanderContinuous-v2"; "HalfCheetah-v2" ] ]
+      MetaTest = [ "HalfCheetah-v2"; "Hopper-v2" ]
+      Agents = None
+      MetaTrainSeeds = [ 0 ]
+      MetaTestSeeds = [ 0 ]
+      BaselineSeeds = [ 0 ]
+      Variants = [ objective "full" ]
+      Sweep = []
+      Baselines = [ "td3" ]
+      Scale = Tiny
+      MetaTrainSteps = None
+      MetaTestSteps = None
+      Set = []
+      AtScale = []
+      Mode = ScheduleMode.Sync
+      Device = "cpu" }
+
+/// The experiment as run at its scale: the scale's adjustments applied.
+let atScale (e: Experiment) =
+    e.AtScale |> List.filter (fun (s, _) -> s = e.Scale) |> List.fold (fun acc (_, f) -> f acc) e
+
+/// Keys that change only the objective or the population; baselines do not vary along them.
+let isMetaKey (key: string) = key.StartsWith "obj_func_" || key = "agent_count"
+
+/// Config keys the DSL owns through its own fields.
+let private reservedKeys = [ "env_name", "MetaTrain/MetaTest"; "timesteps_total", "MetaTrainSteps/MetaTestSteps" ]
+
+// ── TRIALS ──
+
+type Phase =
+    | MetaTrainPhase
+    | MetaTestPhase
+    | BaselinePhase
+
+    member p.Name = match p with MetaTrainPhase -> "meta-train" | MetaTestPhase -> "meta-test" | BaselinePhase -> "train"
+
+/// One unit of work with its own folder, Parquet file and checkpoints.
+type Trial =
+    { Id: string
+      Phase: Phase
+      /// Objective variant, or the baseline's algorithm.
+      Variant: string
+      /// Meta-train: the env set; otherwise the one env.
+      Envs: string list
+      TrainEnvs: string list option
+      Seed: int
+      /// The meta-train seed of the objective a meta-test trial uses.
+      MetaSeed: int option
+      Seen: bool option
+      /// The sweep point: (key, value) per axis.
+      Swept: (string * string) list
+      /// Every config override from the defaults, in order: scale, experiment, variant, sweep point.
+      Overrides: (string * string) list
+      Agents: int
+      Steps: int64
+      /// The meta-train trial whose objective this trial tests.
+      DependsOn: string option }
+
+    member t.AgentSteps = int64 t.Agents * t.Steps
+
+let private envList (envs: string list) = String.Join("+", envs)
+
+/// A trial id: readable and safe as a folder name.
+let private trialId (parts: string list) (swept: (string * string) list) =
+    let sweep = if swept.IsEmpty then "" else "_" + String.Join(",", swept |> List.map (fun (k, v) -> k + "=" + v))
+    String.Join("_", parts) + sweep
+
+/// All points of the grid; one empty point when there are no axes.
+let rec private grid (axes: Axis list) : (string * string) list list =
+    match axes with
+    | [] -> [ [] ]
+    | a :: rest -> [ for v in a.Values do for tail in grid rest -> (a.Key, v) :: tail ]
+
+/// Expands a (scale-adjusted) experiment into its trials: meta-train first, then meta-test, then baselines.
+let expand (e: Experiment) : Trial list =
+    let p = preset e.Scale
+    let agentsOf (swept: (string * string) list) =
+        match swept |> List.tryFind (fun (k, _) -> k = "agent_count") with
+        | Some (_, v) -> int v
+        | None -> defaultArg e.Agents p.Agents
+    let mtSteps = defaultArg e.MetaTrainSteps p.MetaTrainSteps
+    let testSteps = defaultArg e.MetaTestSteps p.MetaTestSteps
+    let points = grid e.Sweep
+    let metaTrials =
+        [ for point in points do
+            for v in e.Variants do
+                for set in e.MetaTrain do
+                    for m in e.MetaTrainSeeds do
+                        let overrides = p.Set @ e.Set @ v.Set @ point
+                        let mt =
+                            { Id = trialId [ "mt"; v.Name; envList set; sprintf "s%d" m ] point
+                              Phase = MetaTrainPhase; Variant = v.Name; Envs = set; TrainEnvs = Some set; Seed = m
+                              MetaSeed = Some m; Seen = None; Swept = point; Overrides = overrides
+                              Agents = agentsOf point; Steps = mtSteps; DependsOn = None }
+                        yield mt
+                        for env in e.MetaTest do
+                            for t in e.MetaTestSeeds do
+                                yield { mt with
+                                          Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
+                                          Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
+                                          Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
+    let baselinePoints =
+        grid (e.Sweep |> List.filter (fun a -> not (isMetaKey a.Key)))
+    let baselines =
+        [ for point in baselinePoints do
+            for algo in e.Baselines do
+                for env in e.MetaTest do
+                    for s in e.BaselineSeeds do
+                        { Id = trialId [ algo; env; sprintf "s%d" s ] point
+                          Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
+                          Seen = None; Swept = point; Overrides = p.Set @ e.Set @ point; Agents = 1; Steps = testSteps
+                          DependsOn = None } ]
+    // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
+    (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))
+    @ (metaTrials |> List.filter (fun t -> t.Phase = MetaTestPhase))
+    @ baselines
+
+/// The resolved config of a trial (the paper's defaults, then the trial's overrides, then its budget and envs).
+let trialConfig (t: Trial) : RunConfig =
+    let fixedKeys =
+        [ "timesteps_total", string t.Steps
+          "env_name", String.Join(",", t.Envs)
+          "agent_count", string t.Agents ]
+    resolveConfigFrom RunConfig.Default ((t.Overrides @ fixedKeys) |> List.map (fun (k, v) -> k + "=" + v))
+
+// ── VALIDATION ──
+
+let private baselineAlgorithms = [ "td3"; "ddpg"; "reinforce-offpolicy"; "random-objective" ]
+
+let private checkOverrides (field: string) (set: (string * string) list) =
+    for (k, v) in set do
+        match reservedKeys |> List.tryFind (fun (r, _) -> r = k) with
+        | Some (_, instead) -> usageError "%s: key '%s' is set by the experiment's %s fields, not as an override" field k instead
+        | None -> ()
+        try RunConfig.Default.With(k, v) |> ignore
+        with :? ArgumentException as ex -> usageError "%s: %s=%s: %s" field k v ex.Message
+
+let private checkSafeName (field: string) (name: string) =
+    if String.IsNullOrWhiteSpace name then usageError "%s: must not be empty" field
+    if name |> Seq.exists (fun c -> not (Char.IsLetterOrDigit c || c = '-' || c = '.' || c = '_')) then
+        usageError "%s '%s': use letters, digits, '-', '_' and '.' only (it names folders)" field name
+
+let private checkSeeds (field: string) (seeds: int list) =
+    if seeds.IsEmpty then usageError "%s: give at least one seed" field
+    match seeds |> List.tryFind (fun s -> s < 0) with
+    | Some s -> usageError "%s: seed %d is negative" field s
+    | None -> ()
+    if List.distinct seeds <> seeds then usageError "%s: seeds repeat (%s)" field (String.Join(", ", seeds))
+
+let private checkBudget (field: string) (steps: int64 option) =
+    match steps with
+    | Some s when s <= 0L -> usageError "%s: %d env steps; the budget must be positive" field s
+    | _ -> ()
+
+/// Checks the (scale-adjusted) experiment once; every message names the field and the bad value.
+let validate (e: Experiment) =
+    checkSafeName "Name" e.Name
+    if e.Variants.IsEmpty && e.Baselines.IsEmpty then usageError "Variants and Baselines are both empty: nothing to run"
+    if not e.Variants.IsEmpty then
+        if e.MetaTrain.IsEmpty then usageError "MetaTrain: give at least one env set to meta-train the variants on"
+        e.MetaTrain |> List.iteri (fun i set ->
+            if set.IsEmpty then usageError "MetaTrain[%d]: an empty env set" i
+            for env in set do validateEnv (sprintf "MetaTrain[%d]" i) env)
+        checkSeeds "MetaTrainSeeds" e.MetaTrainSeeds
+        checkSeeds "MetaTestSeeds" e.MetaTestSeeds
+    if e.MetaTest.IsEmpty && not e.Baselines.IsEmpty then usageError "MetaTest: give at least one env for the baselines"
+    for env in e.MetaTest do validateEnv "MetaTest" env
+    if List.distinct e.MetaTest <> e.MetaTest then usageError "MetaTest: an env is listed twice"
+    if not e.Baselines.IsEmpty then checkSeeds "BaselineSeeds" e.BaselineSeeds
+    match e.Agents with
+    | Some n when n < 2 -> usageError "Agents: %d; meta-training needs at least 2 agents" n
+    | _ -> ()
+    checkBudget "MetaTrainSteps" e.MetaTrainSteps
+    checkBudget "MetaTestSteps" e.MetaTestSteps
+    checkOverrides "Set" e.Set
+    for v in e.Variants do
+        checkSafeName "Variants" v.Name
+        checkOverrides (sprintf "Variants[%s].Set" v.Name) v.Set
+    if (e.Variants |> List.map (fun v -> v.Name) |> List.distinct).Length <> e.Variants.Length then
+        usageError "Variants: two variants share a name"
+    for b in e.Baselines do
+        if not (List.contains b baselineAlgorithms) then
+            usageError "Baselines: unknown algorithm '%s'; valid: %s" b (String.Join(", ", baselineAlgorithms))
+    if List.distinct e.Baselines <> e.Baselines then usageError "Baselines: an algorithm is listed twice"
+    for a in e.Sweep do
+        if a.Values.IsEmpty then usageError "Sweep[%s]: no values" a.Key
+        if List.distinct a.Values <> a.Values then usageError "Sweep[%s]: values repeat" a.Key
+        checkOverrides (sprintf "Sweep[%s]" a.Key) (a.Values |> List.map (fun v -> a.Key, v))
+        if a.Key = "agent_count" then
+            for v in a.Values do
+                if int v < 2 then usageError "Sweep[agent_count]: %s; meta-training needs at least 2 agents" v
+    if (e.Sweep |> List.map (fun a -> a.Key) |> List.distinct).Length <> e.Sweep.Length then
+        usageError "Sweep: a key has two axes"
+    (try MetaGenRL.Core.Torch.Devices.Resolve e.Device |> ignore
+     with :? ArgumentException as ex -> usageError "Device: %s" ex.Message)
+
+// ── IDENTITY AND SUMMARY ──
+
+/// The resolved declaration as JSON (what makes two runs "the same experiment").
+let toJson (e: Experiment) (trials: Trial list) : JsonObject =
+    let strs (xs: string seq) = JsonArray(xs |> Seq.map (fun s -> JsonValue.Create s :> JsonNode) |> Array.ofSeq)
+    let pairs (xs: (string * string) list) =
+        let o = JsonObject()
+        for (k, v) in xs do o[k] <- JsonValue.Create v
+        o
+    let o = JsonObject()
+    o["name"] <- JsonValue.Create e.Name
+    o["scale"] <- JsonValue.Create(Scale.name e.Scale)
+    o["meta_train"] <- JsonArray(e.MetaTrain |> List.map (fun s -> strs s :> JsonNode) |> Array.ofList)
+    o["meta_test"] <- strs e.MetaTest
+    o["mode"] <- JsonValue.Create(string e.Mode)
+    o["device"] <- JsonValue.Create e.Device
+    o["set"] <- pairs e.Set
+    o["variants"] <- JsonArray(e.Variants |> List.map (fun v -> let x = pairs v.Set in x["name"] <- JsonValue.Create v.Name; x :> JsonNode) |> Array.ofList)
+    o["sweep"] <- JsonArray(e.Sweep |> List.map (fun a -> let x = JsonObject() in x["key"] <- JsonValue.Create a.Key; x["values"] <- strs a.Values; x :> JsonNode) |> Array.ofList)
+    o["baselines"] <- strs e.Baselines
+    o["trials"] <-
+        JsonArray(
+            trials
+            |> List.map (fun t ->
+                let x = JsonObject()
+                x["trial_id"] <- JsonValue.Create t.Id
+                x["phase"] <- JsonValue.Create t.Phase.Name
+                x["variant"] <- JsonValue.Create t.Variant
+                x["envs"] <- strs t.Envs
+                x["seed"] <- JsonValue.Create t.Seed
+                t.MetaSeed |> Option.iter (fun m -> x["meta_seed"] <- JsonValue.Create m)
+                t.Seen |> Option.iter (fun s -> x["seen"] <- JsonValue.Create s)
+                t.DependsOn |> Option.iter (fun d -> x["depends_on"] <- JsonValue.Create d)
+                x["agents"] <- JsonValue.Create t.Agents
+                x["steps"] <- JsonValue.Create t.Steps
+                x["swept"] <- pairs t.Swept
+                x["overrides"] <- pairs t.Overrides
+                x :> JsonNode)
+            |> Array.ofList)
+    o
+
+/// A short id derived from the resolved declaration: the same experiment maps to the same folder.
+let configId (e: Experiment) (trials: Trial list) =
+    let json = (toJson e trials).ToJsonString()
+    let hash = SHA256.HashData(Encoding.UTF8.GetBytes json)
+    sprintf "%s-%s" (Scale.name e.Scale) (Convert.ToHexString(hash).Substring(0, 8).ToLowerInvariant())
+
+/// Rough seconds per agent-step on one core (measured on a 2-core machine), by scale and phase.
+let private secondsPerAgentStep scale (phase: Phase) =
+    let meta = phase = MetaTrainPhase
+    match scale with
+    | Micro -> if meta then 0.006 else 0.002
+    | Tiny -> if meta then 0.010 else 0.002
+    | Small -> if meta then 0.030 else 0.004
+    | Paper -> if meta then 0.45 else 0.12
+
+/// A rough wall-clock estimate on `cores` cores (trials spread over the cores).
+let estimateSeconds (scale: Scale) (cores: int) (trials: Trial list) =
+    let coreSeconds = trials |> List.sumBy (fun t -> float t.AgentSteps * secondsPerAgentStep scale t.Phase)
+    coreSeconds / float (max 1 cores)
+
+let formatDuration (s: float) =
+    let t = TimeSpan.FromSeconds s
+    if t.TotalHours >= 48.0 then sprintf "%.0f days" t.TotalDays
+    elif t.TotalHours >= 1.0 then sprintf "%.1f h" t.TotalHours
+    elif t.TotalMinutes >= 1.0 then sprintf "%.0f min" t.TotalMinutes
+    else sprintf "%.0f s" s

@@ -1,0 +1,234 @@
+/// Runs an expanded experiment: its trials on one in-process ActorSystem, as many at once as the cores allow,
+/// each trial a population (one agent for meta-test and baselines) with its own Parquet file and checkpoints.
+/// Completed trials are skipped, interrupted ones resume from their checkpoints, Ctrl-C stops cleanly.
+module MetaGenRL.Pipeline.Runner
+
+open System
+open System.Collections.Concurrent
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open System.Threading
+open System.Threading.Tasks
+open Akka.Actor
+open MetaGenRL.Actors
+open MetaGenRL.Core.Checkpoints
+open MetaGenRL.Core.Meta
+open MetaGenRL.Core.Training
+open MetaGenRL.Pipeline.Experiment
+open MetaGenRL.Pipeline.Runs
+
+/// Where a trial stands.
+type TrialStatus =
+    | Pending
+    | Running
+    | Complete
+    /// Complete before this invocation started.
+    | Done
+    | Interrupted
+    | Failed of string
+    /// Its meta-train trial did not complete.
+    | Blocked of string
+
+    member s.Name =
+        match s with
+        | Pending -> "pending" | Running -> "running" | Complete -> "complete" | Done -> "complete (earlier)"
+        | Interrupted -> "interrupted" | Failed _ -> "failed" | Blocked _ -> "blocked"
+
+    member s.Finished = match s with Complete | Done -> true | _ -> false
+
+/// Live state of one trial, read by the progress display.
+type TrialRun(trial: Trial) =
+    let mutable steps = 0L
+    member val Status = Pending with get, set
+    member val LastReturn = nan with get, set
+    member val Episodes = 0 with get, set
+    member val Clock = Diagnostics.Stopwatch() with get
+    member _.Trial = trial
+    member _.Steps with get () = Interlocked.Read &steps and set (v: int64) = Interlocked.Exchange(&steps, v) |> ignore
+
+/// How an experiment is run.
+type RunOptions =
+    { Out: string
+      /// Cores trials may use at once (each agent takes one).
+      Cores: int
+      /// torch intra-op threads per agent.
+      TorchThreads: int
+      LossLogEvery: int
+      Command: string }
+
+let trialDir (out: string) (t: Trial) = Path.Combine(out, "trials", t.Id)
+let experimentJsonPath (out: string) = Path.Combine(out, "experiment.json")
+let mergedPath (out: string) = Path.Combine(out, "results.parquet")
+
+/// The swept columns every trial file of the experiment carries.
+let sweptColumnsOf (e: Experiment) = Results.sweptColumns (e.Sweep |> List.map (fun a -> a.Key, a.Values))
+
+let private columnsOf (t: Trial) : Results.TrialColumns =
+    { TrialId = t.Id; TrainEnvs = t.TrainEnvs |> Option.map (fun s -> String.Join("+", s)); MetaSeed = t.MetaSeed
+      Seen = t.Seen; Swept = t.Swept }
+
+let private memberMode (t: Trial) =
+    match t.Phase with
+    | MetaTrainPhase -> MemberMode.MetaTrain
+    | MetaTestPhase -> MemberMode.MetaTest
+    | BaselinePhase -> ObjectiveTrainer.Mode t.Variant
+
+// ── ONE TRIAL ──
+
+/// Runs (or resumes) one trial to completion on `system`. Returns its final status; never throws for the trial's
+/// own failures (they are recorded in its run.json and returned).
+let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
+    let t = run.Trial
+    let dir = trialDir opts.Out t
+    let cfg = trialConfig t
+    let store = CheckpointStore dir
+    let resume = Directory.Exists dir
+    Directory.CreateDirectory dir |> ignore
+    let resumeFrom, keptRows = if resume then MetaRuns.resumePoint dir store else None, []
+    let runId =
+        match readRunJson dir with
+        | Some j when resumeFrom.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
+        | _ -> newRunId t.Id t.Seed
+    let key : Results.RunKey =
+        { RunId = runId; Experiment = e.Name; Variant = t.Variant; Phase = t.Phase.Name
+          Env = String.Join(",", t.Envs); Seed = t.Seed }
+    let envOf i = t.Envs[i % t.Envs.Length]
+    let writer = Results.RunWriter(dir, key, cfg.ToJson(), opts.Command, envOf, keptRows, Some(columnsOf t, sweptColumnsOf e))
+    try
+        writer.Flush "running"
+        let alpha =
+            match t.DependsOn with
+            | Some source ->
+                let a, _, _ = MetaRuns.loadObjective (Path.Combine(opts.Out, "trials", source)) None
+                Some a
+            | None -> None
+        let options = MetaRuns.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
+        let mode = memberMode t
+        let makeMember (i: int) : IPopulationMember =
+            let m = new MetaAgent(cfg, envOf i, i, MetaRuns.memberSeed t.Seed i, e.Device, mode, LossLogEvery = opts.LossLogEvery)
+            alpha |> Option.iter m.LoadObjective
+            m
+        let onMetric =
+            Action<Metric>(fun m ->
+                writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
+                if m.Name = "episode_return" then
+                    run.LastReturn <- m.Value
+                    run.Episodes <- run.Episodes + 1
+                if m.Name = MetaRuns.CheckpointMarker then writer.Flush "running")
+        let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
+        use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
+        Population.RunAsync(system, options, Func<int, IPopulationMember> makeMember, onMetric, progress, ct).GetAwaiter().GetResult()
+        |> ignore
+        writer.Flush "complete"
+        Complete
+    with
+    | :? OperationCanceledException when ct.IsCancellationRequested ->
+        writer.Flush "interrupted"
+        Interrupted
+    | UsageError msg ->
+        (try writer.Flush "failed" with _ -> ())
+        Failed msg
+    | ex ->
+        (try writer.Flush "failed" with _ -> ())
+        Failed(ex.GetBaseException().Message)
+
+// ── THE EXPERIMENT ──
+
+/// experiment.json: the resolved declaration, each trial's status, and provenance.
+let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (status: string)
+                        (started: DateTimeOffset) =
+    let o = toJson e trials
+    o["id"] <- JsonValue.Create(Path.GetFileName(Path.GetFullPath(opts.Out).TrimEnd('/')))
+    o["status"] <- JsonValue.Create status
+    o["command"] <- JsonValue.Create opts.Command
+    o["git_commit"] <- JsonValue.Create Provenance.gitCommit.Value
+    o["git_dirty"] <- JsonValue.Create Provenance.gitDirty.Value
+    o["host"] <- JsonValue.Create(Provenance.host ())
+    o["started"] <- JsonValue.Create(started.ToString "o")
+    if status <> "running" then o["finished"] <- JsonValue.Create(DateTimeOffset.Now.ToString "o")
+    let versions = JsonObject()
+    for (k, v) in Provenance.packageVersions () do versions[k] <- JsonValue.Create v
+    o["versions"] <- versions
+    let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
+    for node in o["trials"].AsArray() do
+        let x = node.AsObject()
+        let r = byId[x["trial_id"].GetValue<string>()]
+        x["status"] <- JsonValue.Create(if r.Status.Finished then "complete" else r.Status.Name)
+        match r.Status with
+        | Failed msg | Blocked msg -> x["error"] <- JsonValue.Create msg
+        | _ -> ()
+    Results.writeAllTextAtomic (experimentJsonPath opts.Out) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+
+/// One Parquet file with every trial's rows (written only when all trials completed).
+let writeMerged (e: Experiment) (trials: Trial list) (opts: RunOptions) =
+    let blocks =
+        trials |> List.map (fun t ->
+            columnsOf t, Results.readParquet (Path.Combine(trialDir opts.Out t, "metrics.parquet")) |> Array.ofList)
+    let kv = Collections.Generic.Dictionary<string, string>()
+    kv["metagenrl.experiment"] <- File.ReadAllText(experimentJsonPath opts.Out)
+    kv["metagenrl.git_commit"] <- Provenance.gitCommit.Value
+    kv["metagenrl.status"] <- "complete"
+    Results.writeTrialParquet (mergedPath opts.Out) kv (sweptColumnsOf e) blocks
+
+/// Runs every unfinished trial; `onStart` receives the live trial states once (for a display).
+/// Returns the trial states when all are finished, failed, blocked or interrupted.
+let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
+    Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
+    let started = DateTimeOffset.Now
+    let runs = trials |> List.map TrialRun
+    for r in runs do
+        if isComplete (trialDir opts.Out r.Trial) then
+            r.Status <- Done
+            r.Steps <- r.Trial.Steps
+    writeExperimentJson e trials runs opts "running" started
+    let system = ActorSystem.Create("experiment", Population.SystemConfig)
+    let work =
+        Task.Run(fun () ->
+            let running = ConcurrentDictionary<string, Task>()
+            let coresOf (t: Trial) = min opts.Cores t.Agents
+            let mutable inUse = 0
+            let statusOf id = (runs |> List.find (fun r -> r.Trial.Id = id)).Status
+            let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
+            while not (pendingRuns().IsEmpty && running.IsEmpty) do
+                if not ct.IsCancellationRequested then
+                    for r in pendingRuns () do
+                        match r.Trial.DependsOn |> Option.map statusOf with
+                        | Some s when not s.Finished && s <> Pending && s <> Running ->
+                            r.Status <- Blocked(sprintf "meta-train trial %s is %s" r.Trial.DependsOn.Value s.Name)
+                        | Some s when not s.Finished -> ()
+                        | _ ->
+                            let need = coresOf r.Trial
+                            if inUse = 0 || inUse + need <= opts.Cores then
+                                inUse <- inUse + need
+                                r.Status <- Running
+                                r.Clock.Start()
+                                running[r.Trial.Id] <-
+                                    Task.Run(fun () ->
+                                        let s = runTrial system e opts r ct
+                                        r.Clock.Stop()
+                                        r.Status <- s
+                                        if s = Complete then r.Steps <- r.Trial.Steps)
+                elif running.IsEmpty then
+                    // Nothing more will start; what is left stays pending for the next run.
+                    for r in pendingRuns () do r.Status <- Interrupted
+                let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq
+                for kv in finished do
+                    running.TryRemove kv.Key |> ignore
+                    inUse <- inUse - coresOf (runs |> List.find (fun r -> r.Trial.Id = kv.Key)).Trial
+                if finished.IsEmpty then
+                    let waiting = running.Values |> Array.ofSeq
+                    if waiting.Length > 0 then Task.WaitAny(waiting, 200) |> ignore else Thread.Sleep 50)
+    try
+        watch runs work
+        work.GetAwaiter().GetResult()
+    finally
+        system.Terminate().Wait(TimeSpan.FromSeconds 30.0) |> ignore
+    let all = runs |> List.forall (fun r -> r.Status.Finished)
+    let status =
+        if all then "complete"
+        elif runs |> List.exists (fun r -> match r.Status with Failed _ -> true | _ -> false) then "failed"
+        else "interrupted"
+    writeExperimentJson e trials runs opts status started
+    if all then writeMerged e trials opts
+    runs, status

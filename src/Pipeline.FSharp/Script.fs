@@ -1,0 +1,227 @@
+/// The one call an experiment script ends with: `Script.main experiment fsi.CommandLineArgs`. Parses the script's
+/// flags (--help, --dry-run, --out, --scale, …), validates and expands the experiment, then runs it with a live
+/// display, writes the merged results and the report.
+module MetaGenRL.Pipeline.Script
+
+open System
+open System.IO
+open System.Threading
+open Argu
+open Spectre.Console
+open MetaGenRL.Pipeline.Experiment
+open MetaGenRL.Pipeline.Runner
+open MetaGenRL.Pipeline.Runs
+
+type ScriptArgs =
+    | Dry_Run
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Scale of name: string
+    | Set of ``key=value``: string
+    | Meta_Train_Steps of steps: int64
+    | Meta_Test_Steps of steps: int64
+    | Agents of count: int
+    | Cores of count: int
+    | Torch_Threads of count: int
+    | Device of device: string
+    | Loss_Log_Every of updates: int
+    | No_Report
+    | Tensorboard
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Dry_Run -> "print the expanded trials (variant × seed × env × phase), agent-steps and a time estimate; write nothing."
+            | Out _ -> "experiment folder (default results/<experiment>/<scale>-<hash of the resolved declaration>, so a re-run finds its trials)."
+            | Scale _ -> "micro | tiny | small | paper (default: the script's; micro is a seconds-long pipeline check)."
+            | Set _ -> "override a config key for every trial, by its official name (repeatable; keys: ./metagenrl config)."
+            | Meta_Train_Steps _ -> "per-agent env steps of each meta-train population (default: the scale's)."
+            | Meta_Test_Steps _ -> "env steps of each meta-test and baseline run (default: the scale's)."
+            | Agents _ -> "population size of each meta-train trial (default: the scale's)."
+            | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
+            | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
+            | Device _ -> "cpu (default), cuda or cuda:N."
+            | Loss_Log_Every _ -> "log losses every K updates (default 100)."
+            | No_Report -> "do not write the report at the end."
+            | Tensorboard -> "also write TensorBoard event files per trial and agent with the report."
+
+/// The experiment after the script's flags.
+let applyArgs (e: Experiment) (args: ParseResults<ScriptArgs>) =
+    let e = match args.TryGetResult Scale with Some s -> { e with Scale = Scale.parse s } | None -> e
+    let e = atScale e
+    let overrides = args.GetResults Set |> List.map parseOverride
+    { e with
+        Set = e.Set @ overrides
+        MetaTrainSteps = args.TryGetResult Meta_Train_Steps |> Option.orElse e.MetaTrainSteps
+        MetaTestSteps = args.TryGetResult Meta_Test_Steps |> Option.orElse e.MetaTestSteps
+        Agents = args.TryGetResult Agents |> Option.orElse e.Agents
+        Device = args.GetResult(Device, defaultValue = e.Device) }
+
+let private describeEnvs (t: Trial) =
+    match t.Phase, t.Seen with
+    | MetaTrainPhase, _ -> String.Join("+", t.Envs)
+    | _, Some true -> t.Envs.Head + " (seen)"
+    | _, Some false -> t.Envs.Head + " (unseen)"
+    | _ -> t.Envs.Head
+
+/// Prints the expanded grid, the agent-steps and a rough time estimate.
+let printPlan (e: Experiment) (trials: Trial list) (out: string) (cores: int) =
+    // Redirected output (logs, CI) gets wide rows instead of Spectre's 80-column default.
+    if not (Progress.interactive ()) then AnsiConsole.Profile.Width <- 200
+    let table = Table().AddColumns("phase", "variant", "envs", "seed", "meta seed", "sweep", "agents", "steps")
+    for t in trials do
+        table.AddRow(
+            t.Phase.Name, t.Variant, describeEnvs t, string t.Seed,
+            (t.MetaSeed |> Option.map string |> Option.defaultValue ""),
+            String.Join(", ", t.Swept |> List.map (fun (k, v) -> k + "=" + v)), string t.Agents, string t.Steps)
+        |> ignore
+    AnsiConsole.Write table
+    let count phase = trials |> List.filter (fun t -> t.Phase = phase) |> List.length
+    let agentSteps = trials |> List.sumBy (fun t -> t.AgentSteps)
+    printfn "experiment %s at scale %s: %d trials (%d meta-train, %d meta-test, %d baseline), %s agent-steps"
+        e.Name (Scale.name e.Scale) trials.Length (count MetaTrainPhase) (count MetaTestPhase) (count BaselinePhase)
+        (agentSteps.ToString("N0", Globalization.CultureInfo.InvariantCulture))
+    printfn "rough time on %d cores: %s" cores (formatDuration (estimateSeconds e.Scale cores trials))
+    printfn "folder: %s" out
+
+// ── PROGRESS ──
+
+let private estimateOf (scale: Scale) (r: TrialRun) = estimateSeconds scale 1 [ r.Trial ]
+
+/// Fraction of the estimated work done and an ETA from the rate so far.
+let private overall (e: Experiment) (runs: TrialRun list) (elapsed: TimeSpan) (baseline: float) =
+    let total = runs |> List.sumBy (estimateOf e.Scale)
+    let doneWork =
+        runs |> List.sumBy (fun r -> estimateOf e.Scale r * float (min r.Steps r.Trial.Steps) / float (max 1L r.Trial.Steps))
+    let fresh = doneWork - baseline
+    let eta = if fresh > 0.0 then Some(elapsed.TotalSeconds * (total - doneWork) / fresh) else None
+    doneWork / max total 1e-9, eta
+
+let private trialLine (r: TrialRun) =
+    let ret = if Double.IsNaN r.LastReturn then "" else sprintf ", return %.1f" r.LastReturn
+    sprintf "%s %d/%d%s" r.Trial.Id (min r.Steps r.Trial.Steps) r.Trial.Steps ret
+
+/// Shows the experiment's progress until `work` completes: a Spectre live table on a terminal, a plain line every
+/// 15 s otherwise.
+let watch (e: Experiment) (runs: TrialRun list) (work: Threading.Tasks.Task) =
+    let clock = Diagnostics.Stopwatch.StartNew()
+    let baseline = let f, _ = overall e runs TimeSpan.Zero 0.0 in f * (runs |> List.sumBy (estimateOf e.Scale))
+    let finished () = runs |> List.filter (fun r -> r.Status.Finished) |> List.length
+    let header () =
+        let frac, eta = overall e runs clock.Elapsed baseline
+        sprintf "trials %d/%d done, %.0f%% of the work, %s elapsed, ETA %s" (finished ()) runs.Length (100.0 * frac)
+            (clock.Elapsed.ToString @"hh\:mm\:ss") (eta |> Option.map formatDuration |> Option.defaultValue "…")
+    let waitStep (ms: int) = (work :> IAsyncResult).AsyncWaitHandle.WaitOne ms |> ignore
+    if Progress.interactive () then
+        let table () =
+            let t = Table().AddColumns("trial", "status", "env steps", "last return", "time")
+            t.Title <- TableTitle(Markup.Escape(header ()))
+            for r in runs |> List.filter (fun r -> r.Status = Running) do
+                t.AddRow(Markup.Escape r.Trial.Id, r.Status.Name, sprintf "%d/%d" (min r.Steps r.Trial.Steps) r.Trial.Steps,
+                         (if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn),
+                         r.Clock.Elapsed.ToString @"hh\:mm\:ss") |> ignore
+            t
+        AnsiConsole.Live(table ()).Start(fun ctx ->
+            while not work.IsCompleted do
+                ctx.UpdateTarget(table ())
+                waitStep 250
+            ctx.UpdateTarget(table ()))
+    else
+        let mutable next = TimeSpan.FromSeconds 15.0
+        let mutable seen = Set.empty
+        while not work.IsCompleted do
+            waitStep 200
+            for r in runs do
+                let key = r.Trial.Id, r.Status.Name
+                if r.Status <> Pending && r.Status <> Done && not (seen.Contains key) then
+                    seen <- seen.Add key
+                    printfn "[%s] %s: %s" (clock.Elapsed.ToString @"hh\:mm\:ss") r.Status.Name (trialLine r)
+            if clock.Elapsed >= next then
+                printfn "[%s] %s" (clock.Elapsed.ToString @"hh\:mm\:ss") (header ())
+                for r in runs |> List.filter (fun r -> r.Status = Running) do printfn "    %s" (trialLine r)
+                next <- clock.Elapsed + TimeSpan.FromSeconds 15.0
+
+/// The final status table.
+let printStatus (runs: TrialRun list) =
+    let t = Table().AddColumns("trial", "phase", "status", "env steps", "last return", "time", "note")
+    for r in runs do
+        let note = match r.Status with Failed m | Blocked m -> m | _ -> ""
+        t.AddRow(Markup.Escape r.Trial.Id, r.Trial.Phase.Name, r.Status.Name, string r.Steps,
+                 (if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn),
+                 (if r.Clock.Elapsed > TimeSpan.Zero then r.Clock.Elapsed.ToString @"hh\:mm\:ss" else ""),
+                 Markup.Escape note) |> ignore
+    AnsiConsole.Write t
+
+// ── ENTRY ──
+
+/// The default folder: results/<name>/<scale>-<hash of the resolved declaration>.
+let experimentOut (e: Experiment) (trials: Trial list) = Path.Combine("results", e.Name, configId e trials)
+
+/// Checks that `out` can hold results: an existing experiment folder must be readable and its experiment.json valid.
+let private checkOut (out: string) =
+    let json = experimentJsonPath out
+    if File.Exists json then
+        try Text.Json.Nodes.JsonNode.Parse(File.ReadAllText json) |> ignore
+        with ex -> usageError "--out '%s': experiment.json is unreadable (%s); move the folder away or choose another" out ex.Message
+    try Directory.CreateDirectory(Path.Combine(out, "trials")) |> ignore
+    with ex -> usageError "--out '%s': cannot create the folder (%s)" out ex.Message
+
+/// Hook for the report, set by the report module (called after a complete run and on a re-run).
+let mutable report : string -> bool -> unit = fun _ _ -> ()
+
+/// Runs a script's experiment with the script's flags; returns the exit code (0 done, 2 bad input, 130 interrupted,
+/// 1 a trial failed).
+let main (experiment: Experiment) (argv: string[]) : int =
+    let scriptName = if argv.Length > 0 then Path.GetFileName argv[0] else "experiment.fsx"
+    let parser = ArgumentParser.Create<ScriptArgs>(programName = sprintf "dotnet fsi experiments/%s --" scriptName)
+    try
+        let args = parser.ParseCommandLine(argv |> Array.skip (min 1 argv.Length), raiseOnUsage = true)
+        let e = applyArgs experiment args
+        Experiment.validate e
+        let trials = expand e
+        let out = args.GetResult(Out, defaultValue = experimentOut e trials)
+        let cores = args.GetResult(Cores, defaultValue = Environment.ProcessorCount)
+        if cores < 1 then usageError "--cores %d: must be ≥ 1" cores
+        let threads = args.GetResult(Torch_Threads, defaultValue = 1)
+        if threads < 1 then usageError "--torch-threads %d: must be ≥ 1" threads
+        let lossLogEvery = args.GetResult(Loss_Log_Every, defaultValue = 100)
+        if lossLogEvery < 1 then usageError "--loss-log-every %d: must be ≥ 1" lossLogEvery
+        if args.Contains Dry_Run then
+            printPlan e trials out cores
+            printfn "dry run: nothing was written."
+            0
+        else
+            checkOut out
+            let opts =
+                { Out = out; Cores = cores; TorchThreads = threads; LossLogEvery = lossLogEvery
+                  Command = "dotnet fsi " + String.Join(" ", argv) }
+            let alreadyDone = trials |> List.forall (fun t -> isComplete (trialDir out t)) && File.Exists(mergedPath out)
+            if alreadyDone then
+                printfn "%s: all %d trials are complete; re-reporting." out trials.Length
+                if not (args.Contains No_Report) then report out (args.Contains Tensorboard)
+                0
+            else
+                printPlan e trials out cores
+                use cts = new CancellationTokenSource()
+                let onCancel = ConsoleCancelEventHandler(fun _ ev -> ev.Cancel <- true; cts.Cancel())
+                Console.CancelKeyPress.AddHandler onCancel
+                let runs, status =
+                    try Runner.run e trials opts cts.Token (watch e)
+                    finally Console.CancelKeyPress.RemoveHandler onCancel
+                printStatus runs
+                printfn "experiment %s: %s; results in %s" e.Name status out
+                match status with
+                | "complete" ->
+                    printfn "merged results: %s" (mergedPath out)
+                    if not (args.Contains No_Report) then report out (args.Contains Tensorboard)
+                    0
+                | "interrupted" ->
+                    printfn "interrupted: run the same command again to resume."
+                    130
+                | _ -> 1
+    with
+    | :? ArguParseException as ex ->
+        if ex.ErrorCode = ErrorCode.HelpText then printfn "%s" ex.Message; 0
+        else eprintfn "%s" ex.Message; 2
+    | UsageError msg ->
+        eprintfn "error: %s" msg
+        2
