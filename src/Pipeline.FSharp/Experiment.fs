@@ -70,8 +70,11 @@ type Experiment =
       MetaTrain: string list list
       /// The meta-test envs; each is seen or unseen relative to each meta-train set.
       MetaTest: string list
-      /// Population size; None: the scale's.
+      /// Population size; None: the scale's (or AgentsPerEnv).
       Agents: int option
+      /// Agents per env of a meta-train set, so larger sets get larger populations (the paper: 10, i.e. 20 agents
+      /// for a pair and 40 for four envs); used when Agents is None.
+      AgentsPerEnv: int option
       MetaTrainSeeds: int list
       /// Seeds of the fresh agents that each meta-trained objective trains on each meta-test env.
       MetaTestSeeds: int list
@@ -79,6 +82,9 @@ type Experiment =
       BaselineSeeds: int list
       /// Objective variants, each meta-trained and meta-tested.
       Variants: Variant list
+      /// Objectives meta-trained elsewhere (meta-train run folders or meta-train trial folders): each one's latest
+      /// checkpoint is meta-tested on MetaTest with MetaTestSeeds.
+      Objectives: string list
       /// Grid axes (config keys); baselines follow the axes that are not objective or population keys.
       Sweep: Axis list
       /// Fixed algorithms on the meta-test envs: td3, ddpg, reinforce-offpolicy, random-objective.
@@ -110,10 +116,12 @@ let create (name: string) =
       MetaTrain = [ [ "LunarLanderContinuous-v2"; "HalfCheetah-v2" ] ]
       MetaTest = [ "HalfCheetah-v2"; "Hopper-v2" ]
       Agents = None
+      AgentsPerEnv = None
       MetaTrainSeeds = [ 0 ]
       MetaTestSeeds = [ 0 ]
       BaselineSeeds = [ 0 ]
       Variants = [ objective "full" ]
+      Objectives = []
       Sweep = []
       Baselines = [ "td3" ]
       Scale = Tiny
@@ -123,6 +131,16 @@ let create (name: string) =
       AtScale = []
       Mode = ScheduleMode.Sync
       Device = "cpu" }
+
+/// The complete meta-train trial folders under `root` (e.g. results/meta_train), newest experiment first: the
+/// default objectives of a meta-test script.
+let findObjectives (root: string) =
+    if not (IO.Directory.Exists root) then []
+    else
+        IO.Directory.GetDirectories(root, "mt_*", IO.SearchOption.AllDirectories)
+        |> Array.filter (fun d -> isComplete d && IO.Directory.Exists(IO.Path.Combine(d, "checkpoints")))
+        |> Array.sortByDescending (fun d -> IO.File.GetLastWriteTimeUtc(IO.Path.Combine(d, "run.json")))
+        |> List.ofArray
 
 /// The experiment as run at its scale: the scale's adjustments applied.
 let atScale (e: Experiment) =
@@ -163,7 +181,9 @@ type Trial =
       Agents: int
       Steps: int64
       /// The meta-train trial whose objective this trial tests.
-      DependsOn: string option }
+      DependsOn: string option
+      /// A meta-train folder outside the experiment whose objective this trial tests.
+      ObjectiveDir: string option }
 
     member t.AgentSteps = int64 t.Agents * t.Steps
 
@@ -180,13 +200,39 @@ let rec private grid (axes: Axis list) : (string * string) list list =
     | [] -> [ [] ]
     | a :: rest -> [ for v in a.Values do for tail in grid rest -> (a.Key, v) :: tail ]
 
+/// What an external objective folder says about itself (its run.json).
+type private External = { Variant: string; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
+
+/// Reads an objective folder's run.json; the objective's own keys (obj_func_*, paper_quirks) carry over to its tests.
+let private readExternal (dir: string) : External =
+    let fail why = usageError "Objectives: '%s' %s" dir why
+    if not (IO.Directory.Exists dir) then fail "is not a folder"
+    let j = readRunJson dir |> Option.defaultWith (fun () -> fail "has no run.json (not a meta-train run folder)")
+    let str (k: string) = match j[k] with null -> fail (sprintf "has no '%s' in run.json" k) | v -> v.GetValue<string>()
+    if str "phase" <> "meta-train" then fail (sprintf "holds a %s run, not a meta-train run" (str "phase"))
+    let cfg =
+        try RunConfig.FromJson(j["config"].ToJsonString())
+        with ex -> fail (sprintf "has no readable config in run.json (%s)" ex.Message)
+    let json = JsonNode.Parse(cfg.ToJson()).AsObject()
+    let defaults = JsonNode.Parse(RunConfig.Default.ToJson()).AsObject()
+    let keys =
+        [ for kv in json do
+            let differs = isNull defaults[kv.Key] || defaults[kv.Key].ToJsonString() <> (if isNull kv.Value then "null" else kv.Value.ToJsonString())
+            if (kv.Key.StartsWith "obj_func_" || kv.Key = "paper_quirks") && differs then
+                let v = kv.Value
+                let text = if isNull v then "null" elif v.GetValueKind() = Text.Json.JsonValueKind.String then v.GetValue<string>() else v.ToJsonString()
+                kv.Key, text ]
+    { Variant = str "variant"; Envs = (str "env").Split(',') |> List.ofArray; Seed = j["seed"].GetValue<int>(); ObjectiveKeys = keys }
+
 /// Expands a (scale-adjusted) experiment into its trials: meta-train first, then meta-test, then baselines.
 let expand (e: Experiment) : Trial list =
     let p = preset e.Scale
-    let agentsOf (swept: (string * string) list) =
-        match swept |> List.tryFind (fun (k, _) -> k = "agent_count") with
-        | Some (_, v) -> int v
-        | None -> defaultArg e.Agents p.Agents
+    let agentsOf (swept: (string * string) list) (set: string list) =
+        match swept |> List.tryFind (fun (k, _) -> k = "agent_count"), e.Agents, e.AgentsPerEnv with
+        | Some (_, v), _, _ -> int v
+        | None, Some n, _ -> n
+        | None, None, Some k -> k * set.Length
+        | None, None, None -> p.Agents
     let mtSteps = defaultArg e.MetaTrainSteps p.MetaTrainSteps
     let testSteps = defaultArg e.MetaTestSteps p.MetaTestSteps
     let points = grid e.Sweep
@@ -200,7 +246,7 @@ let expand (e: Experiment) : Trial list =
                             { Id = trialId [ "mt"; v.Name; envList set; sprintf "s%d" m ] point
                               Phase = MetaTrainPhase; Variant = v.Name; Envs = set; TrainEnvs = Some set; Seed = m
                               MetaSeed = Some m; Seen = None; Swept = point; Overrides = overrides
-                              Agents = agentsOf point; Steps = mtSteps; DependsOn = None }
+                              Agents = agentsOf point set; Steps = mtSteps; DependsOn = None; ObjectiveDir = None }
                         yield mt
                         for env in e.MetaTest do
                             for t in e.MetaTestSeeds do
@@ -218,10 +264,21 @@ let expand (e: Experiment) : Trial list =
                         { Id = trialId [ algo; env; sprintf "s%d" s ] point
                           Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
                           Seen = None; Swept = point; Overrides = p.Set @ e.Set @ point; Agents = 1; Steps = testSteps
-                          DependsOn = None } ]
+                          DependsOn = None; ObjectiveDir = None } ]
+    let external =
+        [ for dir in e.Objectives do
+            let o = readExternal dir
+            for env in e.MetaTest do
+                for t in e.MetaTestSeeds do
+                    { Id = trialId [ "test"; o.Variant; envList o.Envs; sprintf "s%d" o.Seed; env; sprintf "t%d" t ] []
+                      Phase = MetaTestPhase; Variant = o.Variant; Envs = [ env ]; TrainEnvs = Some o.Envs; Seed = t
+                      MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
+                      Overrides = p.Set @ e.Set @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
+                      ObjectiveDir = Some dir } ]
     // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
     (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))
     @ (metaTrials |> List.filter (fun t -> t.Phase = MetaTestPhase))
+    @ external
     @ baselines
 
 /// The resolved config of a trial (the paper's defaults, then the trial's overrides, then its budget and envs).
@@ -264,7 +321,12 @@ let private checkBudget (field: string) (steps: int64 option) =
 /// Checks the (scale-adjusted) experiment once; every message names the field and the bad value.
 let validate (e: Experiment) =
     checkSafeName "Name" e.Name
-    if e.Variants.IsEmpty && e.Baselines.IsEmpty then usageError "Variants and Baselines are both empty: nothing to run"
+    if e.Variants.IsEmpty && e.Baselines.IsEmpty && e.Objectives.IsEmpty then
+        usageError "Variants, Objectives and Baselines are all empty: nothing to run"
+    if not e.Objectives.IsEmpty then
+        if e.MetaTest.IsEmpty then usageError "MetaTest: give at least one env to test the Objectives on"
+        checkSeeds "MetaTestSeeds" e.MetaTestSeeds
+        for dir in e.Objectives do readExternal dir |> ignore
     if not e.Variants.IsEmpty then
         if e.MetaTrain.IsEmpty then usageError "MetaTrain: give at least one env set to meta-train the variants on"
         e.MetaTrain |> List.iteri (fun i set ->
@@ -278,6 +340,9 @@ let validate (e: Experiment) =
     if not e.Baselines.IsEmpty then checkSeeds "BaselineSeeds" e.BaselineSeeds
     match e.Agents with
     | Some n when n < 2 -> usageError "Agents: %d; meta-training needs at least 2 agents" n
+    | _ -> ()
+    match e.AgentsPerEnv with
+    | Some n when n < 1 -> usageError "AgentsPerEnv: %d; must be ≥ 1" n
     | _ -> ()
     checkBudget "MetaTrainSteps" e.MetaTrainSteps
     checkBudget "MetaTestSteps" e.MetaTestSteps
@@ -302,6 +367,10 @@ let validate (e: Experiment) =
         usageError "Sweep: a key has two axes"
     (try MetaGenRL.Core.Torch.Devices.Resolve e.Device |> ignore
      with :? ArgumentException as ex -> usageError "Device: %s" ex.Message)
+    let ids = expand e |> List.map (fun t -> t.Id)
+    match ids |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+    | Some (dup, _) -> usageError "Objectives: two objective folders give the same trial id '%s' (same variant, envs and seed)" dup
+    | None -> ()
 
 // ── IDENTITY AND SUMMARY ──
 

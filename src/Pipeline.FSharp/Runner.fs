@@ -97,12 +97,8 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     let writer = Results.RunWriter(dir, key, cfg.ToJson(), opts.Command, envOf, keptRows, Some(columnsOf t, sweptColumnsOf e))
     try
         writer.Flush "running"
-        let alpha =
-            match t.DependsOn with
-            | Some source ->
-                let a, _, _ = MetaRuns.loadObjective (Path.Combine(opts.Out, "trials", source)) None
-                Some a
-            | None -> None
+        let source = t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
+        let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaRuns.loadObjective dir None in a)
         let options = MetaRuns.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
         let mode = memberMode t
         let makeMember (i: int) : IPopulationMember =

@@ -20,6 +20,7 @@ type ScriptArgs =
     | Meta_Train_Steps of steps: int64
     | Meta_Test_Steps of steps: int64
     | Agents of count: int
+    | Objective of dir: string
     | Cores of count: int
     | Torch_Threads of count: int
     | Device of device: string
@@ -37,6 +38,7 @@ type ScriptArgs =
             | Meta_Train_Steps _ -> "per-agent env steps of each meta-train population (default: the scale's)."
             | Meta_Test_Steps _ -> "env steps of each meta-test and baseline run (default: the scale's)."
             | Agents _ -> "population size of each meta-train trial (default: the scale's)."
+            | Objective _ -> "meta-test the objective of this meta-train folder (repeatable; replaces the script's Objectives)."
             | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
             | Device _ -> "cpu (default), cuda or cuda:N."
@@ -54,6 +56,7 @@ let applyArgs (e: Experiment) (args: ParseResults<ScriptArgs>) =
         MetaTrainSteps = args.TryGetResult Meta_Train_Steps |> Option.orElse e.MetaTrainSteps
         MetaTestSteps = args.TryGetResult Meta_Test_Steps |> Option.orElse e.MetaTestSteps
         Agents = args.TryGetResult Agents |> Option.orElse e.Agents
+        Objectives = match args.GetResults Objective with [] -> e.Objectives | dirs -> dirs
         Device = args.GetResult(Device, defaultValue = e.Device) }
 
 let private describeEnvs (t: Trial) =
