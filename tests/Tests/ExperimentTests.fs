@@ -1,0 +1,274 @@
+module MetaGenRL.Tests.ExperimentTests
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open Expecto
+open MetaGenRL.Pipeline
+open MetaGenRL.Pipeline.Experiment
+open MetaGenRL.Tests.TestUtil
+open MetaGenRL.Tests.ResultsTests
+
+/// UsageError carries its message in Data0; match on it.
+let private expectUsage (what: string) (text: string) (f: unit -> unit) =
+    try
+        f ()
+        failtestf "%s: expected a usage error containing '%s', nothing was thrown" what text
+    with Runs.UsageError msg ->
+        if not (msg.Contains text) then failtestf "%s: expected a usage error containing '%s', got '%s'" what text msg
+
+let private grid =
+    { Experiment.create "grid" with
+        MetaTrain = [ [ "Pendulum-v1"; "MountainCarContinuous-v0" ]; [ "Pendulum-v1"; "Reacher-v2" ] ]
+        MetaTest = [ "Pendulum-v1"; "Hopper-v2" ]
+        MetaTrainSeeds = [ 0; 1 ]
+        MetaTestSeeds = [ 0; 1; 2 ]
+        BaselineSeeds = [ 3; 4 ]
+        Variants = [ objective "full"; variant "fixed" [ "paper_quirks", "false" ] ]
+        Sweep = [ axis "obj_func_second_order_stepsize" [ 0.001; 0.01 ]; axis "agent_count" [ 2; 4 ] ]
+        Baselines = [ "td3"; "reinforce-offpolicy" ]
+        Scale = Tiny }
+
+/// A tiny experiment that runs in seconds: one variant on Pendulum, one baseline.
+let private micro name =
+    { Experiment.create name with
+        MetaTrain = [ [ "Pendulum-v1"; "Pendulum-v1" ] ]
+        MetaTest = [ "Pendulum-v1"; "InvertedPendulum-v2" ]
+        Variants = [ objective "full" ]
+        Baselines = [ "td3" ]
+        Sweep = [ axis "obj_func_second_order_stepsize" [ 0.001 ] ]
+        Scale = Micro
+        MetaTrainSteps = Some 200L
+        MetaTestSteps = Some 200L }
+
+let private statusOf (dir: string) = (Runs.readRunJson dir).Value["status"].GetValue<string>()
+
+[<Tests>]
+let dslTests =
+    testList "Experiment DSL" [
+        test "expansion: counts, seen flags, dependencies, overrides and agents" {
+            let trials = expand grid
+            let count p = trials |> List.filter (fun t -> t.Phase = p) |> List.length
+            // 4 sweep points × 2 variants × 2 sets × 2 seeds.
+            Expect.equal (count MetaTrainPhase) 32 "meta-train trials"
+            // each meta-train trial × 2 test envs × 3 test seeds
+            Expect.equal (count MetaTestPhase) 192 "meta-test trials"
+            // the axes are objective/population keys: baselines do not vary along them; 2 algos × 2 envs × 2 seeds
+            Expect.equal (count BaselinePhase) 8 "baseline trials"
+            Expect.equal (trials |> List.map (fun t -> t.Id) |> List.distinct |> List.length) trials.Length "unique ids"
+            let ids = trials |> List.map (fun t -> t.Id) |> Set.ofList
+            for t in trials do
+                match t.DependsOn with
+                | Some d -> Expect.isTrue (ids.Contains d) (sprintf "%s depends on an existing trial" t.Id)
+                | None -> Expect.notEqual t.Phase MetaTestPhase "meta-test trials depend on a meta-train trial"
+            let test1 =
+                trials |> List.find (fun t ->
+                    t.Phase = MetaTestPhase && t.Envs = [ "Hopper-v2" ] && t.Variant = "fixed" && t.Seed = 2
+                    && t.TrainEnvs = Some [ "Pendulum-v1"; "Reacher-v2" ] && t.MetaSeed = Some 1
+                    && t.Swept = [ "obj_func_second_order_stepsize", "0.01"; "agent_count", "4" ])
+            Expect.equal test1.Seen (Some false) "Hopper is unseen"
+            Expect.equal test1.Agents 1 "one fresh agent per meta-test"
+            Expect.equal test1.Steps (preset Tiny).MetaTestSteps "the scale's budget"
+            let source = trials |> List.find (fun t -> Some t.Id = test1.DependsOn)
+            Expect.equal source.Agents 4 "agent_count axis sets the population"
+            Expect.equal source.Envs [ "Pendulum-v1"; "Reacher-v2" ] "source set"
+            // scale first, then variant, then sweep point: later keys win
+            Expect.equal (List.last source.Overrides) ("agent_count", "4") "sweep point last"
+            Expect.isTrue (List.contains ("paper_quirks", "false") source.Overrides) "variant diff applied"
+            let cfg = trialConfig source
+            Expect.equal cfg.PaperQuirks false "variant in the config"
+            Expect.equal cfg.ObjFuncSecondOrderStepsize 0.01 "sweep value in the config"
+            Expect.equal cfg.PolicyUnits 32 "tiny preset"
+            Expect.equal cfg.AgentCount 4 "agent count"
+            Expect.equal cfg.TimestepsTotal (preset Tiny).MetaTrainSteps "budget"
+            let seenTest = trials |> List.find (fun t -> t.Phase = MetaTestPhase && t.Envs = [ "Pendulum-v1" ])
+            Expect.equal seenTest.Seen (Some true) "Pendulum is seen"
+        }
+
+        test "baselines follow axes that are not objective or population keys" {
+            let e = { grid with Sweep = [ axis "critic_learning_rate" [ 0.001; 0.0003 ]; axis "agent_count" [ 2; 4 ] ] }
+            let baselines = expand e |> List.filter (fun t -> t.Phase = BaselinePhase)
+            Expect.equal baselines.Length 16 "2 learning rates × 2 algos × 2 envs × 2 seeds"
+            Expect.isTrue (baselines |> List.forall (fun t -> t.Swept.Length = 1 && fst t.Swept.Head = "critic_learning_rate")) "only the critic axis"
+        }
+
+        test "AgentsPerEnv scales populations with the set size; AtScale adjusts at its scale only" {
+            let e =
+                { grid with
+                    Sweep = []; AgentsPerEnv = Some 10; MetaTrain = [ [ "Pendulum-v1"; "Hopper-v2" ]; [ "Pendulum-v1"; "Hopper-v2"; "Ant-v2"; "Walker2d-v2" ] ]
+                    AtScale = [ Paper, fun x -> { x with MetaTrainSeeds = [ 0 .. 5 ] } ] }
+            let agents = expand e |> List.filter (fun t -> t.Phase = MetaTrainPhase) |> List.map (fun t -> t.Agents) |> List.distinct
+            Expect.equal agents [ 20; 40 ] "10 per env"
+            Expect.equal (atScale e).MetaTrainSeeds [ 0; 1 ] "tiny: unchanged"
+            Expect.equal (atScale { e with Scale = Paper }).MetaTrainSeeds [ 0 .. 5 ] "paper: adjusted"
+        }
+
+        test "the config id is stable and follows the declaration" {
+            let a = configId grid (expand grid)
+            Expect.equal (configId grid (expand grid)) a "same declaration, same id"
+            Expect.stringStarts a "tiny-" "scale prefix"
+            let other = { grid with MetaTestSeeds = [ 0; 1 ] }
+            Expect.notEqual (configId other (expand other)) a "a change gives another id"
+        }
+
+        test "validation names the field and the value" {
+            let v e = fun () -> validate e
+            expectUsage "unknown test env" "MetaTest: unknown env id 'Hoper-v2'" (v { grid with MetaTest = [ "Hoper-v2" ] })
+            expectUsage "unknown train env" "MetaTrain[1]: unknown env id 'Nope'" (v { grid with MetaTrain = [ [ "Pendulum-v1" ]; [ "Nope" ] ] })
+            expectUsage "unknown variant value" "Variants[bad].Set: obj_func_variant=no-such" (v { grid with Variants = [ variant "bad" [ "obj_func_variant", "no-such" ] ] })
+            expectUsage "unknown key" "Set: polcy_units=3" (v { grid with Set = [ "polcy_units", "3" ] })
+            expectUsage "reserved key" "key 'env_name' is set by the experiment's MetaTrain/MetaTest fields" (v { grid with Set = [ "env_name", "Hopper-v2" ] })
+            expectUsage "negative budget" "MetaTestSteps: -5 env steps" (v { grid with MetaTestSteps = Some -5L })
+            expectUsage "zero budget" "MetaTrainSteps: 0 env steps" (v { grid with MetaTrainSteps = Some 0L })
+            expectUsage "unknown baseline" "Baselines: unknown algorithm 'ppo'" (v { grid with Baselines = [ "ppo" ] })
+            expectUsage "repeated seeds" "MetaTrainSeeds: seeds repeat" (v { grid with MetaTrainSeeds = [ 1; 1 ] })
+            expectUsage "negative seed" "BaselineSeeds: seed -1 is negative" (v { grid with BaselineSeeds = [ -1 ] })
+            expectUsage "empty axis" "Sweep[critic_units]: no values" (v { grid with Sweep = [ { Key = "critic_units"; Values = [] } ] })
+            expectUsage "bad axis value" "Sweep[critic_units]: critic_units=abc" (v { grid with Sweep = [ axis "critic_units" [ "abc" ] ] })
+            expectUsage "one agent" "Agents: 1; meta-training needs at least 2 agents" (v { grid with Agents = Some 1 })
+            expectUsage "bad name" "Name 'a/b'" (v { grid with Name = "a/b" })
+            expectUsage "nothing to run" "nothing to run" (v { grid with Variants = []; Baselines = [] })
+            expectUsage "missing objective folder" "Objectives: '/nonexistent/x' is not a folder" (v { grid with Objectives = [ "/nonexistent/x" ] })
+            expectUsage "unknown scale" "--scale 'huge': unknown scale; valid: micro, tiny, small, paper" (fun () -> Scale.parse "huge" |> ignore)
+            validate grid
+        }
+    ]
+
+[<Tests>]
+let runTests =
+    testSequenced <| testList "Experiment runs" [
+        test "a dry run prints the grid and writes nothing" {
+            let root = tempDir "dry"
+            try
+                let out = Path.Combine(root, "exp")
+                let code = Script.main (micro "dry") [| "dry.fsx"; "--dry-run"; "--out"; out |]
+                Expect.equal code 0 "exit code"
+                Expect.isFalse (Directory.Exists out) "no folder"
+                Expect.isEmpty (Directory.GetFileSystemEntries root) "nothing written"
+            finally Directory.Delete(root, true)
+        }
+
+        test "bad script input exits 2 and leaves nothing looking complete" {
+            let root = tempDir "bad"
+            try
+                let out = Path.Combine(root, "exp")
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--scale"; "huge"; "--out"; out |]) 2 "unknown scale"
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--meta-test-steps"; "-5"; "--out"; out |]) 2 "negative budget"
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--set"; "polcy_units=3"; "--out"; out |]) 2 "unknown key"
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--no-such-flag" |]) 2 "unknown flag"
+                Expect.isFalse (Directory.Exists out) "nothing written"
+                // an unreadable results folder: a damaged experiment.json
+                Directory.CreateDirectory out |> ignore
+                File.WriteAllText(Path.Combine(out, "experiment.json"), "{ not json")
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--out"; out |]) 2 "damaged experiment.json"
+                Expect.isFalse (Directory.Exists(Path.Combine(out, "trials"))) "no trials started"
+                // a file where the folder should be
+                let file = Path.Combine(root, "file")
+                File.WriteAllText(file, "x")
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--out"; file |]) 2 "out is a file"
+            finally Directory.Delete(root, true)
+        }
+
+        test "a run writes per-trial and merged Parquet with experiment columns and provenance; a re-run skips everything" {
+            let out = tempDir "exp"
+            try
+                let e = micro "schema"
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "exit code"
+                let trials = expand (atScale e)
+                Expect.equal trials.Length 5 "1 meta-train, 2 meta-test, 2 baselines"
+                for t in trials do Expect.equal (statusOf (Runner.trialDir out t)) "complete" t.Id
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                Expect.equal (exp["status"].GetValue<string>()) "complete" "experiment status"
+                Expect.isNotNull (exp["git_commit"]) "commit"
+                Expect.isNotNull (exp["versions"]["TorchSharp"]) "versions"
+                Expect.isNotNull (exp["finished"]) "end time"
+                let merged = Runner.mergedPath out
+                let schema = duck (sprintf "DESCRIBE SELECT * FROM read_parquet('%s')" merged) |> List.map (fun r -> r.[0], r.[1])
+                Expect.equal schema
+                    [ "run_id", "VARCHAR"; "experiment", "VARCHAR"; "variant", "VARCHAR"; "phase", "VARCHAR"
+                      "env", "VARCHAR"; "seed", "INTEGER"; "agent", "INTEGER"; "env_step", "BIGINT"
+                      "wall_time_s", "DOUBLE"; "metric", "VARCHAR"; "value", "DOUBLE"; "trial_id", "VARCHAR"
+                      "train_envs", "VARCHAR"; "meta_seed", "INTEGER"; "seen", "BOOLEAN"
+                      "obj_func_second_order_stepsize", "DOUBLE" ] "merged schema"
+                let perTrial =
+                    duck (sprintf "SELECT trial_id, phase, count(*), any_value(train_envs), any_value(meta_seed), any_value(seen), any_value(obj_func_second_order_stepsize) FROM read_parquet('%s/trials/*/metrics.parquet') GROUP BY ALL ORDER BY trial_id" out)
+                let mergedCounts = duck (sprintf "SELECT trial_id, phase, count(*), any_value(train_envs), any_value(meta_seed), any_value(seen), any_value(obj_func_second_order_stepsize) FROM read_parquet('%s') GROUP BY ALL ORDER BY trial_id" merged)
+                Expect.equal mergedCounts perTrial "merged = union of the trial files"
+                let row id = perTrial |> List.find (fun r -> r.[0] = id)
+                let unseen = trials |> List.find (fun t -> t.Seen = Some false)
+                Expect.equal (row unseen.Id).[3..5] [ "Pendulum-v1+Pendulum-v1"; "0"; "False" ] "meta-test columns"
+                let baseline = trials |> List.find (fun t -> t.Phase = BaselinePhase)
+                Expect.equal (row baseline.Id).[1] "train" "baseline phase"
+                // the swept key is an objective key: baselines do not vary along it, so its column is null for them
+                Expect.equal (row baseline.Id).[3..6] [ "NULL"; "NULL"; "NULL"; "NULL" ] "baseline: no objective columns"
+                let returns = duck (sprintf "SELECT count(*) FROM read_parquet('%s') WHERE metric = 'episode_return' AND phase = 'meta-test'" merged)
+                Expect.isGreaterThan (int returns.Head.Head) 1 "episode returns recorded"
+                let kv = duck (sprintf "SELECT decode(key) FROM parquet_kv_metadata('%s')" merged) |> List.map List.head
+                Expect.contains kv "metagenrl.experiment" "experiment provenance in the merged file"
+                let trialKv = duck (sprintf "SELECT decode(value) FROM parquet_kv_metadata('%s/trials/%s/metrics.parquet') WHERE decode(key) = 'metagenrl.config'" out unseen.Id)
+                let cfg = JsonNode.Parse(trialKv.Head.Head)
+                Expect.equal (cfg["env_name"].ToJsonString()) """["InvertedPendulum-v2"]""" "resolved config in the trial file"
+                // a second run finds everything done
+                let stamps () = trials |> List.map (fun t -> File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out t, "metrics.parquet")))
+                let before = stamps ()
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "re-run"
+                Expect.equal (stamps ()) before "no trial re-ran"
+            finally Directory.Delete(out, true)
+        }
+
+        test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
+            let out = tempDir "resume"
+            try
+                let e = atScale (micro "resume")
+                let trials = expand e
+                let opts : Runner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                // Stop as soon as the meta-train trial completes: its tests are then pending or just started.
+                use cts = new Threading.CancellationTokenSource()
+                let watch (runs: Runner.TrialRun list) (work: Threading.Tasks.Task) =
+                    while not work.IsCompleted do
+                        if runs |> List.exists (fun r -> r.Trial.Phase = MetaTrainPhase && r.Status.Finished) then cts.Cancel()
+                        work.Wait 20 |> ignore
+                let runs, status = Runner.run e trials opts cts.Token watch
+                Expect.equal status "interrupted" "first run"
+                Expect.isFalse (File.Exists(Runner.mergedPath out)) "no merged file for an unfinished experiment"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                Expect.equal (exp["status"].GetValue<string>()) "interrupted" "experiment.json says so"
+                let mt = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
+                let unfinished = runs |> List.filter (fun r -> not r.Status.Finished) |> List.map (fun r -> r.Trial.Id)
+                Expect.isNonEmpty unfinished "something was left"
+                let mtStamp = File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out mt, "metrics.parquet"))
+                let runs2, status2 = Runner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status2 "complete" "second run"
+                for r in runs2 do
+                    let expected = if List.contains r.Trial.Id unfinished then Runner.Complete else Runner.Done
+                    Expect.equal r.Status expected r.Trial.Id
+                Expect.equal (File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out mt, "metrics.parquet"))) mtStamp "meta-train not re-run"
+                Expect.isTrue (File.Exists(Runner.mergedPath out)) "merged file"
+            finally Directory.Delete(out, true)
+        }
+
+        test "a trial resumes from its checkpoint and keeps the rows it covers" {
+            let out = tempDir "ckpt"
+            try
+                let e = atScale { micro "ckpt" with Baselines = []; MetaTest = []; MetaTrainSteps = Some 1200L; Set = [ "checkpoint_every", "200" ] }
+                let trials = expand e
+                Expect.equal trials.Length 1 "one meta-train trial"
+                let opts : Runner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                use cts = new Threading.CancellationTokenSource()
+                let dir = Runner.trialDir out trials.Head
+                let watch (_: Runner.TrialRun list) (work: Threading.Tasks.Task) =
+                    while not work.IsCompleted do
+                        if Directory.Exists(Path.Combine(dir, "checkpoints", "ckpt-000001")) then cts.Cancel()
+                        work.Wait 10 |> ignore
+                let _, status = Runner.run e trials opts cts.Token watch
+                Expect.equal status "interrupted" "stopped after a checkpoint"
+                Expect.equal (statusOf dir) "interrupted" "trial run.json"
+                let _, status2 = Runner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status2 "complete" "resumed"
+                let rows = Results.readParquet (Path.Combine(dir, "metrics.parquet"))
+                let markers = rows |> List.filter (fun r -> r.metric = MetaRuns.CheckpointMarker) |> List.map (fun r -> int r.value)
+                Expect.equal markers (List.sort markers |> List.distinct) "each checkpoint marker once, in order"
+                Expect.isGreaterThan markers.Length 2 "checkpoints before and after the resume"
+            finally Directory.Delete(out, true)
+        }
+    ]
