@@ -186,7 +186,8 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
             let mutable inUse = 0
             let statusOf id = (runs |> List.find (fun r -> r.Trial.Id = id)).Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
-            while not (pendingRuns().IsEmpty && running.IsEmpty) do
+            // After Ctrl-C nothing new starts; what never started stays pending for the next run.
+            while not (running.IsEmpty && (ct.IsCancellationRequested || pendingRuns().IsEmpty)) do
                 if not ct.IsCancellationRequested then
                     for r in pendingRuns () do
                         match r.Trial.DependsOn |> Option.map statusOf with
@@ -205,9 +206,6 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                                         r.Clock.Stop()
                                         r.Status <- s
                                         if s = Complete then r.Steps <- r.Trial.Steps)
-                elif running.IsEmpty then
-                    // Nothing more will start; what is left stays pending for the next run.
-                    for r in pendingRuns () do r.Status <- Interrupted
                 let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq
                 for kv in finished do
                     running.TryRemove kv.Key |> ignore
