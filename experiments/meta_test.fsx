@@ -12,7 +12,7 @@ open MetaGenRL.Pipeline.Experiment
 let metaTest =
     { Experiment.create "meta_test" with
         Variants = []
-        Objectives = findObjectives "results/meta_train"
+        Objectives = [ "results/meta_train" ]
         MetaTest = [ "HalfCheetah-v2"; "Hopper-v2"; "LunarLanderContinuous-v2" ]
         MetaTestSeeds = [ 0; 1 ]
         Baselines = [ "td3" ]

@@ -82,8 +82,8 @@ type Experiment =
       BaselineSeeds: int list
       /// Objective variants, each meta-trained and meta-tested.
       Variants: Variant list
-      /// Objectives meta-trained elsewhere (meta-train run folders or meta-train trial folders): each one's latest
-      /// checkpoint is meta-tested on MetaTest with MetaTestSeeds.
+      /// Objectives meta-trained elsewhere: meta-train run or trial folders, or folders to search for complete
+      /// meta-train trials (e.g. results/meta_train). Each one's latest checkpoint is meta-tested on MetaTest.
       Objectives: string list
       /// Grid axes (config keys); baselines follow the axes that are not objective or population keys.
       Sweep: Axis list
@@ -206,7 +206,7 @@ type private External = { Variant: string; Envs: string list; Seed: int; Objecti
 /// Reads an objective folder's run.json; the objective's own keys (obj_func_*, paper_quirks) carry over to its tests.
 let private readExternal (dir: string) : External =
     let fail why = usageError "Objectives: '%s' %s" dir why
-    if not (IO.Directory.Exists dir) then fail "is not a folder"
+    if not (IO.Directory.Exists dir) then fail "is not a folder (meta-train first, e.g. with experiments/meta_train.fsx, or pass --objective DIR)"
     let j = readRunJson dir |> Option.defaultWith (fun () -> fail "has no run.json (not a meta-train run folder)")
     let str (k: string) = match j[k] with null -> fail (sprintf "has no '%s' in run.json" k) | v -> v.GetValue<string>()
     if str "phase" <> "meta-train" then fail (sprintf "holds a %s run, not a meta-train run" (str "phase"))
@@ -223,6 +223,16 @@ let private readExternal (dir: string) : External =
                 let text = if isNull v then "null" elif v.GetValueKind() = Text.Json.JsonValueKind.String then v.GetValue<string>() else v.ToJsonString()
                 kv.Key, text ]
     { Variant = str "variant"; Envs = (str "env").Split(',') |> List.ofArray; Seed = j["seed"].GetValue<int>(); ObjectiveKeys = keys }
+
+/// The objective folders of `Objectives`: run folders as given, other folders searched for complete meta-train trials.
+let objectiveDirs (e: Experiment) =
+    e.Objectives
+    |> List.collect (fun d ->
+        if IO.File.Exists(IO.Path.Combine(d, "run.json")) || not (IO.Directory.Exists d) then [ d ]
+        else
+            match findObjectives d with
+            | [] -> usageError "Objectives: no complete meta-train run under '%s'; run experiments/meta_train.fsx first or pass --objective DIR" d
+            | found -> found)
 
 /// Expands a (scale-adjusted) experiment into its trials: meta-train first, then meta-test, then baselines.
 let expand (e: Experiment) : Trial list =
@@ -266,7 +276,7 @@ let expand (e: Experiment) : Trial list =
                           Seen = None; Swept = point; Overrides = p.Set @ e.Set @ point; Agents = 1; Steps = testSteps
                           DependsOn = None; ObjectiveDir = None } ]
     let external =
-        [ for dir in e.Objectives do
+        [ for dir in objectiveDirs e do
             let o = readExternal dir
             for env in e.MetaTest do
                 for t in e.MetaTestSeeds do
@@ -326,7 +336,7 @@ let validate (e: Experiment) =
     if not e.Objectives.IsEmpty then
         if e.MetaTest.IsEmpty then usageError "MetaTest: give at least one env to test the Objectives on"
         checkSeeds "MetaTestSeeds" e.MetaTestSeeds
-        for dir in e.Objectives do readExternal dir |> ignore
+        for dir in objectiveDirs e do readExternal dir |> ignore
     if not e.Variants.IsEmpty then
         if e.MetaTrain.IsEmpty then usageError "MetaTrain: give at least one env set to meta-train the variants on"
         e.MetaTrain |> List.iteri (fun i set ->

@@ -41,6 +41,17 @@ let private micro name =
         MetaTrainSteps = Some 200L
         MetaTestSteps = Some 200L }
 
+/// Runs an experiment script with dotnet fsi as a user would; returns (exit code, stdout + stderr).
+let fsiScript (script: string) (args: string list) =
+    let psi = Diagnostics.ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true,
+                                           UseShellExecute = false, WorkingDirectory = repoRoot)
+    for a in [ "fsi"; Path.Combine(repoRoot, "experiments", script); "--" ] @ args do psi.ArgumentList.Add a
+    use p = Diagnostics.Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    if not (p.WaitForExit 600_000) then (p.Kill true; failtestf "%s timed out" script)
+    p.ExitCode, out.Result + err.Result
+
 let private statusOf (dir: string) = (Runs.readRunJson dir).Value["status"].GetValue<string>()
 
 [<Tests>]
@@ -216,6 +227,26 @@ let runTests =
             finally Directory.Delete(out, true)
         }
 
+        test "objectives meta-trained by one experiment are meta-tested by another" {
+            let root = tempDir "objectives"
+            try
+                let mt = { micro "mt" with MetaTest = []; Baselines = []; Sweep = [] }
+                Expect.equal (Script.main mt [| "x.fsx"; "--out"; Path.Combine(root, "mt"); "--no-report" |]) 0 "meta-train"
+                let test = { micro "test" with Variants = []; Sweep = []; Objectives = [ root ]; MetaTest = [ "InvertedPendulum-v2" ]; MetaTestSeeds = [ 0; 1 ] }
+                let trials = expand (atScale test)
+                let tests = trials |> List.filter (fun t -> t.Phase = MetaTestPhase)
+                Expect.equal tests.Length 2 "one objective × one env × two seeds"
+                Expect.isTrue (tests |> List.forall (fun t -> t.ObjectiveDir.IsSome && t.Seen = Some false && t.TrainEnvs = Some [ "Pendulum-v1"; "Pendulum-v1" ])) "from the run.json"
+                Expect.equal (Script.main test [| "x.fsx"; "--out"; Path.Combine(root, "test"); "--no-report" |]) 0 "meta-test"
+                let rows = duck (sprintf "SELECT DISTINCT variant, train_envs, meta_seed, seen FROM read_parquet('%s') WHERE phase = 'meta-test'" (Runner.mergedPath (Path.Combine(root, "test"))))
+                Expect.equal rows [ [ "full"; "Pendulum-v1+Pendulum-v1"; "0"; "False" ] ] "objective columns"
+                expectUsage "an empty search folder" "no complete meta-train run under" (fun () ->
+                    let empty = Path.Combine(root, "empty")
+                    Directory.CreateDirectory empty |> ignore
+                    validate { test with Objectives = [ empty ] })
+            finally Directory.Delete(root, true)
+        }
+
         test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
             let out = tempDir "resume"
             try
@@ -270,5 +301,42 @@ let runTests =
                 Expect.equal markers (List.sort markers |> List.distinct) "each checkpoint marker once, in order"
                 Expect.isGreaterThan markers.Length 2 "checkpoints before and after the resume"
             finally Directory.Delete(out, true)
+        }
+    
+        test "ablation.fsx runs end to end at micro scale, and a second run only re-reports" {
+            let out = tempDir "ablation"
+            try
+                let rc, text = fsiScript "ablation.fsx" [ "--scale"; "micro"; "--out"; out ]
+                Expect.equal rc 0 (sprintf "exit code; output:\n%s" text)
+                Expect.stringContains text "18 trials (4 meta-train, 8 meta-test, 6 baseline)" "the Figure 5 grid"
+                Expect.isTrue (File.Exists(Runner.mergedPath out)) "merged results"
+                let trials = Directory.GetDirectories(Path.Combine(out, "trials"))
+                Expect.equal trials.Length 18 "a folder per trial"
+                for d in trials do Expect.equal (statusOf d) "complete" d
+                let rc2, text2 = fsiScript "ablation.fsx" [ "--scale"; "micro"; "--out"; out ]
+                Expect.equal rc2 0 "second run"
+                Expect.stringContains text2 "all 18 trials are complete; re-reporting" "nothing re-ran"
+                let rc3, text3 = fsiScript "ablation.fsx" [ "--dry-run"; "--scale"; "paper" ]
+                Expect.equal rc3 0 "paper dry run"
+                Expect.stringContains text3 "LunarLanderContinuous-v2+HalfCheetah-v2" "paper: Lunar & Cheetah"
+                Expect.stringContains text3 "Hopper-v2 (unseen)" "paper: Hopper unseen"
+                let rc4, text4 = fsiScript "ablation.fsx" [ "--scale"; "huge" ]
+                Expect.equal rc4 2 "unknown scale"
+                Expect.stringContains text4 "--scale 'huge': unknown scale" "named"
+            finally Directory.Delete(out, true)
+        }
+
+        test "every script answers --help and --dry-run" {
+            for script in [ "ablation.fsx"; "meta_train.fsx"; "table1.fsx"; "sweep.fsx" ] do
+                let rc, text = fsiScript script [ "--help" ]
+                Expect.equal rc 0 (script + " --help")
+                Expect.stringContains text "--dry-run" (script + " help lists --dry-run")
+                let rc2, text2 = fsiScript script [ "--dry-run" ]
+                Expect.equal rc2 0 (sprintf "%s --dry-run: %s" script text2)
+                Expect.stringContains text2 "dry run: nothing was written" script
+            // meta_test.fsx needs objectives: without any it says where they come from
+            let rc, text = fsiScript "meta_test.fsx" [ "--dry-run"; "--objective"; "/nonexistent/objective" ]
+            Expect.equal rc 2 "meta_test.fsx with a missing objective"
+            Expect.stringContains text "'/nonexistent/objective' is not a folder" "named"
         }
     ]
