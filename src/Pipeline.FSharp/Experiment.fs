@@ -48,7 +48,7 @@ let preset =
     | Tiny ->
         { Set = [ "policy_units", "32"; "critic_units", "32"; "buffer_sample_size", "16"
                   "policy_random_exploration_steps", "1000"; "obj_func_anneal_steps", "2000" ]
-          Agents = 2; MetaTrainSteps = 10_000L; MetaTestSteps = 10_000L }
+          Agents = 2; MetaTrainSteps = 4_000L; MetaTestSteps = 6_000L }
     | Small ->
         { Set = [ "policy_units", "64"; "critic_units", "64"; "buffer_sample_size", "32"
                   "policy_random_exploration_steps", "2000"; "obj_func_anneal_steps", "10000" ]
@@ -429,14 +429,16 @@ let configId (e: Experiment) (trials: Trial list) =
     let hash = SHA256.HashData(Encoding.UTF8.GetBytes json)
     sprintf "%s-%s" (Scale.name e.Scale) (Convert.ToHexString(hash).Substring(0, 8).ToLowerInvariant())
 
-/// Rough seconds per agent-step on one core (measured on a 2-core machine), by scale and phase.
+/// Rough core-seconds per agent-step by scale and phase, measured on a 2-core machine (one torch thread per agent):
+/// a meta-train step costs a critic update plus half a policy update and half a meta-gradient; the others a critic
+/// update plus half a policy update. At small sizes per-op overhead dominates, so they differ little.
 let private secondsPerAgentStep scale (phase: Phase) =
     let meta = phase = MetaTrainPhase
     match scale with
-    | Micro -> if meta then 0.006 else 0.002
-    | Tiny -> if meta then 0.010 else 0.002
-    | Small -> if meta then 0.030 else 0.004
-    | Paper -> if meta then 0.45 else 0.12
+    | Micro -> if meta then 0.010 else 0.003
+    | Tiny -> if meta then 0.020 else 0.004
+    | Small -> if meta then 0.030 else 0.006
+    | Paper -> if meta then 0.22 else 0.10
 
 /// A rough wall-clock estimate on `cores` cores (trials spread over the cores).
 let estimateSeconds (scale: Scale) (cores: int) (trials: Trial list) =
