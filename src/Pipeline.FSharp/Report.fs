@@ -56,9 +56,9 @@ let definitions = """## Definitions
   of `td3` there (min and max over all runs of the env when either is missing or t = r). Aggregate IQM pools all
   runs of all envs; its CI and that of the aggregate P (the mean over envs of the per-env P) come from a
   **stratified** bootstrap: runs are resampled with replacement within each env (and method) independently.
-- Curves: each run's episode returns are averaged per bin of a 50-point grid over [0, max step] and carried
-  forward through empty bins (nothing before its first episode); lines are the mean across runs, shaded bands
-  ± 1 std across runs.
+- Curves: each agent's values (episode returns, or meta-training diagnostics) are averaged per bin of a 50-point
+  grid over [0, max step] and carried forward through empty bins (nothing before its first value); a run is the
+  mean of its agents; lines are the mean across runs, shaded bands ± 1 std across runs.
 """
 
 // ── TABLES ──

@@ -187,6 +187,12 @@ let onGrid (ends: float[]) (points: (int64 * float)[]) =
         lo <- hi
     out
 
+/// A run's curve: every agent on the grid (onGrid), then the mean over the agents that have a value there,
+/// so agents logging at different steps do not alternate bin by bin.
+let private runOnGrid (ends: float[]) (rows: Obs[]) =
+    let agents = rows |> Array.groupBy (fun o -> o.Agent) |> Array.map (fun (_, xs) -> onGrid ends (xs |> Array.map (fun o -> o.Step, o.Value)))
+    Array.init ends.Length (fun k -> agents |> Array.map (fun a -> a.[k]) |> Array.filter (Double.IsNaN >> not) |> Stats.mean)
+
 /// A method's curve on one env: mean and sample std across runs at every grid point (std 0 for one run).
 type Curve = { Method: string; Label: string; Runs: int; X: float[]; Mean: float[]; Std: float[] }
 
@@ -199,7 +205,7 @@ let seenMark (runs: Run seq) (env: string) =
     | _ -> " (seen/unseen)"
 
 /// Curves of `metric` per panel (panel → curves, one per method) for runs passing `runFilter`; `panelOf` is
-/// usually the env. Each run pools its agents within a panel; a panel's grid spans [0, its largest step].
+/// usually the env. Each run averages its agents within a panel; a panel's grid spans [0, its largest step].
 let curves (data: Data) (metric: string) (gridPoints: int) (runFilter: Run -> bool) (panelOf: Obs -> string) =
     data.Obs
     |> Array.filter (fun o -> o.Metric = metric && runFilter data.Runs.[o.Run])
@@ -211,7 +217,7 @@ let curves (data: Data) (metric: string) (gridPoints: int) (runFilter: Run -> bo
             rows |> Array.groupBy (fun o -> data.Runs.[o.Run].Method) |> Array.sortBy fst
             |> Array.map (fun (m, mrows) ->
                 let byRun = mrows |> Array.groupBy (fun o -> o.Run)
-                let ys = byRun |> Array.map (fun (_, xs) -> onGrid ends (xs |> Array.map (fun o -> o.Step, o.Value)))
+                let ys = byRun |> Array.map (fun (_, xs) -> runOnGrid ends xs)
                 let at k = ys |> Array.map (fun y -> y.[k]) |> Array.filter (Double.IsNaN >> not)
                 let runs = byRun |> Array.map (fun (r, _) -> data.Runs.[r])
                 { Method = m; Label = sprintf "%s%s (n = %d)" m (seenMark runs env) byRun.Length; Runs = byRun.Length
