@@ -40,7 +40,9 @@ let private scottPlot (title: string) (yLabel: string) (curves: Curve[]) =
     plt.Title(title)
     plt.XLabel("env steps")
     plt.YLabel(yLabel)
-    plt.Add.Annotation(bandNote curves, Alignment.LowerRight) |> ignore
+    let note = plt.Add.Annotation(bandNote curves, Alignment.LowerRight)
+    note.LabelBackgroundColor <- Colors.White.WithAlpha 0.85
+    note.LabelFontSize <- 12.0f
     plt.ShowLegend(Alignment.UpperLeft) |> ignore
     plt
 

@@ -154,6 +154,19 @@ let tests =
             finally Directory.Delete(dir, true)
         }
 
+        test "an experiment folder with results.parquet is read from that file alone; experiment.json names it" {
+            let root = syntheticExperiment ()
+            try
+                let trials = Path.Combine(root, "trials", "td3-*", "metrics.parquet")
+                duck (sprintf "COPY (SELECT * FROM read_parquet('%s')) TO '%s' (FORMAT parquet)" trials (Path.Combine(root, "results.parquet"))) |> ignore
+                File.WriteAllText(Path.Combine(root, "experiment.json"), """{"name": "ablation-small", "trials": []}""")
+                let r = Report.write root Report.ReportOptions.Default
+                Expect.stringContains r.Summary "# Report: ablation-small" "name from experiment.json"
+                Expect.stringContains r.Summary "4 runs from 1 Parquet file(s)" "only the merged file"
+                Expect.isFalse (r.Summary.Contains "(unseen)") "trial files not read"
+            finally Directory.Delete(root, true)
+        }
+
         test "bad input: missing folder, no Parquet, corrupt Parquet" {
             let missing = Path.Combine(Path.GetTempPath(), "no-such-report-dir-" + Guid.NewGuid().ToString("N"))
             Expect.stringContains (usageMessage (fun () -> Report.write missing Report.ReportOptions.Default |> ignore)) missing "names the folder"
