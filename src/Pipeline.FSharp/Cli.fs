@@ -96,10 +96,23 @@ type MetaTestArgs =
             | Experiment _ -> "experiment name stamped on every row (default meta-test)."
             | Force -> "overwrite a completed run in --out."
 
+type ReportArgs =
+    | [<MainCommand; ExactlyOnce>] Dir of dir: string
+    | [<AltCommandLine("-o")>] Out of dir: string
+    | Tensorboard
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Dir _ -> "an experiment folder (results.parquet or trials/*/metrics.parquet), a run folder, or any folder of metrics.parquet files."
+            | Out _ -> "where to write summary.md, the PNG curves and report.html (default DIR/report)."
+            | Tensorboard -> "also write TensorBoard event files per run and agent under <out>/tensorboard/."
+
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-train")>] Meta_Train of ParseResults<MetaTrainArgs>
     | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-test")>] Meta_Test of ParseResults<MetaTestArgs>
+    | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
     | [<CliPrefix(CliPrefix.None)>] Envs
     | [<CliPrefix(CliPrefix.None)>] Config
     | Version
@@ -110,6 +123,7 @@ type CliArgs =
             | Train _ -> "train one agent with a fixed algorithm; writes tidy Parquet + run.json."
             | Meta_Train _ -> "meta-train an objective with a population of agents (Akka.NET), with checkpoints and --resume."
             | Meta_Test _ -> "train a fresh agent with a frozen objective from a meta-train run."
+            | Report _ -> "tables (summary.md), learning curves (PNG, HTML) and optional TensorBoard files for a results folder."
             | Envs -> "list the environment ids with their observation and action sizes."
             | Config -> "list every config key with its default (use with --set key=value)."
             | Version -> "print the version and the package versions."
@@ -168,6 +182,12 @@ let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaRuns.MetaTestR
       Experiment = a.GetResult(MetaTestArgs.Experiment, "meta-test")
       Force = a.Contains MetaTestArgs.Force }
 
+let private report (a: ParseResults<ReportArgs>) =
+    let r = Report.write (a.GetResult Dir) { Out = a.TryGetResult ReportArgs.Out; TensorBoard = a.Contains Tensorboard }
+    printfn "%s" r.Summary
+    for f in r.Files do printfn "wrote %s" f
+    0
+
 let private listEnvs () =
     for id in EnvRegistry.Ids do
         use env = EnvRegistry.Make(id, 0)
@@ -188,6 +208,7 @@ let run (argv: string[]) : int =
     | [ Train a ] -> Runs.train (trainRequest a) command
     | [ Meta_Train a ] -> MetaRuns.metaTrain (metaTrainRequest a) command
     | [ Meta_Test a ] -> MetaRuns.metaTest (metaTestRequest a) command
+    | [ Report a ] -> report a
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()
     | [ Version ] ->

@@ -168,8 +168,12 @@ let private checkOut (out: string) =
     try Directory.CreateDirectory(Path.Combine(out, "trials")) |> ignore
     with ex -> usageError "--out '%s': cannot create the folder (%s)" out ex.Message
 
-/// Hook for the report, set by the report module (called after a complete run and on a re-run).
-let mutable report : string -> bool -> unit = fun _ _ -> ()
+/// Writes the report of a complete experiment and prints its summary table and files.
+let private report (out: string) (tensorboard: bool) =
+    let r = Report.write out { Report.ReportOptions.Default with TensorBoard = tensorboard }
+    printfn "\n%s" r.Summary
+    printfn "report: %s" r.OutDir
+    for f in r.Files do printfn "  %s" f
 
 /// Runs a script's experiment with the script's flags; returns the exit code (0 done, 2 bad input, 130 interrupted,
 /// 1 a trial failed).
