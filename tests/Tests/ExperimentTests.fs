@@ -247,6 +247,20 @@ let runTests =
             finally Directory.Delete(root, true)
         }
 
+        test "the same experiment twice gives the same numbers, trials running concurrently" {
+            let root = tempDir "twice"
+            try
+                let e = { micro "twice" with MetaTest = [ "Pendulum-v1"; "InvertedPendulum-v2" ]; Baselines = [ "td3"; "random-objective" ] }
+                let values (out: string) =
+                    Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--cores"; "2" |]) 0 out
+                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') WHERE metric <> 'sps' ORDER BY ALL" (Runner.mergedPath out))
+                let a = values (Path.Combine(root, "a"))
+                let b = values (Path.Combine(root, "b"))
+                Expect.isGreaterThan a.Length 50 "rows"
+                Expect.equal b a "identical rows (trial, agent, step, metric, value)"
+            finally Directory.Delete(root, true)
+        }
+
         test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
             let out = tempDir "resume"
             try
@@ -313,6 +327,10 @@ let runTests =
                 let trials = Directory.GetDirectories(Path.Combine(out, "trials"))
                 Expect.equal trials.Length 18 "a folder per trial"
                 for d in trials do Expect.equal (statusOf d) "complete" d
+                for f in [ "summary.md"; "report.html"; "diagnostics.png"; "curves-Pendulum-v1.png"; "curves-InvertedDoublePendulum-v2.png" ] do
+                    Expect.isTrue (File.Exists(Path.Combine(out, "report", f))) (sprintf "report/%s" f)
+                Expect.stringContains text "| baseline | td3 |" "the summary table is printed"
+                Expect.stringContains text "(unseen)" "seen/unseen marks"
                 let rc2, text2 = fsiScript "ablation.fsx" [ "--scale"; "micro"; "--out"; out ]
                 Expect.equal rc2 0 "second run"
                 Expect.stringContains text2 "all 18 trials are complete; re-reporting" "nothing re-ran"
