@@ -16,13 +16,15 @@ let ablation =
         Variants = [ objective "full"; objective "no-value"; objective "no-time"; objective "q-input" ]
         Baselines = [ "td3"; "reinforce-offpolicy"; "random-objective" ]
         MetaTrainSeeds = [ 0 ]
-        MetaTestSeeds = [ 0 ]
-        BaselineSeeds = [ 0 ]
+        MetaTestSeeds = [ 0; 1 ]
+        BaselineSeeds = [ 0; 1 ]
         Scale = Tiny
         AtScale =
           [ // Envs where a few thousand steps show learning; Pendulum is seen, InvertedDoublePendulum unseen.
             Tiny, fun e -> { e with MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ] }
-            Micro, fun e -> { e with MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ] }
+            Micro, fun e ->
+                { e with MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ]
+                         MetaTestSeeds = [ 0 ]; BaselineSeeds = [ 0 ] }
             // The paper: 6 meta-train × 2 meta-test seeds, 20 agents.
             Paper, fun e -> { e with MetaTrainSeeds = [ 0 .. 5 ]; MetaTestSeeds = [ 0; 1 ]; BaselineSeeds = [ 0 .. 5 ] } ] }
 

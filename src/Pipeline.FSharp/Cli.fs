@@ -6,6 +6,9 @@ open Argu
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Envs
 
+let private scaleUsage =
+    "network, batch and exploration sizes of a scale preset (micro, tiny, small, paper; default: the paper's), applied before --set."
+
 type TrainArgs =
     | [<AltCommandLine("-a")>] Algo of name: string
     | [<AltCommandLine("-e")>] Env of id: string
@@ -16,11 +19,13 @@ type TrainArgs =
     | Device of device: string
     | Loss_Log_Every of updates: int
     | Experiment of name: string
+    | Scale of name: string
     | Force
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Scale _ -> scaleUsage
             | Algo _ -> "algorithm: td3 (default), ddpg, reinforce-offpolicy (fixed REINFORCE-with-GAE objective) or random-objective (an untrained, frozen L_α: the control a learned objective must beat)."
             | Env _ -> "environment id, e.g. Pendulum-v1, HalfCheetah-v2 (list: ./metagenrl envs)."
             | Steps _ -> "environment steps to train for (default 15000)."
@@ -47,11 +52,13 @@ type MetaTrainArgs =
     | Loss_Log_Every of updates: int
     | Torch_Threads of count: int
     | Experiment of name: string
+    | Scale of name: string
     | Force
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Scale _ -> scaleUsage
             | Envs _ -> "meta-training envs, assigned to agents round-robin (default LunarLanderContinuous-v2,HalfCheetah-v2)."
             | Agents _ -> "population size, at least 2 (default 2; the paper uses 20)."
             | Steps _ -> "env steps per agent (timesteps_total; default 10000)."
@@ -130,6 +137,12 @@ type CliArgs =
 
 let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl")
 
+/// The `key=value` overrides of a scale preset.
+let private scaleOverrides (scale: string option) =
+    match scale with
+    | Some s -> (Experiment.preset (Experiment.Scale.parse s)).Set |> List.map (fun (k, v) -> k + "=" + v)
+    | None -> []
+
 let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
     let d = Runs.TrainRequest.Default
     { Algo = a.GetResult(TrainArgs.Algo, d.Algo)
@@ -137,7 +150,7 @@ let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
       Steps = a.GetResult(TrainArgs.Steps, d.Steps)
       Seed = a.GetResult(TrainArgs.Seed, d.Seed)
       Out = a.TryGetResult TrainArgs.Out
-      Overrides = a.GetResults TrainArgs.Set
+      Overrides = scaleOverrides (a.TryGetResult TrainArgs.Scale) @ a.GetResults TrainArgs.Set
       Device = a.GetResult(TrainArgs.Device, d.Device)
       LossLogEvery = a.GetResult(TrainArgs.Loss_Log_Every, d.LossLogEvery)
       Experiment = a.GetResult(TrainArgs.Experiment, d.Experiment)
@@ -161,7 +174,7 @@ let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : MetaRuns.MetaTra
       Variant = a.GetResult(Variant, d.Variant)
       Mode = mode
       Resume = a.Contains Resume
-      Overrides = a.GetResults MetaTrainArgs.Set
+      Overrides = scaleOverrides (a.TryGetResult MetaTrainArgs.Scale) @ a.GetResults MetaTrainArgs.Set
       Device = a.GetResult(MetaTrainArgs.Device, d.Device)
       CheckpointEvery = a.TryGetResult Checkpoint_Every
       LossLogEvery = a.GetResult(MetaTrainArgs.Loss_Log_Every, d.LossLogEvery)

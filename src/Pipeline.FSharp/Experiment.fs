@@ -48,7 +48,7 @@ let preset =
     | Tiny ->
         { Set = [ "policy_units", "32"; "critic_units", "32"; "buffer_sample_size", "16"
                   "policy_random_exploration_steps", "1000"; "obj_func_anneal_steps", "2000" ]
-          Agents = 2; MetaTrainSteps = 4_000L; MetaTestSteps = 6_000L }
+          Agents = 2; MetaTrainSteps = 5_000L; MetaTestSteps = 6_000L }
     | Small ->
         { Set = [ "policy_units", "64"; "critic_units", "64"; "buffer_sample_size", "32"
                   "policy_random_exploration_steps", "2000"; "obj_func_anneal_steps", "10000" ]
@@ -436,7 +436,7 @@ let private secondsPerAgentStep scale (phase: Phase) =
     let meta = phase = MetaTrainPhase
     match scale with
     | Micro -> if meta then 0.010 else 0.003
-    | Tiny -> if meta then 0.020 else 0.004
+    | Tiny -> if meta then 0.015 else 0.004
     | Small -> if meta then 0.030 else 0.006
     | Paper -> if meta then 0.22 else 0.10
 

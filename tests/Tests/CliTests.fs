@@ -36,6 +36,7 @@ let tests =
         test "unknown config key is named" { expectError [ "train"; "--set"; "polcy_units=64" ] [ "polcy_units" ] }
         test "unparsable value names key and value" { expectError [ "train"; "--set"; "policy_units=lots" ] [ "policy_units"; "lots" ] }
         test "malformed override is named" { expectError [ "train"; "--set"; "policy_units" ] [ "policy_units" ] }
+        test "unknown scale is named" { expectError [ "train"; "--scale"; "huge" ] [ "--scale 'huge'"; "micro, tiny, small, paper" ] }
         test "unknown algorithm is named" { expectError [ "train"; "--algo"; "ppo" ] [ "ppo" ] }
         test "non-positive steps are rejected" { expectError [ "train"; "--steps"; "0" ] [ "--steps" ] }
         test "cuda without CUDA is a clear error" { expectError [ "train"; "--device"; "cuda" ] [ "CUDA is not available" ] }
@@ -64,8 +65,7 @@ let tests =
             try
                 let rc, out, err =
                     cli [ "train"; "--algo"; "td3"; "--env"; "Pendulum-v1"; "--steps"; "450"; "--seed"; "3"; "--out"; dir
-                          "--set"; "policy_units=16"; "--set"; "critic_units=16"; "--set"; "buffer_sample_size=4"
-                          "--set"; "policy_random_exploration_steps=200"; "--loss-log-every"; "10" ]
+                          "--scale"; "micro"; "--set"; "policy_random_exploration_steps=200"; "--loss-log-every"; "10" ]
                 Expect.equal rc 0 (sprintf "exit code; stdout %s stderr %s" out err)
                 let rows = MetaGenRL.Pipeline.Results.readParquet (Path.Combine(dir, "metrics.parquet"))
                 let returns = rows |> List.filter (fun r -> r.metric = "episode_return")
@@ -74,7 +74,9 @@ let tests =
                 Expect.isTrue (rows |> List.forall (fun r -> r.seed = 3 && r.env = "Pendulum-v1" && r.phase = "train")) "row keys"
                 Expect.isTrue (MetaGenRL.Pipeline.Runs.isComplete dir) "run.json complete"
                 let cfg = Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "run.json"))).RootElement.GetProperty("config")
-                Expect.equal (cfg.GetProperty("policy_units").GetInt32()) 16 "override recorded in the resolved config"
+                Expect.equal (cfg.GetProperty("policy_units").GetInt32()) 16 "scale preset recorded in the resolved config"
+                Expect.equal (cfg.GetProperty("recurrent_time_steps").GetInt32()) 10 "scale preset"
+                Expect.equal (cfg.GetProperty("policy_random_exploration_steps").GetInt32()) 200 "--set applies after the scale"
                 // A completed run is not overwritten by accident.
                 let rc2, _, err2 = cli [ "train"; "--env"; "Pendulum-v1"; "--steps"; "10"; "--out"; dir ]
                 Expect.equal rc2 2 "refuses to overwrite"
