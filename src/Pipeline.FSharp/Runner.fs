@@ -167,6 +167,24 @@ let writeMerged (e: Experiment) (trials: Trial list) (opts: RunOptions) =
     kv["metagenrl.status"] <- "complete"
     Results.writeTrialParquet (mergedPath opts.Out) kv (sweptColumnsOf e) blocks
 
+/// Refuses a folder whose trials were run with another config (a changed declaration under the same --out):
+/// skipping or resuming them would mix results. The message names the trial and the first key that differs.
+let checkExisting (trials: Trial list) (out: string) =
+    for t in trials do
+        match (try readRunJson (trialDir out t) with _ -> None) with
+        | Some j when not (isNull j["config"]) ->
+            let stored = j["config"].AsObject()
+            let wanted = JsonNode.Parse((trialConfig t).ToJson()).AsObject()
+            let text (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
+            let differing =
+                wanted |> Seq.tryFind (fun kv -> not (stored.ContainsKey kv.Key) || text stored[kv.Key] <> text kv.Value)
+            match differing with
+            | Some kv ->
+                usageError "--out '%s': trial %s was run with %s=%s, this declaration gives %s; choose another --out (or move the folder away)"
+                    out t.Id kv.Key (if stored.ContainsKey kv.Key then text stored[kv.Key] else "(absent)") (text kv.Value)
+            | None -> ()
+        | _ -> ()
+
 /// Runs every unfinished trial; `onStart` receives the live trial states once (for a display).
 /// Returns the trial states when all are finished, failed, blocked or interrupted.
 let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =

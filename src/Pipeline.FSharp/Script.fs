@@ -198,6 +198,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
             0
         else
             checkOut out
+            checkExisting trials out
             let opts =
                 { Out = out; Cores = cores; TorchThreads = threads; LossLogEvery = lossLogEvery
                   Command = "dotnet fsi " + String.Join(" ", argv) }

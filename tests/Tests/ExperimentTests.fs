@@ -224,6 +224,11 @@ let runTests =
                 let before = stamps ()
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "re-run"
                 Expect.equal (stamps ()) before "no trial re-ran"
+                // the same folder with a changed declaration is refused, and nothing changes
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--meta-test-steps"; "300" |]) 2 "changed budget"
+                expectUsage "changed budget" "was run with timesteps_total=200, this declaration gives 300" (fun () ->
+                    Runner.checkExisting (expand (atScale { e with MetaTestSteps = Some 300L })) out)
+                Expect.equal (stamps ()) before "nothing touched"
             finally Directory.Delete(out, true)
         }
 
