@@ -185,8 +185,8 @@ let checkExisting (trials: Trial list) (out: string) =
             | None -> ()
         | _ -> ()
 
-/// Runs every unfinished trial; `onStart` receives the live trial states once (for a display).
-/// Returns the trial states when all are finished, failed, blocked or interrupted.
+/// Runs every unfinished trial; `watch` gets the live trial states and the work, and returns when the work is done
+/// (a display). Returns the trial states and the experiment's status: complete, failed or interrupted.
 let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
     Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
     let started = DateTimeOffset.Now
@@ -220,7 +220,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                                 r.Clock.Start()
                                 running[r.Trial.Id] <-
                                     Task.Run(fun () ->
-                                        let s = runTrial system e opts r ct
+                                        let s = try runTrial system e opts r ct with ex -> Failed(ex.GetBaseException().Message)
                                         r.Clock.Stop()
                                         r.Status <- s
                                         if s = Complete then r.Steps <- r.Trial.Steps)

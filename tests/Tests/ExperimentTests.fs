@@ -266,6 +266,29 @@ let runTests =
             finally Directory.Delete(root, true)
         }
 
+        test "a failing trial is recorded, the others finish, and the exit code says so" {
+            let out = tempDir "failing"
+            try
+                let e = { micro "failing" with MetaTest = [ "Pendulum-v1" ]; Sweep = [] }
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "first run"
+                let trials = expand (atScale e)
+                let mt = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
+                let test = trials |> List.find (fun t -> t.Phase = MetaTestPhase)
+                // The meta-test must run again, but its objective's checkpoints are gone.
+                Directory.Delete(Path.Combine(Runner.trialDir out mt, "checkpoints"), true)
+                Directory.Delete(Runner.trialDir out test, true)
+                File.Delete(Runner.mergedPath out)
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 1 "a trial failed"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                Expect.equal (exp["status"].GetValue<string>()) "failed" "experiment status"
+                let entry = exp["trials"].AsArray() |> Seq.find (fun n -> n["trial_id"].GetValue<string>() = test.Id)
+                Expect.equal (entry["status"].GetValue<string>()) "failed" "trial status"
+                Expect.stringContains (entry["error"].GetValue<string>()) "no complete checkpoint" "the error says why"
+                Expect.equal (statusOf (Runner.trialDir out test)) "failed" "the trial's run.json"
+                Expect.isFalse (File.Exists(Runner.mergedPath out)) "no merged file"
+            finally Directory.Delete(out, true)
+        }
+
         test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
             let out = tempDir "resume"
             try
