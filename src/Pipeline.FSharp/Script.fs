@@ -80,10 +80,12 @@ let printPlan (e: Experiment) (trials: Trial list) (out: string) (cores: int) =
     AnsiConsole.Write table
     let count phase = trials |> List.filter (fun t -> t.Phase = phase) |> List.length
     let agentSteps = trials |> List.sumBy (fun t -> t.AgentSteps)
-    printfn "experiment %s at scale %s: %d trials (%d meta-train, %d meta-test, %d baseline), %s agent-steps"
-        e.Name (Scale.name e.Scale) trials.Length (count MetaTrainPhase) (count MetaTestPhase) (count BaselinePhase)
+    printfn "experiment %s at scale %s: %d %s (%d meta-train, %d meta-test, %d baseline), %s agent-steps"
+        e.Name (Scale.name e.Scale) trials.Length (if trials.Length = 1 then "trial" else "trials") (count MetaTrainPhase) (count MetaTestPhase) (count BaselinePhase)
         (agentSteps.ToString("N0", Globalization.CultureInfo.InvariantCulture))
     printfn "rough time on %d cores: %s" cores (formatDuration (estimateSeconds e.Scale cores trials))
+    printfn "(budgets are checked between training iterations of `steps` collect/update rounds, as in the official code,"
+    printfn " so a run can exceed its budget by up to `steps` episodes per agent)"
     printfn "folder: %s" out
 
 // ── PROGRESS ──
