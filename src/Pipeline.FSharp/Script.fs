@@ -24,6 +24,7 @@ type ScriptArgs =
     | Cores of count: int
     | Torch_Threads of count: int
     | Device of device: string
+    | Mode of ``sync|async``: string
     | Loss_Log_Every of updates: int
     | No_Report
     | Tensorboard
@@ -42,6 +43,7 @@ type ScriptArgs =
             | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
             | Device _ -> "cpu (default), cuda or cuda:N."
+            | Mode _ -> "meta-train schedule: sync (default; deterministic for a seed) or async."
             | Loss_Log_Every _ -> "log losses every K updates (default 100)."
             | No_Report -> "do not write the report at the end."
             | Tensorboard -> "also write TensorBoard event files per trial and agent with the report."
@@ -57,7 +59,13 @@ let applyArgs (e: Experiment) (args: ParseResults<ScriptArgs>) =
         MetaTestSteps = args.TryGetResult Meta_Test_Steps |> Option.orElse e.MetaTestSteps
         Agents = args.TryGetResult Agents |> Option.orElse e.Agents
         Objectives = match args.GetResults Objective with [] -> e.Objectives | dirs -> dirs
-        Device = args.GetResult(Device, defaultValue = e.Device) }
+        Device = args.GetResult(Device, defaultValue = e.Device)
+        Mode =
+            match args.TryGetResult Mode |> Option.map (fun m -> m.Trim().ToLowerInvariant()) with
+            | None -> e.Mode
+            | Some "sync" -> MetaGenRL.Actors.ScheduleMode.Sync
+            | Some "async" -> MetaGenRL.Actors.ScheduleMode.Async
+            | Some m -> usageError "--mode '%s': expected sync or async" m }
 
 let private describeEnvs (t: Trial) =
     match t.Phase, t.Seen with

@@ -167,6 +167,7 @@ let runTests =
                 Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--meta-test-steps"; "-5"; "--out"; out |]) 2 "negative budget"
                 Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--set"; "polcy_units=3"; "--out"; out |]) 2 "unknown key"
                 Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--no-such-flag" |]) 2 "unknown flag"
+                Expect.equal (Script.main (micro "bad") [| "x.fsx"; "--mode"; "sometimes"; "--out"; out |]) 2 "unknown mode"
                 Expect.isFalse (Directory.Exists out) "nothing written"
                 // an unreadable results folder: a damaged experiment.json
                 Directory.CreateDirectory out |> ignore
@@ -289,6 +290,18 @@ let runTests =
             finally Directory.Delete(out, true)
         }
 
+        test "async meta-training runs through the same runner" {
+            let out = tempDir "async"
+            try
+                let e = { micro "async" with MetaTest = [ "Pendulum-v1" ]; Baselines = []; Sweep = [] }
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--mode"; "async" |]) 0 "exit code"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                Expect.equal (exp["mode"].GetValue<string>()) "Async" "mode recorded"
+                let returns = duck (sprintf "SELECT count(*) FROM read_parquet('%s') WHERE metric = 'episode_return' AND phase = 'meta-train'" (Runner.mergedPath out))
+                Expect.isGreaterThan (int returns.Head.Head) 1 "meta-train episodes"
+            finally Directory.Delete(out, true)
+        }
+
         test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
             let out = tempDir "resume"
             try
@@ -373,7 +386,7 @@ let runTests =
         }
 
         test "every script answers --help and --dry-run" {
-            for script in [ "ablation.fsx"; "meta_train.fsx"; "table1.fsx"; "sweep.fsx" ] do
+            for script in [ "ablation.fsx"; "meta_train.fsx"; "table1.fsx"; "sweep.fsx"; "baselines.fsx" ] do
                 let rc, text = fsiScript script [ "--help" ]
                 Expect.equal rc 0 (script + " --help")
                 Expect.stringContains text "--dry-run" (script + " help lists --dry-run")
