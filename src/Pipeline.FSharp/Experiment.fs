@@ -415,6 +415,7 @@ let toJson (e: Experiment) (trials: Trial list) : JsonObject =
                 t.MetaSeed |> Option.iter (fun m -> x["meta_seed"] <- JsonValue.Create m)
                 t.Seen |> Option.iter (fun s -> x["seen"] <- JsonValue.Create s)
                 t.DependsOn |> Option.iter (fun d -> x["depends_on"] <- JsonValue.Create d)
+                t.ObjectiveDir |> Option.iter (fun d -> x["objective"] <- JsonValue.Create(IO.Path.GetFullPath d))
                 x["agents"] <- JsonValue.Create t.Agents
                 x["steps"] <- JsonValue.Create t.Steps
                 x["swept"] <- pairs t.Swept

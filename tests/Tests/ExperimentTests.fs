@@ -385,6 +385,43 @@ let runTests =
             finally Directory.Delete(out, true)
         }
 
+        test "kill -9 in the middle of an experiment, run it again: the results equal an uninterrupted run's" {
+            let root = tempDir "kill"
+            try
+                let args out = [ "--scale"; "micro"; "--out"; out; "--no-report"; "--set"; "checkpoint_every=200"; "--meta-train-steps"; "1600" ]
+                let a, b = Path.Combine(root, "a"), Path.Combine(root, "b")
+                let rcA, textA = fsiScript "meta_train.fsx" (args a)
+                Expect.equal rcA 0 textA
+                // Start b and kill it (SIGKILL, the whole process tree) once its second checkpoint is on disk.
+                let psi = Diagnostics.ProcessStartInfo("dotnet", UseShellExecute = false, WorkingDirectory = repoRoot,
+                                                       RedirectStandardOutput = true, RedirectStandardError = true)
+                for x in [ "fsi"; Path.Combine(repoRoot, "experiments", "meta_train.fsx"); "--" ] @ args b do psi.ArgumentList.Add x
+                use p = Diagnostics.Process.Start psi
+                p.OutputDataReceived.Add ignore
+                p.ErrorDataReceived.Add ignore
+                p.BeginOutputReadLine()
+                p.BeginErrorReadLine()
+                let second () =
+                    Directory.Exists(Path.Combine(b, "trials"))
+                    && Directory.GetDirectories(Path.Combine(b, "trials"), "ckpt-000002", SearchOption.AllDirectories).Length > 0
+                let clock = Diagnostics.Stopwatch.StartNew()
+                while not (second ()) && not p.HasExited && clock.Elapsed.TotalMinutes < 5.0 do Threading.Thread.Sleep 20
+                Expect.isFalse p.HasExited "killed before it finished"
+                p.Kill true
+                p.WaitForExit()
+                let trial = Directory.GetDirectories(Path.Combine(b, "trials")).[0]
+                Expect.equal (statusOf trial) "running" "a killed trial is not marked complete"
+                Expect.isFalse (File.Exists(Runner.mergedPath b)) "no merged file"
+                let rcB, textB = fsiScript "meta_train.fsx" (args b)
+                Expect.equal rcB 0 textB
+                let rows dir =
+                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') ORDER BY ALL" (Runner.mergedPath dir))
+                let rowsA = rows a
+                Expect.isGreaterThan rowsA.Length 100 "rows"
+                Expect.equal (rows b) rowsA "identical rows"
+            finally Directory.Delete(root, true)
+        }
+
         test "every script answers --help and --dry-run" {
             for script in [ "ablation.fsx"; "meta_train.fsx"; "table1.fsx"; "sweep.fsx"; "baselines.fsx" ] do
                 let rc, text = fsiScript script [ "--help" ]
