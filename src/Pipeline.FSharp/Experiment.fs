@@ -189,10 +189,11 @@ type Trial =
 
 let private envList (envs: string list) = String.Join("+", envs)
 
-/// A trial id: readable and safe as a folder name.
+/// A trial id: readable and safe as a folder name (characters outside letters, digits and -._=,+ become '-').
 let private trialId (parts: string list) (swept: (string * string) list) =
     let sweep = if swept.IsEmpty then "" else "_" + String.Join(",", swept |> List.map (fun (k, v) -> k + "=" + v))
-    String.Join("_", parts) + sweep
+    let safe (c: char) = if Char.IsLetterOrDigit c || "-._=,+".Contains c then c else '-'
+    String(String.Join("_", parts) + sweep |> Seq.map safe |> Array.ofSeq)
 
 /// All points of the grid; one empty point when there are no axes.
 let rec private grid (axes: Axis list) : (string * string) list list =
