@@ -34,11 +34,6 @@ let private isEvaluation (r: Run) = r.Phase = "meta-test" || r.Phase = "train"
 let private isMetaTrain (r: Run) = r.Phase = "meta-train"
 let private fileSafe (s: string) = String(s |> Seq.map (fun c -> if Char.IsLetterOrDigit c || c = '-' || c = '.' || c = '_' then c else '_') |> Array.ofSeq)
 
-let private writeBytesAtomic (path: string) (bytes: byte[]) =
-    let tmp = path + ".tmp-" + Guid.NewGuid().ToString("N").Substring(0, 8)
-    File.WriteAllBytes(tmp, bytes)
-    File.Move(tmp, path, true)
-
 let definitions = """## Definitions
 
 - **Run**: one trial_id (run_id where there is no trial_id). **Method**: variant + train envs (meta-train env set,
@@ -180,7 +175,7 @@ let write (dir: string) (opts: ReportOptions) : ReportResult =
     let files = Collections.Generic.List<string>()
     let save name (bytes: byte[]) =
         let p = Path.Combine(outDir, name)
-        writeBytesAtomic p bytes
+        Results.writeAllBytesAtomic p bytes
         files.Add p
     let byEnv (o: Obs) = o.Env
     let evalCurves = curves data "episode_return" gridPoints isEvaluation byEnv

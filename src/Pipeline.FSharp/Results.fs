@@ -28,23 +28,26 @@ type Row =
 type RunKey =
     { RunId: string; Experiment: string; Variant: string; Phase: string; Env: string; Seed: int }
 
-/// Writes <paramref name="text"/> to <paramref name="path"/> via a temp file in the same folder and a rename,
-/// so a reader never sees a half-written file.
-let writeAllTextAtomic (path: string) (text: string) =
-    let tmp = path + ".tmp-" + Guid.NewGuid().ToString("N").Substring(0, 8)
-    File.WriteAllText(tmp, text)
-    File.Move(tmp, path, true)
-
-/// Writes rows to a Parquet file atomically (temp + rename) with key-value metadata.
-let writeParquet (path: string) (metadata: IReadOnlyDictionary<string, string>) (rows: Row seq) =
+/// Writes `path` through `write` on a temp file in the same folder, then renames it, so a reader never sees a
+/// half-written file; on failure the temp file is removed and the error rethrown.
+let writeAtomic (path: string) (write: string -> unit) =
     let tmp = path + ".tmp-" + Guid.NewGuid().ToString("N").Substring(0, 8)
     try
-        let opts = ParquetOptions(CompressionMethod = CompressionMethod.Zstd)
-        ParquetSerializer.SerializeAsync(rows, tmp, opts, metadata).GetAwaiter().GetResult() |> ignore
+        write tmp
         File.Move(tmp, path, true)
     with _ ->
         (try File.Delete tmp with _ -> ())
         reraise ()
+
+let writeAllTextAtomic (path: string) (text: string) = writeAtomic path (fun tmp -> File.WriteAllText(tmp, text))
+
+let writeAllBytesAtomic (path: string) (bytes: byte[]) = writeAtomic path (fun tmp -> File.WriteAllBytes(tmp, bytes))
+
+/// Writes rows to a Parquet file atomically (temp + rename) with key-value metadata.
+let writeParquet (path: string) (metadata: IReadOnlyDictionary<string, string>) (rows: Row seq) =
+    writeAtomic path (fun tmp ->
+        let opts = ParquetOptions(CompressionMethod = CompressionMethod.Zstd)
+        ParquetSerializer.SerializeAsync(rows, tmp, opts, metadata).GetAwaiter().GetResult() |> ignore)
 
 /// The columns an experiment adds to each row of a trial (constant within the trial).
 type TrialColumns =
@@ -85,13 +88,12 @@ let writeTrialParquet (path: string) (metadata: IReadOnlyDictionary<string, stri
           field "meta_seed" typeof<int> true; field "seen" typeof<bool> true ]
         @ (swept |> List.map (fun s -> field s.Key (if s.Numeric then typeof<float> else typeof<string>) true))
     let sweptValue (c: TrialColumns) key = c.Swept |> List.tryFind (fun (k, _) -> k = key) |> Option.map snd
-    let tmp = path + ".tmp-" + Guid.NewGuid().ToString("N").Substring(0, 8)
-    try
+    writeAtomic path (fun tmp ->
         (task {
             use stream = File.Create tmp
             let! writer = ParquetWriter.CreateAsync(Schema.ParquetSchema(fields |> List.map (fun f -> f :> Schema.Field) |> Array.ofList), stream, ParquetOptions(CompressionMethod = CompressionMethod.Zstd))
             writer.CustomMetadata <- metadata
-            use rg = writer.CreateRowGroup()
+            let rg = writer.CreateRowGroup()
             let f i = fields[i]
             let str i (xs: string[]) = rg.WriteAsync(f i, xs :> IReadOnlyCollection<string>, Nullable())
             let mem i (xs: 'a[]) = rg.WriteAsync<'a>(f i, ReadOnlyMemory<'a>(xs), Nullable(), null, Threading.CancellationToken.None)
@@ -118,11 +120,7 @@ let writeTrialParquet (path: string) (metadata: IReadOnlyDictionary<string, stri
                     do! str (15 + i) (col (fun (c, _) -> sweptValue c s.Key |> Option.toObj))
             rg.Dispose()
             do! writer.DisposeAsync()
-        }).GetAwaiter().GetResult()
-        File.Move(tmp, path, true)
-    with _ ->
-        (try File.Delete tmp with _ -> ())
-        reraise ()
+        }).GetAwaiter().GetResult())
 
 /// Reads rows back (used by reports and tests).
 let readParquet (path: string) : Row list =
