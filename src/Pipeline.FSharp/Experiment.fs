@@ -201,6 +201,9 @@ let rec private grid (axes: Axis list) : (string * string) list list =
     | [] -> [ [] ]
     | a :: rest -> [ for v in a.Values do for tail in grid rest -> (a.Key, v) :: tail ]
 
+/// A JSON value as compact text ("null" for null), for comparing config values.
+let jsonText (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
+
 /// What an external objective folder says about itself (its run.json).
 type private External = { Variant: string; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
 
@@ -218,7 +221,7 @@ let private readExternal (dir: string) : External =
     let defaults = JsonNode.Parse(RunConfig.Default.ToJson()).AsObject()
     let keys =
         [ for kv in json do
-            let differs = isNull defaults[kv.Key] || defaults[kv.Key].ToJsonString() <> (if isNull kv.Value then "null" else kv.Value.ToJsonString())
+            let differs = not (defaults.ContainsKey kv.Key) || jsonText defaults[kv.Key] <> jsonText kv.Value
             if (kv.Key.StartsWith "obj_func_" || kv.Key = "paper_quirks") && differs then
                 let v = kv.Value
                 let text = if isNull v then "null" elif v.GetValueKind() = Text.Json.JsonValueKind.String then v.GetValue<string>() else v.ToJsonString()

@@ -46,6 +46,10 @@ type TrialRun(trial: Trial) =
     member val Clock = Diagnostics.Stopwatch() with get
     member _.Trial = trial
     member _.Steps with get () = Interlocked.Read &steps and set (v: int64) = Interlocked.Exchange(&steps, v) |> ignore
+    /// Env steps for display: the schedule can run past the budget (it is checked between iterations).
+    member r.ShownSteps = min r.Steps trial.Steps
+    /// The last episode return, formatted ("" before the first episode).
+    member r.ReturnText = if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn
 
 /// How an experiment is run.
 type RunOptions =
@@ -175,13 +179,12 @@ let checkExisting (trials: Trial list) (out: string) =
         | Some j when not (isNull j["config"]) ->
             let stored = j["config"].AsObject()
             let wanted = JsonNode.Parse((trialConfig t).ToJson()).AsObject()
-            let text (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
             let differing =
-                wanted |> Seq.tryFind (fun kv -> not (stored.ContainsKey kv.Key) || text stored[kv.Key] <> text kv.Value)
+                wanted |> Seq.tryFind (fun kv -> not (stored.ContainsKey kv.Key) || jsonText stored[kv.Key] <> jsonText kv.Value)
             match differing with
             | Some kv ->
                 usageError "--out '%s': trial %s was run with %s=%s, this declaration gives %s; choose another --out (or move the folder away)"
-                    out t.Id kv.Key (if stored.ContainsKey kv.Key then text stored[kv.Key] else "(absent)") (text kv.Value)
+                    out t.Id kv.Key (if stored.ContainsKey kv.Key then jsonText stored[kv.Key] else "(absent)") (jsonText kv.Value)
             | None -> ()
         | _ -> ()
 
@@ -202,7 +205,8 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
             let running = ConcurrentDictionary<string, Task>()
             let coresOf (t: Trial) = min opts.Cores t.Agents
             let mutable inUse = 0
-            let statusOf id = (runs |> List.find (fun r -> r.Trial.Id = id)).Status
+            let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
+            let statusOf id = byId[id].Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
             // After Ctrl-C nothing new starts; what never started stays pending for the next run.
             while not (running.IsEmpty && (ct.IsCancellationRequested || pendingRuns().IsEmpty)) do
@@ -227,7 +231,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                 let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq
                 for kv in finished do
                     running.TryRemove kv.Key |> ignore
-                    inUse <- inUse - coresOf (runs |> List.find (fun r -> r.Trial.Id = kv.Key)).Trial
+                    inUse <- inUse - coresOf byId[kv.Key].Trial
                 if finished.IsEmpty then
                     let waiting = running.Values |> Array.ofSeq
                     if waiting.Length > 0 then Task.WaitAny(waiting, 200) |> ignore else Thread.Sleep 50)

@@ -100,28 +100,26 @@ let printPlan (e: Experiment) (trials: Trial list) (out: string) (cores: int) =
 
 let private estimateOf (scale: Scale) (r: TrialRun) = estimateSeconds scale 1 [ r.Trial ]
 
-/// Fraction of the estimated work done and an ETA from the rate so far.
-let private overall (e: Experiment) (runs: TrialRun list) (elapsed: TimeSpan) (baseline: float) =
-    let total = runs |> List.sumBy (estimateOf e.Scale)
-    let doneWork =
-        runs |> List.sumBy (fun r -> estimateOf e.Scale r * float (min r.Steps r.Trial.Steps) / float (max 1L r.Trial.Steps))
-    let fresh = doneWork - baseline
-    let eta = if fresh > 0.0 then Some(elapsed.TotalSeconds * (total - doneWork) / fresh) else None
-    doneWork / max total 1e-9, eta
+/// Estimated core-seconds of work done so far (a run's overshoot past its budget counts as its budget).
+let private workDone (scale: Scale) (runs: TrialRun list) =
+    runs |> List.sumBy (fun r -> estimateOf scale r * float r.ShownSteps / float (max 1L r.Trial.Steps))
 
 let private trialLine (r: TrialRun) =
-    let ret = if Double.IsNaN r.LastReturn then "" else sprintf ", return %.1f" r.LastReturn
-    sprintf "%s %d/%d%s" r.Trial.Id (min r.Steps r.Trial.Steps) r.Trial.Steps ret
+    let ret = if r.ReturnText = "" then "" else ", return " + r.ReturnText
+    sprintf "%s %d/%d%s" r.Trial.Id r.ShownSteps r.Trial.Steps ret
 
 /// Shows the experiment's progress until `work` completes: a Spectre live table on a terminal, a plain line every
 /// 15 s otherwise.
 let watch (e: Experiment) (runs: TrialRun list) (work: Threading.Tasks.Task) =
     let clock = Diagnostics.Stopwatch.StartNew()
-    let baseline = let f, _ = overall e runs TimeSpan.Zero 0.0 in f * (runs |> List.sumBy (estimateOf e.Scale))
+    let total = runs |> List.sumBy (estimateOf e.Scale)
+    // Work finished in an earlier invocation does not count towards this one's rate.
+    let before = workDone e.Scale runs
     let finished () = runs |> List.filter (fun r -> r.Status.Finished) |> List.length
     let header () =
-        let frac, eta = overall e runs clock.Elapsed baseline
-        sprintf "trials %d/%d done, %.0f%% of the work, %s elapsed, ETA %s" (finished ()) runs.Length (100.0 * frac)
+        let now = workDone e.Scale runs
+        let eta = if now > before then Some(clock.Elapsed.TotalSeconds * (total - now) / (now - before)) else None
+        sprintf "trials %d/%d done, %.0f%% of the work, %s elapsed, ETA %s" (finished ()) runs.Length (100.0 * now / max total 1e-9)
             (clock.Elapsed.ToString @"hh\:mm\:ss") (eta |> Option.map formatDuration |> Option.defaultValue "…")
     let waitStep (ms: int) = (work :> IAsyncResult).AsyncWaitHandle.WaitOne ms |> ignore
     if Progress.interactive () then
@@ -129,8 +127,7 @@ let watch (e: Experiment) (runs: TrialRun list) (work: Threading.Tasks.Task) =
             let t = Table().AddColumns("trial", "status", "env steps", "last return", "time")
             t.Title <- TableTitle(Markup.Escape(header ()))
             for r in runs |> List.filter (fun r -> r.Status = Running) do
-                t.AddRow(Markup.Escape r.Trial.Id, r.Status.Name, sprintf "%d/%d" (min r.Steps r.Trial.Steps) r.Trial.Steps,
-                         (if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn),
+                t.AddRow(Markup.Escape r.Trial.Id, r.Status.Name, sprintf "%d/%d" r.ShownSteps r.Trial.Steps, r.ReturnText,
                          r.Clock.Elapsed.ToString @"hh\:mm\:ss") |> ignore
             t
         AnsiConsole.Live(table ()).Start(fun ctx ->
@@ -158,8 +155,7 @@ let printStatus (runs: TrialRun list) =
     let t = Table().AddColumns("trial", "phase", "status", "env steps", "last return", "time", "note")
     for r in runs do
         let note = match r.Status with Failed m | Blocked m -> m | _ -> ""
-        t.AddRow(Markup.Escape r.Trial.Id, r.Trial.Phase.Name, r.Status.Name, string r.Steps,
-                 (if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn),
+        t.AddRow(Markup.Escape r.Trial.Id, r.Trial.Phase.Name, r.Status.Name, string r.ShownSteps, r.ReturnText,
                  (if r.Clock.Elapsed > TimeSpan.Zero then r.Clock.Elapsed.ToString @"hh\:mm\:ss" else ""),
                  Markup.Escape note) |> ignore
     AnsiConsole.Write t
