@@ -21,36 +21,56 @@ public sealed record TrajectoryBatch(
     float[] Obs, float[] Act, float[] Rew, float[] NextObs,
     float[] Done, float[] Terminated, float[] Truncated, float[] Mask, int[] Lens)
 {
-    /// <summary>Copies the batch to <paramref name="device"/> as tensors of <paramref name="dtype"/>.</summary>
-    public TrajectoryTensors ToTensors(Device device, ScalarType dtype = ScalarType.Float32)
+    /// <summary>Stacks K slots' batches (each B windows of T steps; null: an all-zero batch with mask 0) into tensors
+    /// [K, B, T, …] of <paramref name="dtype"/> on <paramref name="device"/>: one copy per field.</summary>
+    public static TrajectoryTensors Stack(IReadOnlyList<TrajectoryBatch?> slots, int b, int t, int obsSize, int actSize,
+                                          Device device, ScalarType dtype = ScalarType.Float32)
     {
-        Tensor T_(float[] a, params long[] shape)
+        int K = slots.Count, bt = b * t;
+        foreach (var s in slots)
+            if (s is not null && (s.B != b || s.T != t || s.ObsSize != obsSize || s.ActSize != actSize))
+                throw new ArgumentException($"stack: a batch of [{s.B}, {s.T}] windows (obs {s.ObsSize}, act {s.ActSize}) " +
+                                            $"among [{b}, {t}] (obs {obsSize}, act {actSize})");
+        Tensor Field(Func<TrajectoryBatch, float[]> field, int per, params long[] shape)
         {
-            var t = torch.tensor(a, shape);
-            return dtype == ScalarType.Float32 && device.type == DeviceType.CPU ? t : t.to(dtype, device);
+            var all = new float[K * bt * per];
+            for (int k = 0; k < K; k++)
+                if (slots[k] is { } s) field(s).CopyTo(all, k * bt * per);
+            var x = torch.tensor(all, shape);
+            return dtype == ScalarType.Float32 && device.type == DeviceType.CPU ? x : x.to(dtype, device);
         }
         return new TrajectoryTensors(
-            T_(Obs, B, T, ObsSize), T_(Act, B, T, ActSize), T_(Rew, B, T), T_(NextObs, B, T, ObsSize),
-            T_(Done, B, T), T_(Terminated, B, T), T_(Truncated, B, T), T_(Mask, B, T));
+            Field(s => s.Obs, obsSize, K, b, t, obsSize), Field(s => s.Act, actSize, K, b, t, actSize),
+            Field(s => s.Rew, 1, K, b, t), Field(s => s.NextObs, obsSize, K, b, t, obsSize),
+            Field(s => s.Done, 1, K, b, t), Field(s => s.Terminated, 1, K, b, t), Field(s => s.Truncated, 1, K, b, t),
+            Field(s => s.Mask, 1, K, b, t));
     }
 }
 
-/// <summary>A <see cref="TrajectoryBatch"/> on a device. Shapes as in the batch; owned by the caller's dispose scope.</summary>
-/// <param name="Obs">[B, T, obs]</param>
-/// <param name="Act">[B, T, act]</param>
-/// <param name="Rew">[B, T]</param>
-/// <param name="NextObs">[B, T, obs]</param>
-/// <param name="Done">[B, T]</param>
-/// <param name="Terminated">[B, T]</param>
-/// <param name="Truncated">[B, T]</param>
-/// <param name="Mask">[B, T]</param>
+/// <summary>The stacked batches of a group's K slots on a device. Owned by the caller's dispose scope.</summary>
+/// <param name="Obs">[K, B, T, obs]</param>
+/// <param name="Act">[K, B, T, act]</param>
+/// <param name="Rew">[K, B, T]</param>
+/// <param name="NextObs">[K, B, T, obs]</param>
+/// <param name="Done">[K, B, T]</param>
+/// <param name="Terminated">[K, B, T]</param>
+/// <param name="Truncated">[K, B, T]</param>
+/// <param name="Mask">[K, B, T]</param>
 public sealed record TrajectoryTensors(
     Tensor Obs, Tensor Act, Tensor Rew, Tensor NextObs, Tensor Done, Tensor Terminated, Tensor Truncated, Tensor Mask)
 {
-    /// <summary>Windows B.</summary>
-    public long B => Mask.shape[0];
+    /// <summary>Slots K.</summary>
+    public long K => Mask.shape[0];
+    /// <summary>Windows B per slot.</summary>
+    public long B => Mask.shape[1];
     /// <summary>Window length T.</summary>
-    public long T => Mask.shape[1];
+    public long T => Mask.shape[2];
+
+    /// <summary>Windows [start, start+count) of every slot (views).</summary>
+    public TrajectoryTensors Windows(long start, long count) => new(
+        Obs.narrow(1, start, count), Act.narrow(1, start, count), Rew.narrow(1, start, count),
+        NextObs.narrow(1, start, count), Done.narrow(1, start, count), Terminated.narrow(1, start, count),
+        Truncated.narrow(1, start, count), Mask.narrow(1, start, count));
 }
 
 /// <summary>

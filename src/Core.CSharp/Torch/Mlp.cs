@@ -63,59 +63,87 @@ public sealed record MlpSpec(int InputSize, int Units, int Depth, int OutputSize
 }
 
 /// <summary>
-/// Functional MLP (pattern B): the weights are an explicit list, so φ' = φ − η∇φL can be fed to
-/// <see cref="Forward"/> unchanged. Initialisation follows TF: Glorot-uniform weights, zero biases, LN gain 1, bias 0.
+/// Functional MLP over a stack of K networks (pattern B): the weights are an explicit list of stacked tensors
+/// (W [K, out, in], b [K, out], …), so φ' = φ − η∇φL can be fed to <see cref="Forward"/> unchanged, and K agents'
+/// networks run as one batched matmul. Initialisation follows TF: Glorot-uniform weights, zero biases, LN gain 1,
+/// bias 0; each slot draws from its own generator, so slot k holds what agent k would hold alone.
 /// </summary>
 public static class Mlp
 {
-    /// <summary>Fresh leaf parameters (requires_grad) for <paramref name="spec"/>, drawn on the CPU from
-    /// <paramref name="gen"/> (so the values do not depend on the device) and then moved to <paramref name="device"/>.</summary>
-    public static List<Tensor> Init(MlpSpec spec, Generator gen, Device device, ScalarType dtype = ScalarType.Float32)
+    /// <summary>One network's parameters (unstacked, CPU, float64), drawn from <paramref name="gen"/> in layout order.</summary>
+    public static List<Tensor> Draw(MlpSpec spec, Generator gen)
     {
         var ps = new List<Tensor>();
+        using var _ = no_grad();
+        int i = 0;
         foreach (var shape in spec.ParameterShapes())
         {
-            Tensor p;
-            using (no_grad())
+            if (shape.Length == 2)
             {
-                if (shape.Length == 2)
-                {
-                    double limit = Math.Sqrt(6.0 / (shape[0] + shape[1]));   // Glorot uniform: fan_in + fan_out
-                    using var u = torch.rand(shape, ScalarType.Float64, torch.CPU, generator: gen);
-                    using var w = u.mul(2 * limit).sub_(limit);
-                    p = w.to(dtype, device);
-                }
-                else p = torch.zeros(shape, dtype, device);
+                double limit = Math.Sqrt(6.0 / (shape[0] + shape[1]));   // Glorot uniform: fan_in + fan_out
+                using var u = torch.rand(shape, ScalarType.Float64, torch.CPU, generator: gen);
+                ps.Add(u.mul(2 * limit).sub_(limit));
             }
-            ps.Add(p);
+            else
+            {
+                bool lnGain = spec.LayerNorm && i < spec.Hidden * spec.PerHidden && i % spec.PerHidden == 2;
+                ps.Add(lnGain ? torch.ones(shape, ScalarType.Float64) : torch.zeros(shape, ScalarType.Float64));
+            }
+            i++;
         }
-        if (spec.LayerNorm)
-            for (int l = 0; l < spec.Hidden; l++)
-                using (no_grad()) ps[l * spec.PerHidden + 2].fill_(1.0);   // LN gain
-        foreach (var p in ps) { p.requires_grad_(true); p.DetachFromDisposeScope(); }
         return ps;
     }
 
-    /// <summary>Evaluates the MLP. <paramref name="x"/>: [N, in] (any leading dims are allowed) → [N, out].</summary>
+    /// <summary>Stacks K unstacked parameter lists (same layout) into leaf tensors [K, …] of <paramref name="dtype"/> on
+    /// <paramref name="device"/>, with requires_grad; the inputs are disposed.</summary>
+    public static List<Tensor> Stack(IReadOnlyList<List<Tensor>> perSlot, Device device, ScalarType dtype)
+    {
+        if (perSlot.Count < 1) throw new ArgumentException("a stack needs at least one slot");
+        var ps = new List<Tensor>(perSlot[0].Count);
+        using (no_grad())
+            for (int i = 0; i < perSlot[0].Count; i++)
+            {
+                using var s = torch.stack(perSlot.Select(l => l[i]).ToArray());
+                var p = s.to(dtype, device).contiguous().clone();
+                p.requires_grad_(true);
+                p.DetachFromDisposeScope();
+                ps.Add(p);
+            }
+        foreach (var l in perSlot) foreach (var t in l) t.Dispose();
+        return ps;
+    }
+
+    /// <summary>Fresh stacked leaf parameters: slot k drawn on the CPU from <paramref name="gens"/>[k] (so values do
+    /// not depend on the device), then moved to <paramref name="device"/>.</summary>
+    public static List<Tensor> Init(MlpSpec spec, IReadOnlyList<Generator> gens, Device device, ScalarType dtype = ScalarType.Float32) =>
+        Stack(gens.Select(g => Draw(spec, g)).ToList(), device, dtype);
+
+    /// <summary>Evaluates K networks. <paramref name="x"/>: [K, N, in] → [K, N, out].</summary>
     public static Tensor Forward(MlpSpec spec, IReadOnlyList<Tensor> p, Tensor x)
     {
         if (p.Count != spec.ParameterCount)
             throw new ArgumentException($"MLP expects {spec.ParameterCount} parameter tensors, got {p.Count}");
-        if (x.shape[^1] != spec.InputSize)
-            throw new ArgumentException($"MLP input has {x.shape[^1]} features, expected {spec.InputSize}");
+        if (x.shape.Length != 3 || x.shape[0] != p[0].shape[0] || x.shape[^1] != spec.InputSize)
+            throw new ArgumentException($"MLP input has shape [{string.Join(", ", x.shape)}], expected [{p[0].shape[0]}, N, {spec.InputSize}]");
         var h = x;
         int i = 0;
-        long[] lnShape = [spec.Units];
         for (int l = 0; l < spec.Hidden; l++)
         {
-            h = F.linear(h, p[i], p[i + 1]);
+            h = Linear(h, p[i], p[i + 1]);
             h = spec.Activation == "tanh" ? h.tanh() : h.relu();
-            if (spec.LayerNorm) h = F.layer_norm(h, lnShape, p[i + 2], p[i + 3], MlpSpec.LayerNormEps);
+            if (spec.LayerNorm) h = LayerNorm(h, p[i + 2], p[i + 3], MlpSpec.LayerNormEps);
             i += spec.PerHidden;
         }
-        h = F.linear(h, p[i], p[i + 1]);
+        h = Linear(h, p[i], p[i + 1]);
         return spec.Output == MlpOutput.TanhScaled ? h.tanh().mul(spec.OutputScale) : h;
     }
+
+    /// <summary>Stacked dense layer: x [K, N, in], w [K, out, in], b [K, out] → [K, N, out] (one batched matmul).</summary>
+    public static Tensor Linear(Tensor x, Tensor w, Tensor b) => torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2));
+
+    /// <summary>Stacked LayerNorm over the last dim with per-slot gain and shift: x [K, N, U], gain/shift [K, U].</summary>
+    public static Tensor LayerNorm(Tensor x, Tensor gain, Tensor shift, double eps) =>
+        torch.addcmul(shift.unsqueeze(1), F.layer_norm(x, [x.shape[^1]], null, null, eps), gain.unsqueeze(1));
 
     /// <summary>Detached copies (requires_grad) of <paramref name="src"/>, e.g. for target networks.</summary>
     public static List<Tensor> Clone(IReadOnlyList<Tensor> src)
@@ -132,57 +160,86 @@ public static class Mlp
     }
 }
 
-/// <summary>In-place parameter arithmetic shared by the agents: Polyak averaging and global-norm clipping.</summary>
+/// <summary>Per-slot scalars as a tensor shaped to broadcast against stacked tensors [K, …].</summary>
+public static class SlotScalars
+{
+    /// <summary><paramref name="values"/> [K] as a tensor [K, 1, …, 1] of rank <paramref name="rank"/>.</summary>
+    public static Tensor Of(double[] values, int rank, ScalarType dtype, Device device)
+    {
+        var shape = new long[rank];
+        shape[0] = values.Length;
+        for (int i = 1; i < rank; i++) shape[i] = 1;
+        return torch.tensor(values, ScalarType.Float64).to(dtype, device).reshape(shape);
+    }
+
+    /// <summary>[K] of 1.0 where active, 0.0 elsewhere.</summary>
+    public static double[] Mask(bool[] active) => active.Select(a => a ? 1.0 : 0.0).ToArray();
+}
+
+/// <summary>In-place parameter arithmetic over stacked tensors [K, …]: Polyak averaging and per-slot global-norm clipping.</summary>
 public static class ParamOps
 {
-    /// <summary>target ← (1 − τ)·target + τ·source, element-wise over every tensor (LN parameters included).</summary>
-    public static void Polyak(IReadOnlyList<Tensor> target, IReadOnlyList<Tensor> source, double tau)
+    /// <summary>target ← (1 − τ_k)·target + τ_k·source in slot k, element-wise over every tensor (LN parameters
+    /// included); <paramref name="tau"/> [K] (0 leaves a slot exactly as it is).</summary>
+    public static void Polyak(IReadOnlyList<Tensor> target, IReadOnlyList<Tensor> source, double[] tau)
     {
         if (target.Count != source.Count) throw new ArgumentException($"Polyak: {target.Count} target vs {source.Count} source tensors");
         using var _ = no_grad();
+        using var scope = torch.NewDisposeScope();
         for (int i = 0; i < target.Count; i++)
-            target[i].mul_(1.0 - tau).add_(source[i], alpha: tau);
+        {
+            var t = SlotScalars.Of(tau, (int)target[i].dim(), target[i].dtype, target[i].device);
+            target[i].mul_(t.neg().add_(1.0)).add_(source[i].mul(t));
+        }
     }
 
-    /// <summary>The global L2 norm sqrt(Σ‖g‖²) as a 0-d tensor (no host sync).</summary>
+    /// <summary>Per slot k, the global L2 norm sqrt(Σ‖g_k‖²) over every tensor: [K] (no host sync).</summary>
     public static Tensor GlobalNorm(IReadOnlyList<Tensor> grads)
     {
         Tensor? sq = null;
         foreach (var g in grads)
         {
-            var s = g.square().sum();
+            var s = g.square().reshape(g.shape[0], -1).sum(1);
             sq = sq is null ? s : sq.add(s);
         }
-        return (sq ?? torch.zeros(1)).sqrt();
+        return sq!.sqrt();
     }
 
-    /// <summary>TF <c>clip_by_global_norm</c>: scales every gradient by clip / max(global_norm, clip), in place.
-    /// Returns the norm before clipping (0-d tensor).</summary>
+    /// <summary>TF <c>clip_by_global_norm</c> per slot: scales slot k of every gradient by clip / max(norm_k, clip), in
+    /// place. Returns the norms before clipping [K].</summary>
     public static Tensor ClipByGlobalNorm(IReadOnlyList<Tensor> grads, double clip)
     {
         var norm = GlobalNorm(grads);
         using var scale = norm.clamp_min(clip).reciprocal().mul_(clip);
         using (no_grad())
-            foreach (var g in grads) g.mul_(scale);
+            foreach (var g in grads)
+            {
+                var shape = new long[g.dim()];
+                shape[0] = g.shape[0];
+                for (int i = 1; i < shape.Length; i++) shape[i] = 1;
+                g.mul_(scale.reshape(shape));
+            }
         return norm;
     }
 }
 
 /// <summary>
-/// Adam exactly as TF 1.x's <c>AdamOptimizer</c> computes it: lr_t = lr·sqrt(1−β2^t)/(1−β1^t),
-/// m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g², θ ← θ − lr_t·m/(sqrt(v) + ε̂). The ε sits outside the
-/// bias correction ("ε-hat"), unlike PyTorch's Adam. Gradients are passed in explicitly, so it works with
-/// <c>autograd.grad</c> and never touches <c>.grad</c>.
+/// Adam exactly as TF 1.x's <c>AdamOptimizer</c> computes it, elementwise over stacked parameters [K, …] with a
+/// step count per slot: lr_t = lr·sqrt(1−β2^t)/(1−β1^t), m ← β1 m + (1−β1) g, v ← β2 v + (1−β2) g²,
+/// θ ← θ − lr_t·m/(sqrt(v) + ε̂). The ε sits outside the bias correction ("ε-hat"), unlike PyTorch's Adam.
+/// Gradients are passed in explicitly, so it works with <c>autograd.grad</c> and never touches <c>.grad</c>.
+/// A slot left out of a step keeps its parameters, moments and step count exactly.
 /// </summary>
 public sealed class TfAdam : IDisposable
 {
     readonly IReadOnlyList<Tensor> _params;
     readonly List<Tensor> _m = new(), _v = new();
     readonly double _b1, _b2, _eps;
-    long _t;
+    readonly long[] _t;
 
     public TfAdam(IReadOnlyList<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
     {
+        if (parameters.Count == 0) throw new ArgumentException("Adam needs at least one parameter tensor");
         _params = parameters;
         LearningRate = lr; _b1 = beta1; _b2 = beta2; _eps = eps;
         foreach (var p in parameters)
@@ -190,12 +247,15 @@ public sealed class TfAdam : IDisposable
             var m = torch.zeros_like(p, requires_grad: false); m.DetachFromDisposeScope(); _m.Add(m);
             var v = torch.zeros_like(p, requires_grad: false); v.DetachFromDisposeScope(); _v.Add(v);
         }
+        _t = new long[parameters[0].shape[0]];
     }
 
-    /// <summary>Base learning rate (may be changed between steps, e.g. for warm-up).</summary>
+    /// <summary>Base learning rate (per-slot rates can be passed to <see cref="Step"/>, e.g. for warm-up).</summary>
     public double LearningRate { get; set; }
-    /// <summary>Steps taken.</summary>
-    public long Steps => _t;
+    /// <summary>K, the number of slots.</summary>
+    public int Slots => _t.Length;
+    /// <summary>Steps slot k has taken.</summary>
+    public long Steps(int slot) => _t[slot];
     /// <summary>The parameters this optimiser updates, in order.</summary>
     public IReadOnlyList<Tensor> Parameters => _params;
     /// <summary>First moments m, one per parameter (live tensors: checkpointing copies into them).</summary>
@@ -205,27 +265,47 @@ public sealed class TfAdam : IDisposable
     /// <summary>(β1, β2, ε̂), fixed at construction.</summary>
     public (double Beta1, double Beta2, double Epsilon) Hyperparameters => (_b1, _b2, _eps);
 
-    /// <summary>Sets the step count t (bias correction) when resuming from a checkpoint.</summary>
-    public void RestoreSteps(long steps)
+    /// <summary>Sets slot k's step count t (bias correction) when resuming from a checkpoint.</summary>
+    public void RestoreSteps(int slot, long steps)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(steps);
-        _t = steps;
+        _t[slot] = steps;
     }
 
-    /// <summary>One Adam step with <paramref name="grads"/> (same order and shapes as the parameters).</summary>
-    public void Step(IReadOnlyList<Tensor> grads)
+    /// <summary>One Adam step with <paramref name="grads"/> (same order and shapes as the parameters) for the slots
+    /// with <paramref name="active"/>[k] (all when null), at rate <paramref name="lr"/>[k] (LearningRate when null).</summary>
+    public void Step(IReadOnlyList<Tensor> grads, bool[]? active = null, double[]? lr = null)
     {
         if (grads.Count != _params.Count) throw new ArgumentException($"Adam: {grads.Count} gradients for {_params.Count} parameters");
-        _t++;
-        double lrT = LearningRate * Math.Sqrt(1 - Math.Pow(_b2, _t)) / (1 - Math.Pow(_b1, _t));
+        int K = _t.Length;
+        var lrT = new double[K];
+        var b1 = new double[K]; var c1 = new double[K]; var b2 = new double[K]; var c2 = new double[K];
+        for (int k = 0; k < K; k++)
+        {
+            bool on = active is null || active[k];
+            if (on) _t[k]++;
+            double rate = lr?[k] ?? LearningRate;
+            lrT[k] = on ? rate * Math.Sqrt(1 - Math.Pow(_b2, _t[k])) / (1 - Math.Pow(_b1, _t[k])) : 0;
+            b1[k] = on ? _b1 : 1; c1[k] = on ? 1 - _b1 : 0;
+            b2[k] = on ? _b2 : 1; c2[k] = on ? 1 - _b2 : 0;
+        }
         using var _ = no_grad();
+        using var scope = torch.NewDisposeScope();
+        var coef = new Dictionary<int, Tensor[]>();
         for (int i = 0; i < _params.Count; i++)
         {
+            int rank = (int)_params[i].dim();
+            if (!coef.TryGetValue(rank, out var c))
+            {
+                var (dt, dev) = (_params[i].dtype, _params[i].device);
+                coef[rank] = c = [SlotScalars.Of(b1, rank, dt, dev), SlotScalars.Of(c1, rank, dt, dev),
+                                  SlotScalars.Of(b2, rank, dt, dev), SlotScalars.Of(c2, rank, dt, dev),
+                                  SlotScalars.Of(lrT, rank, dt, dev).neg()];
+            }
             var g = grads[i];
-            _m[i].mul_(_b1).add_(g, alpha: 1 - _b1);
-            _v[i].mul_(_b2).addcmul_(g, g, value: 1 - _b2);
-            using var denom = _v[i].sqrt().add_(_eps);
-            _params[i].addcdiv_(_m[i], denom, value: -lrT);
+            _m[i].mul_(c[0]).add_(g.mul(c[1]));
+            _v[i].mul_(c[2]).add_(g.square().mul_(c[3]));
+            _params[i].add_(_m[i].div(_v[i].sqrt().add_(_eps)).mul_(c[4]));
         }
     }
 
