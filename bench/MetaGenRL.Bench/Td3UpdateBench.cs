@@ -41,11 +41,12 @@ public static class Td3UpdateBench
             .With("policy_units", hidden.ToString()).With("critic_units", hidden.ToString())
             .With("buffer_sample_size", batch.ToString()).With("buffer_size", "30000");
         float[] low = Enumerable.Repeat(-1f, Act).ToArray(), high = Enumerable.Repeat(1f, Act).ToArray();
-        using var agent = new Td3Agent(cfg, Obs, low, high, seed: 0, device);
-        BenchData.FillReplay(agent.Replay, Obs, Act, episodes: 25, length: 1000);
+        using var agent = new Td3Group(cfg, Obs, low, high, [0L], device);
+        BenchData.FillReplay(agent.Replay[0], Obs, Act, episodes: 25, length: 1000);
+        bool[] on = [true];
 
         int warm = Math.Max(3, reps / 10);
-        for (int j = 0; j < warm; j++) { agent.CriticStep(); agent.PolicyStep(); agent.UpdateTargets(); }
+        for (int j = 0; j < warm; j++) { agent.CriticStep(on); agent.PolicyStep(on); agent.UpdateTargets(on); }
         var critic = new double[reps];
         var policy = new double[reps];
         var sample = new double[reps];
@@ -54,16 +55,16 @@ public static class Td3UpdateBench
         for (int r = 0; r < reps; r++)
         {
             sw.Restart();
-            agent.CriticStep();
+            agent.CriticStep(on);
             Sync(device);
             critic[r] = sw.Elapsed.TotalMilliseconds;
             sw.Restart();
-            agent.PolicyStep();
-            agent.UpdateTargets();
+            agent.PolicyStep(on);
+            agent.UpdateTargets(on);
             Sync(device);
             policy[r] = sw.Elapsed.TotalMilliseconds;
             sw.Restart();
-            agent.Replay.Sample(batch, T, rng);
+            agent.Replay[0].Sample(batch, T, rng);
             sample[r] = sw.Elapsed.TotalMilliseconds;
         }
         double c = Median(critic), p = Median(policy);

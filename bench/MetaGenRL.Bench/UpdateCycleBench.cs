@@ -100,28 +100,29 @@ public static class UpdateCycleBench
             .With("policy_units", hidden.ToString()).With("critic_units", hidden.ToString())
             .With("buffer_sample_size", batch.ToString()).With("buffer_size", "30000");
         float[] low = Enumerable.Repeat(-1f, Act).ToArray(), high = Enumerable.Repeat(1f, Act).ToArray();
-        using var agent = new Td3Agent(cfg, Obs, low, high, seed: 0, torch.CPU);
+        using var agent = new Td3Group(cfg, Obs, low, high, [0L], torch.CPU);
         var spec = ObjectiveSpec.FromConfig(cfg);
         using var gen = new Generator(7, torch.CPU);
-        var alpha = ObjectiveNetwork.Init(spec, gen, torch.CPU);
+        var alpha = ObjectiveNetwork.Init(spec, [gen], torch.CPU);
         // the server's copy of α is one flat vector (it receives and averages flat gradients)
-        var serverAlpha = torch.tensor(ObjectiveNetwork.Flatten(alpha));
+        var serverAlpha = torch.tensor(ObjectiveNetwork.Flatten(alpha, 0)).unsqueeze(0);
         using var alphaOpt = new TfAdam([serverAlpha], cfg.ObjFuncLearningRate);
         agent.Objective = new LearnedObjective(spec, alpha, annealSteps: 0, cfg.PaperQuirks);
-        var inner = InnerStepOptions.FromConfig(cfg) with { Diagnostics = false };   // as MetaAgent runs 9 of 10
-        BenchData.FillReplay(agent.Replay, Obs, Act, episodes: 25, length: 1000);
+        var inner = InnerStepOptions.FromConfig(cfg) with { Diagnostics = false };   // as agent groups run 9 of 10
+        BenchData.FillReplay(agent.Replay[0], Obs, Act, episodes: 25, length: 1000);
+        bool[] on = [true];
 
         void Objective()
         {
             using var scope = torch.NewDisposeScope();
-            var bt = agent.Replay.Sample((inner.Steps + 1) * batch, T, agent.Rng).ToTensors(torch.CPU);
-            var g = FuturePolicyValue.Compute(agent, spec, alpha, bt, inner);   // clipped, flattened (as members send it)
-            alphaOpt.Step([torch.tensor(g.Gradient)]);                          // the server's Adam step
-            ObjectiveNetwork.Load(alpha, serverAlpha.data<float>().ToArray());  // the member loads the new α
+            var bt = agent.SampleTensors(on, (inner.Steps + 1) * batch);
+            var g = FuturePolicyValue.Compute(agent, spec, alpha, bt, inner)[0];   // clipped, flattened (as groups send it)
+            alphaOpt.Step([torch.tensor(g.Gradient).unsqueeze(0)]);                // the server's Adam step
+            ObjectiveNetwork.Load(alpha, serverAlpha.data<float>().ToArray());     // the group loads the new α
         }
-        void Policy() { agent.PolicyStep(); agent.UpdateTargets(); }
+        void Policy() { agent.PolicyStep(on); agent.UpdateTargets(on); }
 
-        for (int w = 0; w < 2; w++) { agent.CriticStep(); agent.CriticStep(); Policy(); Objective(); }
+        for (int w = 0; w < 2; w++) { agent.CriticStep(on); agent.CriticStep(on); Policy(); Objective(); }
         var cycle = new double[reps];
         var critic = new double[reps];
         var policy = new double[reps];
@@ -130,7 +131,7 @@ public static class UpdateCycleBench
         for (int r = 0; r < reps; r++)
         {
             var all = Stopwatch.StartNew();
-            sw.Restart(); agent.CriticStep(); agent.CriticStep(); critic[r] = sw.Elapsed.TotalMilliseconds / 2;
+            sw.Restart(); agent.CriticStep(on); agent.CriticStep(on); critic[r] = sw.Elapsed.TotalMilliseconds / 2;
             sw.Restart(); Policy(); policy[r] = sw.Elapsed.TotalMilliseconds;
             sw.Restart(); Objective(); objective[r] = sw.Elapsed.TotalMilliseconds;
             cycle[r] = all.Elapsed.TotalMilliseconds;

@@ -7,7 +7,7 @@ open TorchSharp
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Objective
-open MetaGenRL.Core.Meta
+open MetaGenRL.Core.Engine
 open MetaGenRL.Core.Training
 open MetaGenRL.Tests.TestUtil
 open MetaGenRL.Tests.ObjectiveTests
@@ -22,26 +22,35 @@ let tinyMetaConfig (kvs: (string * string) list) =
            "obj_func_units", "8"; "obj_func_lstm_units", "8"; "obj_func_input_transform_units", "8"
            "obj_func_input_transform_out_units", "4"; "buffer_size", "100"; "obj_func_activation", "tanh,square" ] @ kvs)
 
-/// (steps+1)·B random windows of length T with one short window.
+/// One slot's (steps+1)·B random windows of length T with one short window: [1, n, T, …].
 let randomBatch (gen: torch.Generator) (n: int) (t: int) (obs: int) (act: int) =
     let lens = [ for i in 0 .. n - 1 -> if i = 1 then t - 1 else t ]
     let x = randomInputs gen n t act lens
-    let o = torch.randn([| int64 n; int64 t; int64 obs |], dtype = f64, generator = gen) * x.Mask.unsqueeze(-1)
-    let o2 = torch.randn([| int64 n; int64 t; int64 obs |], dtype = f64, generator = gen) * x.Mask.unsqueeze(-1)
+    let o = torch.randn([| 1L; int64 n; int64 t; int64 obs |], dtype = f64, generator = gen) * x.Mask.unsqueeze(-1)
+    let o2 = torch.randn([| 1L; int64 n; int64 t; int64 obs |], dtype = f64, generator = gen) * x.Mask.unsqueeze(-1)
     TrajectoryTensors(o, x.Act, x.Rew, o2, x.Done, x.Done, torch.zeros_like(x.Done), x.Mask)
+
+/// Slots' batches stacked: [K, n, T, …].
+let stackBatches (bs: TrajectoryTensors list) =
+    let cat (f: TrajectoryTensors -> torch.Tensor) = torch.cat(bs |> List.map f |> Array.ofList, 0L)
+    TrajectoryTensors(cat (fun b -> b.Obs), cat (fun b -> b.Act), cat (fun b -> b.Rew), cat (fun b -> b.NextObs),
+                      cat (fun b -> b.Done), cat (fun b -> b.Terminated), cat (fun b -> b.Truncated), cat (fun b -> b.Mask))
 
 /// A float64 agent whose policy biases are small random numbers instead of TF's zeros. With zero biases the
 /// policy maps the zero observations of padding to exactly 0, padding actions are 0 too, and the pair (0, 0)
 /// reaches L_α's LayerNorm as a constant vector, whose Jacobian is ~1/sqrt(1e-12) per layer. Under paper_quirks
 /// the padding feeds the backward LSTM, so such a freshly initialised agent gets huge inner gradients (the
 /// official code shares this). Trained policies never map to exact zeros; the tests use such a policy.
-let perturbedAgent (cfg: RunConfig) (seed: int) =
-    let agent = new Td3Agent(cfg, 3, [| -1f; -1f |], [| 1f; 1f |], int64 seed, torch.CPU, f64)
-    use gen = new torch.Generator(uint64 seed + 100UL, torch.CPU)
-    (use _ = torch.no_grad()
-     for p in agent.Policy do
-        if p.shape.Length = 1 then p.add_(torch.randn(p.shape, dtype = f64, generator = gen) * 0.1) |> ignore)
+let perturbedGroup (cfg: RunConfig) (seeds: int list) =
+    let agent = new Td3Group(cfg, 3, [| -1f; -1f |], [| 1f; 1f |], seeds |> List.map int64 |> Array.ofList, torch.CPU, f64)
+    seeds |> List.iteri (fun k seed ->
+        use gen = new torch.Generator(uint64 seed + 100UL, torch.CPU)
+        use _ = torch.no_grad()
+        for p in agent.Policy do
+            if p.shape.Length = 2 then p.[int64 k].add_(torch.randn(p.[int64 k].shape, dtype = f64, generator = gen) * 0.1) |> ignore)
     agent
+
+let perturbedAgent (cfg: RunConfig) (seed: int) = perturbedGroup cfg [ seed ]
 
 /// Central-difference check of ∂(−J)/∂α on a sample of α coordinates (relative error ≤ 1e-6).
 let checkMetaGradient (cfg: RunConfig) (seed: int) =
@@ -51,7 +60,7 @@ let checkMetaGradient (cfg: RunConfig) (seed: int) =
     use gen = new torch.Generator(uint64 seed + 2UL, torch.CPU)
     let o = InnerStepOptions.FromConfig cfg
     let batch = randomBatch gen ((o.Steps + 1) * cfg.BufferSampleSize) cfg.RecurrentTimeSteps 3 2
-    let lossOf () = let struct (l, _, _) = FuturePolicyValue.MetaLoss(agent, spec, alpha, batch, o) in l
+    let lossOf () = let struct (l, _, _) = FuturePolicyValue.MetaLoss(agent, spec, alpha, batch, o) in l.sum()
     let grads = FuturePolicyValue.Gradient(lossOf (), alpha) |> Seq.map values |> Array.ofSeq
     let gmax = grads |> Array.map (Array.map abs >> Array.max) |> Array.max
     Expect.isGreaterThan gmax 1e-8 "the meta-gradient is not zero"
@@ -84,17 +93,24 @@ let smokeConfig =
           "policy_random_exploration_steps", "30"; "buffer_size", "5000"; "obj_func_anneal_steps", "40"
           "obj_func_units", "8"; "obj_func_lstm_units", "8"; "obj_func_input_transform_units", "8" ]
 
+let on1 = [| true |]
+let unlimited = [| Int64.MaxValue |]
+
+/// A one-agent group on a point mass.
+let pointMassGroup (algo: Algorithm) (envSeed: int) (seed: int64) =
+    new AgentGroup(smokeConfig, [| new PointMassEnv(envSeed, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| seed |], "cpu", algo, ownsEnvs = true)
+
 /// Two collect/update rounds, then one meta-gradient.
-let twoRounds (mode: MemberMode) (seed: int) =
-    use m = new MetaAgent(smokeConfig, new PointMassEnv(seed, 30), 0, int64 seed, "cpu", mode)
+let twoRounds (algo: Algorithm) (seed: int) =
+    use m = pointMassGroup algo seed (int64 seed)
     let metrics = ResizeArray<Metric>()
     let mutable target = 1L
     for _ in 1 .. 2 do
-        let c = m.Collect(target, Action<Metric>(metrics.Add))
+        let c = (m.Collect([| target |], unlimited, Action<Metric>(metrics.Add))).[0]
         target <- int64 (c.ShortestEpisode.GetValueOrDefault 1)
-        for j in 0L .. c.Steps - 1L do m.Update(j, Action<Metric>(metrics.Add))
-    let g = m.ObjectiveGradient(Action<Metric>(metrics.Add))
-    g, m.ObjectiveSize, metrics, m.ObjectiveParameters()
+        for j in 0L .. c.Steps - 1L do m.Update(j, on1, Action<Metric>(metrics.Add)) |> ignore
+    let g = (m.ObjectiveGradients(on1, Action<Metric>(metrics.Add))).[0].Gradient
+    g, m.ObjectiveSize, metrics, m.ObjectiveParameters 0
 
 [<Tests>]
 let tests =
@@ -113,16 +129,38 @@ let tests =
             let alpha = makeAlpha spec 5L
             use gen = new torch.Generator(6UL, torch.CPU)
             let batch = randomBatch gen 4 3 3 2
-            let r = FuturePolicyValue.Compute(agent, spec, alpha, batch, InnerStepOptions.FromConfig cfg)
+            let r = FuturePolicyValue.Compute(agent, spec, alpha, batch, InnerStepOptions.FromConfig cfg).[0]
             Expect.equal (int64 r.Gradient.Length) spec.Scalars "length"
             let norm = r.Gradient |> Array.sumBy (fun x -> float x * float x) |> sqrt
             Expect.isGreaterThan r.GradientNorm 1e-4 "raw norm above the clip"
             close 1e-8 norm 1e-4 "clipped to the global norm"
             Expect.isTrue (Double.IsFinite r.ObjectiveLoss && Double.IsFinite r.PolicyValueGain && abs r.CriticCorrelation <= 1.0) "finite diagnostics"
         }
-        test "MetaAgent: 2 rounds on a point mass give a finite gradient of the right length; same seed ⇒ same gradient" {
-            let g1, size, metrics, _ = twoRounds MemberMode.MetaTrain 3
-            let g2, _, _, _ = twoRounds MemberMode.MetaTrain 3
+        test "a group of two gives each agent the meta-gradient it gets alone (float64, stacked α)" {
+            let cfg = tinyMetaConfig [ "obj_func_second_order_stepsize", "0.05" ]
+            let spec = ObjectiveSpec.FromConfig cfg
+            use gen = new torch.Generator(8UL, torch.CPU)
+            let o = InnerStepOptions.FromConfig cfg
+            let n = (o.Steps + 1) * cfg.BufferSampleSize
+            let b0, b1 = randomBatch gen n 3 3 2, randomBatch gen n 3 3 2
+            let alone seed (b: TrajectoryTensors) =
+                use g = perturbedAgent cfg seed
+                let alpha = makeAlpha spec 5L
+                FuturePolicyValue.Compute(g, spec, alpha, b, o).[0]
+            use both = perturbedGroup cfg [ 21; 22 ]
+            let alpha2 = ObjectiveNetwork.Init(spec, [| new torch.Generator(5UL, torch.CPU); new torch.Generator(5UL, torch.CPU) |], torch.CPU, f64)
+            let rs = FuturePolicyValue.Compute(both, spec, alpha2, stackBatches [ b0; b1 ], o)
+            for k, r1 in [ 0, alone 21 b0; 1, alone 22 b1 ] do
+                let r2 = rs.[k]
+                // float32 output of float64 math: the batched kernels' rounding (~1e-15) is far below float32's 6e-8
+                Expect.isGreaterThan (r1.Gradient |> Array.map abs |> Array.max) 0f (sprintf "slot %d: non-zero" k)
+                Array.iteri2 (fun i (a: float32) (b: float32) -> close (1e-6 * (abs (float b) + 1e-3)) (float a) (float b) (sprintf "slot %d ∇α[%d]" k i)) r2.Gradient r1.Gradient
+                close 1e-10 r2.ObjectiveLoss r1.ObjectiveLoss (sprintf "slot %d −J" k)
+            Expect.isTrue (rs.[0].Gradient <> rs.[1].Gradient) "the two agents' gradients differ"
+        }
+        test "AgentGroup: 2 rounds on a point mass give a finite gradient of the right length; same seed ⇒ same gradient" {
+            let g1, size, metrics, _ = twoRounds Algorithm.MetaTrain 3
+            let g2, _, _, _ = twoRounds Algorithm.MetaTrain 3
             Expect.isNotNull g1 "meta-train computes a gradient"
             Expect.equal g1.Length size "length"
             Expect.isTrue (g1 |> Array.forall Single.IsFinite) "finite"
@@ -132,63 +170,84 @@ let tests =
             for n in [ "episode_return"; "episode_length"; "critic_loss"; "objective_loss"; "policy_value_gain"; "objective_critic_correlation" ] do
                 Expect.contains names n (sprintf "metric %s" n)
         }
-        test "MetaAgent: frozen and fixed members return no gradient; α loads and flattens" {
-            let g, size, _, _ = twoRounds MemberMode.MetaTest 4
+        test "AgentGroup: frozen and fixed algorithms return no gradient; α loads and flattens" {
+            let g, size, _, _ = twoRounds Algorithm.MetaTest 4
             Expect.isNull g "meta-test is frozen"
             Expect.isGreaterThan size 0 "meta-test has α"
-            let g2, size2, _, _ = twoRounds MemberMode.Reinforce 4
+            let g2, size2, _, _ = twoRounds Algorithm.Reinforce 4
             Expect.isNull g2 "reinforce has no gradient"
             Expect.equal size2 0 "reinforce has no α"
-            use m = new MetaAgent(smokeConfig, new PointMassEnv(1, 30), 0, 1L, "cpu", MemberMode.MetaTrain)
+            use m = pointMassGroup Algorithm.MetaTrain 1 1L
             let a = Array.init m.ObjectiveSize (fun i -> float32 (i % 7) * 0.01f)
             m.LoadObjective a
-            Expect.sequenceEqual (m.ObjectiveParameters()) a "round trip"
+            Expect.sequenceEqual (m.ObjectiveParameters 0) a "round trip"
         }
-        test "MetaAgent: a saved state restored into a fresh member (other seeds) continues bit-for-bit" {
+        test "AgentGroup: a saved slot restored into a fresh group's other slot (other seeds) continues bit-for-bit" {
             let noMetrics = Action<Metric>(ignore)
-            use m = new MetaAgent(smokeConfig, new PointMassEnv(1, 30), 0, 1L, "cpu", MemberMode.MetaTrain)
-            m.Collect(40L, noMetrics) |> ignore
-            for j in 0L .. 3L do m.Update(j, noMetrics)
-            Expect.isFalse m.EpisodeInProgress "collection ends at an episode boundary"
-            let state = m.SaveState(true)
-            use m2 = new MetaAgent(smokeConfig, new PointMassEnv(99, 30), 0, 7L, "cpu", MemberMode.MetaTrain)
-            m2.LoadState state
-            Expect.sequenceEqual (m2.ObjectiveParameters()) (m.ObjectiveParameters()) "α"
-            Expect.sequenceEqual (m2.ObjectiveGradient noMetrics) (m.ObjectiveGradient noMetrics) "next meta-gradient"
-            let returns (a: MetaAgent) =
+            use m = pointMassGroup Algorithm.MetaTrain 1 1L
+            m.Collect([| 40L |], unlimited, noMetrics) |> ignore
+            for j in 0L .. 3L do m.Update(j, on1, noMetrics) |> ignore
+            let state = m.SaveState(0, true)
+            let envs : MetaGenRL.Core.Envs.IEnv[] = [| new PointMassEnv(98, 30); new PointMassEnv(99, 30) |]
+            use m2 = new AgentGroup(smokeConfig, envs, [| 3; 4 |], [| 6L; 7L |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)
+            let other = m2.SaveState(0, true)
+            m2.LoadState(1, state)
+            Expect.sequenceEqual (m2.ObjectiveParameters 1) (m.ObjectiveParameters 0) "α"
+            Expect.sequenceEqual (m2.SaveState(0, true)) other "the other slot is untouched"
+            let grad2 = (m2.ObjectiveGradients([| false; true |], noMetrics)).[1].Gradient
+            Expect.sequenceEqual grad2 ((m.ObjectiveGradients(on1, noMetrics)).[0].Gradient) "next meta-gradient"
+            let returns (a: AgentGroup) (k: int) =
                 let rows = ResizeArray<Metric>()
-                a.Collect(30L, Action<Metric>(rows.Add)) |> ignore
-                for j in 0L .. 3L do a.Update(j, Action<Metric>(rows.Add))
+                let active = Array.init a.Size (fun i -> i = k)
+                a.Collect(Array.init a.Size (fun i -> if i = k then 30L else 0L), Array.init a.Size (fun i -> if i = k then Int64.MaxValue else 0L), Action<Metric>(rows.Add)) |> ignore
+                for j in 0L .. 3L do a.Update(j, active, Action<Metric>(rows.Add)) |> ignore
                 rows |> Seq.map (fun r -> r.Name, r.Value) |> List.ofSeq
-            Expect.equal (returns m2) (returns m) "next episode and updates"
-            Expect.sequenceEqual (m2.SaveState true) (m.SaveState true) "identical state afterwards"
+            Expect.equal (returns m2 1) (returns m 0) "next episode and updates"
+            Expect.sequenceEqual (m2.SaveState(1, true)) (m.SaveState(0, true)) "identical state afterwards"
             throwsContaining<InvalidDataException> "Pendulum-v1" "state of another env"
-                (fun () -> (use p = new MetaAgent(smokeConfig, "Pendulum-v1", 0, 1L, "cpu", MemberMode.MetaTrain)
-                            p.LoadState state))
+                (fun () -> (use p = new AgentGroup(smokeConfig, "Pendulum-v1", [| 0 |], [| 1L |], "cpu", Algorithm.MetaTrain)
+                            p.LoadState(0, state)))
         }
-        test "ObjectiveTrainer runs every single-agent algorithm on the TD3 schedule with its metrics" {
-            let alpha =
-                use m = new MetaAgent(smokeConfig, new PointMassEnv(1, 30), 0, 1L, "cpu", MemberMode.MetaTrain)
-                m.ObjectiveParameters()
-            for algo in ObjectiveTrainer.Algorithms do
+        test "AgentGroup runs every algorithm with its metrics; unknown names are rejected" {
+            for name in Algorithms.Names do
+                let algo = Algorithms.Parse name
+                use g = pointMassGroup algo 5 5L
+                g.LossLogEvery <- 10
                 let metrics = ResizeArray<Metric>()
-                let opts = TrainOptions("PointMass-v0", 120L, 5, LossLogEvery = 10)
-                let s = ObjectiveTrainer.Train(smokeConfig, algo, (if algo = "meta-test" then alpha else null), new PointMassEnv(5, 30), opts, Action<Metric>(metrics.Add))
-                Expect.equal s.EnvSteps 120L (algo + ": steps")
+                let c = (g.Collect([| 120L |], unlimited, Action<Metric>(metrics.Add))).[0]
+                for j in 0L .. c.Steps - 1L do g.Update(j, on1, Action<Metric>(metrics.Add)) |> ignore
+                g.ObjectiveGradients(on1, Action<Metric>(metrics.Add)) |> ignore
                 let names = metrics |> Seq.map (fun m -> m.Name) |> set
-                Expect.contains names "critic_loss" (algo + ": critic_loss")
-                Expect.contains names "policy_loss" (algo + ": policy_loss")
-                if algo <> "td3" && algo <> "ddpg" then Expect.contains names "policy_obj_loss" (algo + ": policy_obj_loss")
-                Expect.isTrue (metrics |> Seq.forall (fun m -> Double.IsFinite m.Value)) (algo + ": finite")
-            throwsContaining<ArgumentException> "unknown algorithm" "bad algo" (fun () ->
-                ObjectiveTrainer.Train(smokeConfig, "ppo", null, TrainOptions("Pendulum-v1", 10L, 1), Action<Metric>(ignore)) |> ignore)
+                Expect.contains names "critic_loss" (name + ": critic_loss")
+                Expect.contains names "policy_loss" (name + ": policy_loss")
+                if name <> "td3" && name <> "ddpg" then Expect.contains names "policy_obj_loss" (name + ": policy_obj_loss")
+                Expect.equal (name = "meta-train") (names.Contains "objective_loss") (name + ": objective_loss only when meta-training")
+                Expect.isTrue (metrics |> Seq.forall (fun m -> Double.IsFinite m.Value)) (name + ": finite")
+            throwsContaining<ArgumentException> "unknown algorithm" "bad algo" (fun () -> Algorithms.Parse "ppo" |> ignore)
         }
-        test "MetaAgent resets lazily: after Collect the env waits at an episode boundary" {
+        test "a collect limit stops a slot mid-episode; the partial episode is dropped when the state is saved" {
+            use g = pointMassGroup Algorithm.Td3 8 8L
+            let c = (g.Collect([| 100L |], [| 45L |], Action<Metric>(ignore))).[0]
+            Expect.equal c.Steps 45L "stopped at the limit"
+            Expect.equal g.Td3.Replay.[0].RunningEpisodeLength 15 "15 steps of a running episode"
+            g.SaveState(0, true) |> ignore
+            Expect.equal g.Td3.Replay.[0].RunningEpisodeLength 0 "abandoned when saved"
+        }
+        test "ResetAgent puts a slot back to its initial state" {
+            use g = pointMassGroup Algorithm.MetaTrain 8 8L
+            let fresh = g.SaveState(0, true)
+            g.Collect([| 40L |], unlimited, Action<Metric>(ignore)) |> ignore
+            for j in 0L .. 3L do g.Update(j, on1, Action<Metric>(ignore)) |> ignore
+            Expect.notEqual (g.SaveState(0, true)) fresh "trained"
+            g.ResetAgent 0
+            Expect.sequenceEqual (g.SaveState(0, true)) fresh "back to the initial state"
+        }
+        test "AgentGroup resets lazily: after Collect the env waits at an episode boundary" {
             use env = new PointMassEnv(8, 10)
-            use m = new MetaAgent(smokeConfig, env, 0, 8L, "cpu", MemberMode.Td3)
-            let c = m.Collect(15L, Action<Metric>(ignore))
+            use m = new AgentGroup(smokeConfig, [| env :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| 8L |], "cpu", Algorithm.Td3)
+            let c = (m.Collect([| 15L |], unlimited, Action<Metric>(ignore))).[0]
             Expect.isGreaterThanOrEqual c.Steps 15L "≥ target"
             Expect.equal (c.Steps % 10L) 0L "whole 10-step episodes (the point mass rarely leaves |x| ≤ 3)"
-            Expect.isFalse m.EpisodeInProgress "no reset until the next step"
+            Expect.isTrue env.AtEpisodeBoundary "no reset until the next step"
         }
     ]

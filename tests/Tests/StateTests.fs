@@ -40,21 +40,22 @@ let smallConfig units =
         [ "policy_units", string units; "critic_units", string units; "buffer_sample_size", "4"; "recurrent_time_steps", "5"
           "policy_random_exploration_steps", "60"; "buffer_size", "500" ]
 
+/// A one-agent group (slot 0 is "the agent").
 let newAgent (cfg: RunConfig) seed dtype =
-    new Td3Agent(cfg, 2, [| -1f |], [| 1f |], seed, torch.CPU, dtype)
+    new Td3Group(cfg, 2, [| -1f |], [| 1f |], [| seed |], torch.CPU, dtype)
 
 /// Acts in a point-mass env for `steps` steps, storing every transition.
 let collect = MetaGenRL.Tests.Td3Tests.collect
 
 /// Updates j0..j0+m−1 with losses read, plus one exploration action after each (uses the agent's Rng).
-let continueRun (agent: Td3Agent) (j0: int64) m =
+let continueRun (agent: Td3Group) (j0: int64) m =
     [ for j in j0 .. j0 + int64 m - 1L do
         let r = agent.Update(j, true)
-        yield r.CriticLoss.Value
-        yield (if r.PolicyUpdated then r.PolicyLoss.Value else nan)
-        yield! agent.Act [| 0.3f; -0.1f |] |> Array.map float ]
+        yield r.CriticLoss.[0]
+        yield (if r.PolicyUpdated then r.PolicyLoss.[0] else nan)
+        yield! (agent.Act [| [| 0.3f; -0.1f |] |]).[0] |> Array.map float ]
 
-let allTensors (a: Td3Agent) =
+let allTensors (a: Td3Group) =
     Seq.concat [ a.Policy :> seq<torch.Tensor>; a.Q1; a.Q2; a.PolicyTarget; a.Q1Target; a.Q2Target
                  a.CriticOptimizer.FirstMoments; a.CriticOptimizer.SecondMoments
                  a.PolicyOptimizer.FirstMoments; a.PolicyOptimizer.SecondMoments ]
@@ -202,20 +203,20 @@ let tests =
             collect a env 200
             let n = 12
             for j in 0L .. int64 n - 1L do a.Update(j, false) |> ignore
-            let state = AgentState.Save(a, true)
+            let state = AgentState.Save(a, 0, true)
             let expected = continueRun a (int64 n) 10
             use b = newAgent cfg 99L torch.ScalarType.Float32
-            let info = AgentState.Load(b, state)
+            let info = AgentState.Load(b, 0, state)
             Expect.isTrue info.HasReplay "replay restored"
             Expect.equal info.CriticUpdates (int64 n) "critic updates restored"
             Expect.equal info.PolicyUpdates (int64 (n / 2)) "policy updates restored"
-            Expect.equal b.Replay.Count 200 "replay count"
+            Expect.equal b.Replay.[0].Count 200 "replay count"
             let actual = continueRun b (int64 n) 10
             sameLosses actual expected "losses and actions after resume"
             sameBits "parameters and Adam moments" (allTensors b) (allTensors a)
-            Expect.equal (b.Rng.GetState()) (a.Rng.GetState()) "exploration generator"
+            Expect.equal (b.Rng.[0].GetState()) (a.Rng.[0].GetState()) "exploration generator"
             Expect.equal b.EnvSteps a.EnvSteps "env steps"
-            Expect.isTrue ((AgentState.Save(b, true)) = (AgentState.Save(a, true))) "the two agents now save identical bytes"
+            Expect.isTrue ((AgentState.Save(b, 0, true)) = (AgentState.Save(a, 0, true))) "the two agents now save identical bytes"
 
         testCase "Agent: float64 state roundtrips exactly; without replay the replay is reported and left empty" <| fun () ->
             let cfg = smallConfig 8
@@ -223,37 +224,37 @@ let tests =
             use env = new PointMassEnv(4)
             collect a env 120
             for j in 0L .. 5L do a.Update(j, false) |> ignore
-            let state = AgentState.Save(a, false)
+            let state = AgentState.Save(a, 0, false)
             use b = newAgent cfg 6L torch.ScalarType.Float64
             collect b (new PointMassEnv(9)) 80
-            let info = AgentState.Load(b, state)
+            let info = AgentState.Load(b, 0, state)
             Expect.isFalse info.HasReplay "no replay in the state"
-            Expect.equal (b.Replay.Count, b.Replay.EpisodeCount, b.Replay.RunningEpisodeLength) (0, 0, 0) "replay emptied"
+            Expect.equal (b.Replay.[0].Count, b.Replay.[0].EpisodeCount, b.Replay.[0].RunningEpisodeLength) (0, 0, 0) "replay emptied"
             Expect.equal info.EnvSteps 120L "env steps"
             sameBits "float64 parameters and moments" (allTensors b) (allTensors a)
-            Expect.isLessThan state.Length (AgentState.Save(a, true)).Length "the replay makes the state bigger"
+            Expect.isLessThan state.Length (AgentState.Save(a, 0, true)).Length "the replay makes the state bigger"
 
         testCase "Agent: a mismatched or damaged state is refused, naming what differs" <| fun () ->
             use a = newAgent (smallConfig 16) 1L torch.ScalarType.Float32
             collect a (new PointMassEnv(3)) 100
-            let state = AgentState.Save(a, true)
+            let state = AgentState.Save(a, 0, true)
             use wide = newAgent (smallConfig 32) 2L torch.ScalarType.Float32
             throwsContaining<InvalidDataException> "checkpoint policy layer 0 weight has shape [16, 2], the agent expects [32, 2]" "wider nets"
-                (fun () -> AgentState.Load(wide, state) |> ignore)
+                (fun () -> AgentState.Load(wide, 0, state) |> ignore)
             use f64 = newAgent (smallConfig 16) 2L torch.ScalarType.Float64
-            throwsContaining<InvalidDataException> "dtype" "other dtype" (fun () -> AgentState.Load(f64, state) |> ignore)
-            use obs3 = new Td3Agent(smallConfig 16, 3, [| -1f |], [| 1f |], 2L, torch.CPU)
-            throwsContaining<InvalidDataException> "obs 2" "other obs size" (fun () -> AgentState.Load(obs3, state) |> ignore)
-            use small = new Td3Agent(smallConfig 16, 2, [| -1f |], [| 1f |], 2L, torch.CPU, replayCapacity = 300)
+            throwsContaining<InvalidDataException> "dtype" "other dtype" (fun () -> AgentState.Load(f64, 0, state) |> ignore)
+            use obs3 = new Td3Group(smallConfig 16, 3, [| -1f |], [| 1f |], [| 2L |], torch.CPU)
+            throwsContaining<InvalidDataException> "obs 2" "other obs size" (fun () -> AgentState.Load(obs3, 0, state) |> ignore)
+            use small = new Td3Group(smallConfig 16, 2, [| -1f |], [| 1f |], [| 2L |], torch.CPU, replayCapacity = 300)
             let before = allTensors small |> List.map (fun t -> t.clone())
-            throwsContaining<InvalidDataException> "capacity 500" "other replay capacity" (fun () -> AgentState.Load(small, state) |> ignore)
+            throwsContaining<InvalidDataException> "capacity 500" "other replay capacity" (fun () -> AgentState.Load(small, 0, state) |> ignore)
             sameBits "a refused load changes no parameter" (allTensors small) before
             use b = newAgent (smallConfig 16) 2L torch.ScalarType.Float32
-            Expect.throwsT<EndOfStreamException> (fun () -> AgentState.Load(b, state.[.. state.Length - 20]) |> ignore) "truncated"
+            Expect.throwsT<EndOfStreamException> (fun () -> AgentState.Load(b, 0, state.[.. state.Length - 20]) |> ignore) "truncated"
             let junk = Array.copy state
             junk.[0] <- byte 'X'
-            throwsContaining<InvalidDataException> "not an agent state" "bad magic" (fun () -> AgentState.Load(b, junk) |> ignore)
-            throwsContaining<InvalidDataException> "unexpected bytes" "trailing bytes" (fun () -> AgentState.Load(b, Array.append state [| 0uy |]) |> ignore)
+            throwsContaining<InvalidDataException> "not an agent state" "bad magic" (fun () -> AgentState.Load(b, 0, junk) |> ignore)
+            throwsContaining<InvalidDataException> "unexpected bytes" "trailing bytes" (fun () -> AgentState.Load(b, 0, Array.append state [| 0uy |]) |> ignore)
 
         testCase "StateIO: tensor lists and float arrays roundtrip" <| fun () ->
             use ms = new MemoryStream()

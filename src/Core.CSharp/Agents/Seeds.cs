@@ -3,7 +3,7 @@ using MetaGenRL.Core.Randomness;
 namespace MetaGenRL.Core.Agents;
 
 /// <summary>
-/// Derives independent seeds for an agent's random streams from its one run seed (SplitMix64 finaliser over
+/// The one definition of the seed streams: derives independent seeds for an agent's random streams from its one seed (SplitMix64 finaliser over
 /// (seed, stream)), so the same seed always gives the same init, noise, exploration, replay draws and env.
 /// </summary>
 public static class Seeds
@@ -16,6 +16,16 @@ public static class Seeds
     public const int ExploreStream = 3;
     /// <summary>The environment's own seed.</summary>
     public const int EnvStream = 4;
+    /// <summary>The initial values of the agent's copy of α (a random objective's α; at meta-train agent 0's α is
+    /// copied to every agent).</summary>
+    public const int ObjectiveInitStream = 101;
+    /// <summary>Population member i's agent seed is stream <c>MemberStreamBase + i</c> of the run seed.</summary>
+    public const int MemberStreamBase = 1000;
+
+    /// <summary>The seed of agent <paramref name="index"/> of a run with seed <paramref name="runSeed"/> (a population
+    /// member, or one seed's lone agent with index 0): distinct per index, and derived from the run seed only, so an
+    /// agent computes the same numbers in any command that runs it.</summary>
+    public static long AgentSeed(long runSeed, int index) => unchecked((long)Derive(runSeed, MemberStreamBase + index));
 
     /// <summary>A 64-bit seed for <paramref name="stream"/> of run seed <paramref name="seed"/>.</summary>
     public static ulong Derive(long seed, int stream)

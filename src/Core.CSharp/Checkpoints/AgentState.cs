@@ -1,9 +1,10 @@
 using MetaGenRL.Core.Agents;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MetaGenRL.Core.Checkpoints;
 
-/// <summary>What <see cref="AgentState.Load(Td3Agent, BinaryReader)"/> restored.</summary>
+/// <summary>What <see cref="AgentState.Load(Td3Group, int, BinaryReader)"/> restored.</summary>
 /// <param name="HasReplay">the state carried the replay buffer; when false the agent's replay is now empty</param>
 /// <param name="EnvSteps">the agent's env step count after loading</param>
 /// <param name="CriticUpdates">critic Adam steps after loading</param>
@@ -11,7 +12,8 @@ namespace MetaGenRL.Core.Checkpoints;
 public readonly record struct AgentStateInfo(bool HasReplay, long EnvSteps, long CriticUpdates, long PolicyUpdates);
 
 /// <summary>
-/// Saves and restores everything a <see cref="Td3Agent"/> needs to continue bit-for-bit: the six parameter lists
+/// Saves and restores everything one slot (agent) of a <see cref="Td3Group"/> needs to continue bit-for-bit, in the
+/// layout of a lone agent (tensors unstacked), so a slot's state restores into any slot of any group of the same sizes: the six parameter lists
 /// (policy, Q1, Q2 and their targets), both TF-Adam states (m, v, t, lr), the smoothing-noise torch generator,
 /// the exploration/replay <see cref="Randomness.SeededRandom"/>, the env step count and, optionally, the replay
 /// buffer (stored slots, ring position, finished-episode markers, the running episode's start).
@@ -34,9 +36,10 @@ public static class AgentState
 
     // ── SAVE ──
 
-    /// <summary>Writes <paramref name="agent"/>'s state to <paramref name="w"/>.</summary>
-    public static void Save(Td3Agent agent, BinaryWriter w, bool includeReplay)
+    /// <summary>Writes slot <paramref name="k"/>'s state of <paramref name="agent"/> to <paramref name="w"/>.</summary>
+    public static void Save(Td3Group agent, int k, BinaryWriter w, bool includeReplay)
     {
+        using var scope = torch.NewDisposeScope();
         w.Write(System.Text.Encoding.ASCII.GetBytes(Magic));
         w.Write(Version);
 
@@ -46,30 +49,30 @@ public static class AgentState
         w.Write((int)agent.DType);
 
         StateIO.WriteTag(w, "NETS");
-        foreach (var (name, ps) in Nets(agent)) StateIO.WriteTensors(w, name, ps);
+        foreach (var (name, ps) in Nets(agent)) StateIO.WriteTensors(w, name, Slot(ps, k));
 
         StateIO.WriteTag(w, "ADAM");
-        StateIO.WriteAdam(w, "critic_adam", agent.CriticOptimizer);
-        StateIO.WriteAdam(w, "policy_adam", agent.PolicyOptimizer);
+        StateIO.WriteAdam(w, "critic_adam", agent.CriticOptimizer, k);
+        StateIO.WriteAdam(w, "policy_adam", agent.PolicyOptimizer, k);
 
         StateIO.WriteTag(w, "RNGS");
-        StateIO.WriteRandom(w, agent.Rng);
-        StateIO.WriteGenerator(w, agent.NoiseGen);
+        StateIO.WriteRandom(w, agent.Rng[k]);
+        StateIO.WriteGenerator(w, agent.NoiseGen[k]);
 
         StateIO.WriteTag(w, "CNTR");
-        w.Write(agent.EnvSteps);
+        w.Write(agent.EnvSteps[k]);
 
-        if (includeReplay) { StateIO.WriteTag(w, "RPLY"); WriteReplay(w, agent.Replay); }
+        if (includeReplay) { StateIO.WriteTag(w, "RPLY"); WriteReplay(w, agent.Replay[k]); }
         else StateIO.WriteTag(w, "NORP");
 
         StateIO.WriteTag(w, "END!");
     }
 
-    /// <summary><see cref="Save(Td3Agent, BinaryWriter, bool)"/> into a byte array.</summary>
-    public static byte[] Save(Td3Agent agent, bool includeReplay)
+    /// <summary><see cref="Save(Td3Group, int, BinaryWriter, bool)"/> into a byte array.</summary>
+    public static byte[] Save(Td3Group agent, int k, bool includeReplay)
     {
         using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) Save(agent, w, includeReplay);
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) Save(agent, k, w, includeReplay);
         return ms.ToArray();
     }
 
@@ -100,13 +103,14 @@ public static class AgentState
 
     // ── LOAD ──
 
-    /// <summary>Restores a state written by <see cref="Save(Td3Agent, BinaryWriter, bool)"/> into <paramref name="agent"/>,
-    /// which must have the same sizes, dtype and replay capacity (its seed does not matter).
-    /// Without a replay section the agent's replay is emptied.</summary>
+    /// <summary>Restores a state written by <see cref="Save(Td3Group, int, BinaryWriter, bool)"/> into slot
+    /// <paramref name="k"/> of <paramref name="agent"/>, which must have the same sizes, dtype and replay capacity (its
+    /// seed does not matter); the other slots are untouched. Without a replay section the slot's replay is emptied.</summary>
     /// <exception cref="InvalidDataException">not an agent state, or a size/shape/dtype mismatch (the message names it)</exception>
     /// <exception cref="EndOfStreamException">truncated state</exception>
-    public static AgentStateInfo Load(Td3Agent agent, BinaryReader r)
+    public static AgentStateInfo Load(Td3Group agent, int k, BinaryReader r)
     {
+        using var scope = torch.NewDisposeScope();
         var magic = System.Text.Encoding.ASCII.GetString(StateIO.ReadExactly(r, Magic.Length, "magic"));
         if (magic != Magic) throw new InvalidDataException($"not an agent state (magic '{magic}', expected '{Magic}')");
         int version = r.ReadInt32();
@@ -123,19 +127,20 @@ public static class AgentState
         // Phase 1: read and validate everything but the replay, changing nothing.
         StateIO.ExpectTag(r, "NETS", "agent state");
         var nets = new List<(List<StateIO.StoredTensor>, List<Tensor>)>();
-        foreach (var (name, ps) in Nets(agent))
+        foreach (var (name, all) in Nets(agent))
         {
+            var ps = Slot(all, k);
             var stored = StateIO.ReadStoredTensors(r, name);
             StateIO.Validate(stored, ps, name, StateIO.MlpNames(name.StartsWith("policy") ? agent.PolicySpec : agent.CriticSpec));
             nets.Add((stored, ps));
         }
         StateIO.ExpectTag(r, "ADAM", "agent state");
         var criticNames = CriticListNames(agent);
-        var criticAdam = StateIO.ReadAdam(r, "critic_adam", agent.CriticOptimizer, criticNames);
-        var policyAdam = StateIO.ReadAdam(r, "policy_adam", agent.PolicyOptimizer, StateIO.MlpNames(agent.PolicySpec));
+        var criticAdam = StateIO.ReadAdam(r, "critic_adam", agent.CriticOptimizer, k, criticNames);
+        var policyAdam = StateIO.ReadAdam(r, "policy_adam", agent.PolicyOptimizer, k, StateIO.MlpNames(agent.PolicySpec));
         StateIO.ExpectTag(r, "RNGS", "agent state");
         var rng = StateIO.ReadRandom(r, "checkpoint exploration generator");
-        var noise = StateIO.ReadGenerator(r, agent.NoiseGen, "checkpoint noise generator");
+        var noise = StateIO.ReadGenerator(r, agent.NoiseGen[k], "checkpoint noise generator");
         StateIO.ExpectTag(r, "CNTR", "agent state");
         long envSteps = r.ReadInt64();
         if (envSteps < 0) throw new InvalidDataException($"checkpoint env step count {envSteps} is negative");
@@ -147,32 +152,32 @@ public static class AgentState
             throw new InvalidDataException($"agent state: expected section 'RPLY' or 'NORP', found '{tag}'");
         try
         {
-            if (hasReplay) ReadReplay(r, agent.Replay);
-            else agent.Replay.Clear();
+            if (hasReplay) ReadReplay(r, agent.Replay[k]);
+            else agent.Replay[k].Clear();
             StateIO.ExpectTag(r, "END!", "agent state");
         }
         catch
         {
-            agent.Replay.Clear();
+            agent.Replay[k].Clear();
             throw;
         }
 
         // Phase 3: apply.
         foreach (var (stored, ps) in nets) StateIO.CopyInto(stored, ps);
-        StateIO.Apply(agent.CriticOptimizer, criticAdam);
-        StateIO.Apply(agent.PolicyOptimizer, policyAdam);
-        agent.Rng.SetState(rng);
-        StateIO.Apply(agent.NoiseGen, noise);
-        agent.EnvSteps = envSteps;
-        return new AgentStateInfo(hasReplay, agent.EnvSteps, agent.CriticUpdates, agent.PolicyUpdates);
+        StateIO.Apply(agent.CriticOptimizer, k, criticAdam);
+        StateIO.Apply(agent.PolicyOptimizer, k, policyAdam);
+        agent.Rng[k].SetState(rng);
+        StateIO.Apply(agent.NoiseGen[k], noise);
+        agent.EnvSteps[k] = envSteps;
+        return new AgentStateInfo(hasReplay, envSteps, agent.CriticOptimizer.Steps(k), agent.PolicyOptimizer.Steps(k));
     }
 
-    /// <summary><see cref="Load(Td3Agent, BinaryReader)"/> from a byte array (trailing bytes are an error).</summary>
-    public static AgentStateInfo Load(Td3Agent agent, byte[] state)
+    /// <summary><see cref="Load(Td3Group, int, BinaryReader)"/> from a byte array (trailing bytes are an error).</summary>
+    public static AgentStateInfo Load(Td3Group agent, int k, byte[] state)
     {
         using var ms = new MemoryStream(state, writable: false);
         using var r = new BinaryReader(ms);
-        var info = Load(agent, r);
+        var info = Load(agent, k, r);
         if (ms.Position != ms.Length)
             throw new InvalidDataException($"agent state has {ms.Length - ms.Position} unexpected bytes after its end");
         return info;
@@ -204,14 +209,17 @@ public static class AgentState
 
     // ── LAYOUT ──
 
-    static IEnumerable<(string Name, List<Tensor> Params)> Nets(Td3Agent a) =>
+    static IEnumerable<(string Name, List<Tensor> Params)> Nets(Td3Group a) =>
     [
         ("policy", a.Policy), ("q1", a.Q1), ("q2", a.Q2),
         ("policy_target", a.PolicyTarget), ("q1_target", a.Q1Target), ("q2_target", a.Q2Target),
     ];
 
+    /// <summary>Slot k's views of stacked tensors (owned by the caller's dispose scope).</summary>
+    static List<Tensor> Slot(IReadOnlyList<Tensor> stacked, int k) => stacked.Select(p => p[k]).ToList();
+
     /// <summary>Names the critic optimiser's tensors (Q1's list then Q2's).</summary>
-    static Func<int, string> CriticListNames(Td3Agent a)
+    static Func<int, string> CriticListNames(Td3Group a)
     {
         var inner = StateIO.MlpNames(a.CriticSpec);
         int n = a.CriticSpec.ParameterCount;

@@ -262,16 +262,18 @@ public static class StateIO
 
     // ── OPTIMISER ──
 
-    /// <summary>Writes a TF-Adam's state: step count t, learning rate, (β1, β2, ε̂) and the moments m, v.</summary>
-    public static void WriteAdam(BinaryWriter w, string name, TfAdam adam)
+    /// <summary>Writes slot <paramref name="k"/> of a TF-Adam's state: its step count t, the learning rate, (β1, β2, ε̂)
+    /// and its moments m, v (unstacked).</summary>
+    public static void WriteAdam(BinaryWriter w, string name, TfAdam adam, int k)
     {
+        using var scope = torch.NewDisposeScope();
         w.Write(name);
-        w.Write(adam.Steps);
+        w.Write(adam.Steps(k));
         w.Write(adam.LearningRate);
         var (b1, b2, eps) = adam.Hyperparameters;
         w.Write(b1); w.Write(b2); w.Write(eps);
-        WriteTensors(w, name + ".m", adam.FirstMoments);
-        WriteTensors(w, name + ".v", adam.SecondMoments);
+        WriteTensors(w, name + ".m", adam.FirstMoments.Select(m => m[k]).ToList());
+        WriteTensors(w, name + ".v", adam.SecondMoments.Select(v => v[k]).ToList());
     }
 
     /// <summary>A TF-Adam state read and validated against an optimiser, not yet applied.</summary>
@@ -279,8 +281,9 @@ public static class StateIO
 
     /// <summary>Reads what <see cref="WriteAdam"/> wrote and validates it against <paramref name="adam"/> (same β, ε̂,
     /// moment shapes); apply with <see cref="Apply(TfAdam, AdamState)"/>.</summary>
-    public static AdamState ReadAdam(BinaryReader r, string name, TfAdam adam, Func<int, string>? describe = null)
+    public static AdamState ReadAdam(BinaryReader r, string name, TfAdam adam, int k, Func<int, string>? describe = null)
     {
+        using var scope = torch.NewDisposeScope();
         var got = r.ReadString();
         if (got != name) throw new InvalidDataException($"checkpoint holds optimiser '{got}' where '{name}' was expected");
         long steps = r.ReadInt64();
@@ -291,18 +294,19 @@ public static class StateIO
         if (b1 != eb1 || b2 != eb2 || eps != eeps)
             throw new InvalidDataException($"checkpoint {name}: Adam (β1, β2, ε) = ({b1}, {b2}, {eps}), the agent uses ({eb1}, {eb2}, {eeps})");
         var m = ReadStoredTensors(r, name + ".m");
-        Validate(m, adam.FirstMoments, name + ".m", describe);
+        Validate(m, adam.FirstMoments.Select(x => x[k]).ToList(), name + ".m", describe);
         var v = ReadStoredTensors(r, name + ".v");
-        Validate(v, adam.SecondMoments, name + ".v", describe);
+        Validate(v, adam.SecondMoments.Select(x => x[k]).ToList(), name + ".v", describe);
         return new AdamState(steps, lr, m, v);
     }
 
-    /// <summary>Applies a validated <see cref="AdamState"/>.</summary>
-    public static void Apply(TfAdam adam, AdamState s)
+    /// <summary>Applies a validated <see cref="AdamState"/> to slot <paramref name="k"/>.</summary>
+    public static void Apply(TfAdam adam, int k, AdamState s)
     {
-        CopyInto(s.M, adam.FirstMoments);
-        CopyInto(s.V, adam.SecondMoments);
-        adam.RestoreSteps(s.Steps);
+        using var scope = torch.NewDisposeScope();
+        CopyInto(s.M, adam.FirstMoments.Select(x => x[k]).ToList());
+        CopyInto(s.V, adam.SecondMoments.Select(x => x[k]).ToList());
+        adam.RestoreSteps(k, s.Steps);
         adam.LearningRate = s.LearningRate;
     }
 

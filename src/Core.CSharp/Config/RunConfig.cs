@@ -153,6 +153,13 @@ public sealed record RunConfig
     [ConfigKey("checkpoint_every")] public long CheckpointEvery { get; init; }
     /// <summary>Population checkpoints include every agent's replay buffer (needed for a bit-exact resume; large).</summary>
     [ConfigKey("checkpoint_replay")] public bool CheckpointReplay { get; init; } = true;
+    /// <summary>Agents per group: the agents of one env are computed as batched groups of this many (stacked
+    /// networks, one batched update); 0 = every agent of an env in one group.</summary>
+    [ConfigKey("group_size")] public int GroupSize { get; init; }
+    /// <summary>The official budget check: timesteps_total is compared with the step count only at the end of each
+    /// training iteration (every <c>steps</c> rounds), so a run overshoots its budget by up to an iteration. False
+    /// (default): collection stops exactly at the budget and the run ends after that round's updates.</summary>
+    [ConfigKey("budget_check_per_iteration")] public bool BudgetCheckPerIteration { get; init; }
 
     // ── KEYS, OVERRIDES, VALIDATION ──
 
@@ -259,10 +266,11 @@ public sealed record RunConfig
             case "obj_func_second_order_steps": Need(ObjFuncSecondOrderSteps >= 1, "expected ≥ 1"); break;
             case "obj_func_update_delay": Need(ObjFuncUpdateDelay == -1 || ObjFuncUpdateDelay >= 1, "expected −1 (frozen) or ≥ 1"); break;
             case "obj_func_anneal_steps": Need(ObjFuncAnnealSteps >= 0, "expected ≥ 0"); break;
-            case "obj_func_variant": Need(ObjFuncVariant is "full" or "no-value" or "no-time" or "no-reward" or "q-input" or "forward-lstm" or "no-lstm",
-                "expected full, no-value, no-time, no-reward, q-input, forward-lstm or no-lstm"); break;
+            case "obj_func_variant": Need(Objective.ObjectiveSpec.VariantNames.Contains(ObjFuncVariant),
+                "expected one of " + string.Join(", ", Objective.ObjectiveSpec.VariantNames)); break;
             case "torch_threads": Need(TorchThreads is null or >= 1, "expected None or ≥ 1"); break;
             case "checkpoint_every": Need(CheckpointEvery >= 0, "expected ≥ 0"); break;
+            case "group_size": Need(GroupSize >= 0, "expected ≥ 0 (0: every agent of an env in one group)"); break;
         }
     }
 

@@ -61,6 +61,14 @@ public abstract class EnvBase : IEnv
         _needsReset = true;
     }
 
+    /// <summary>Abandons a running episode without touching the generator (e.g. a run whose step budget ended
+    /// mid-episode): the env is at an episode boundary again, and the next call must be <see cref="Reset"/>.</summary>
+    public void AbandonEpisode()
+    {
+        _t = 0;
+        _needsReset = true;
+    }
+
     public float[] Reset()
     {
         _t = 0;

@@ -20,7 +20,7 @@ public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, dou
         new(c.ObjFuncSecondOrderSteps, c.ObjFuncSecondOrderStepsize, c.ObjFuncSecondOrderAdam, c.ClipGradient, c.PaperQuirks);
 }
 
-/// <summary>One agent's meta-gradient and the diagnostics of §2.9.</summary>
+/// <summary>One slot's meta-gradient and the diagnostics.</summary>
 /// <param name="Gradient">∇α(−J), clipped to global norm clip_gradient, flattened in α's layout</param>
 /// <param name="ObjectiveLoss">−J</param>
 /// <param name="PolicyValueGain">masked mean over valid steps of the held-out (last) slice of Q1(s, π_φ'(s)) − Q1(s, π_φ(s))</param>
@@ -29,83 +29,95 @@ public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, dou
 public sealed record MetaGradient(float[] Gradient, double ObjectiveLoss, double PolicyValueGain, double CriticCorrelation, double GradientNorm);
 
 /// <summary>
-/// The second-order meta-gradient of MetaGenRL (official <c>Objective.future_policy_value</c>, metagenrl.md §2.7).
-/// On a batch of (K+1)·B windows: K inner steps φ_{k+1} = φ_k − η·∇φ Σ_{slice k} m·L_α (each on its own slice of B
-/// windows, graph kept), then J = masked mean over ALL windows of Q1(s, π_{φ_K}(s)) with the current main Q1, and
-/// the gradient of −J with respect to α only (path α → L_α → g → φ' → π → Q1). Neither φ nor θ changes here.
+/// The second-order meta-gradient of MetaGenRL (official <c>Objective.future_policy_value</c>), for K agents at once.
+/// On a batch of (S+1)·B windows per slot: S inner steps φ_{s+1} = φ_s − η·∇φ Σ_{slice s} m·L_α (each on its own
+/// slice of B windows, graph kept), then J_k = masked mean over ALL of slot k's windows of Q1_k(s, π_{φ_S}(s)) with the
+/// current main Q1, and the gradient of −Σ_k J_k with respect to the stacked α (path α → L_α → g → φ' → π → Q1). Slot
+/// k's α, policy and critic only reach J_k, so slot k of that gradient is agent k's own ∇α(−J_k). Neither φ nor θ
+/// changes here.
 /// </summary>
 public static class FuturePolicyValue
 {
     // ── META-OBJECTIVE ──
 
-    /// <summary>−J as a 0-d tensor, differentiable in α, plus the detached diagnostics tensors.</summary>
-    /// <param name="batch">[(K+1)·B, T, …]</param>
-    public static (Tensor Loss, Tensor Gain, Tensor Corr) MetaLoss(Td3Agent agent, ObjectiveSpec spec, IReadOnlyList<Tensor> alpha,
+    /// <summary>−J per slot [K], differentiable in α, plus the detached diagnostics [K] each.</summary>
+    /// <param name="batch">[K, (S+1)·B, T, …]</param>
+    public static (Tensor Loss, Tensor Gain, Tensor Corr) MetaLoss(Td3Group group, ObjectiveSpec spec, IReadOnlyList<Tensor> alpha,
                                                                     TrajectoryTensors batch, InnerStepOptions o)
     {
-        int K = o.Steps;
-        if (K < 1) throw new ArgumentException($"meta-gradient: inner steps must be ≥ 1, got {K}");
-        if (batch.B % (K + 1) != 0) throw new ArgumentException($"meta-gradient: {batch.B} windows do not split into {K + 1} slices");
-        long B = batch.B / (K + 1), T = batch.T, obs = agent.ObsSize;
+        int S = o.Steps;
+        if (S < 1) throw new ArgumentException($"meta-gradient: inner steps must be ≥ 1, got {S}");
+        if (batch.B % (S + 1) != 0) throw new ArgumentException($"meta-gradient: {batch.B} windows do not split into {S + 1} slices");
+        long K = batch.K, B = batch.B / (S + 1), T = batch.T, obs = group.ObsSize;
 
-        List<Tensor> phi = agent.Policy;
+        List<Tensor> phi = group.Policy;
         List<Tensor>? m = null, v = null;
         Tensor? corr = null;
-        for (int k = 0; k < K; k++)
+        for (int k = 0; k < S; k++)
         {
             // ── INNER STEP k ── on the k-th slice, on the SUM of m·L_α (not the mean)
-            var slice = Slice(batch, k * B, B);
-            var s = slice.Obs.reshape(B * T, obs);
-            var aPi = agent.Pi(phi, s);
+            var slice = batch.Windows(k * B, B);
+            var s = slice.Obs.reshape(K, B * T, obs);
+            var aPi = group.Pi(phi, s);
             // V (stop-gradient) always comes from the pre-update policy φ_0, so it is data, independent of α,
             // and ∇α(−J) is the exact total derivative (later inner steps see V of φ_0, not of φ_k)
             Tensor? valueAct = null;
-            if (k > 0) using (no_grad()) valueAct = agent.Pi(agent.Policy, s);
-            var (x, q) = ObjectiveBatch.Build(agent, agent.Policy, slice, aPi, qWithGrad: spec.UseQ, spec.UseQ, valueAct);
-            var l = ObjectiveNetwork.Forward(spec, alpha, x, o.PaperQuirks);                      // [B, T]
-            var inner = l.mul(slice.Mask).sum();
-            if (k == 0 && o.Diagnostics) corr = Correlation(q.detach().neg(), l.detach().reshape(-1), slice.Mask.reshape(-1));
+            if (k > 0) using (no_grad()) valueAct = group.Pi(group.Policy, s);
+            var (x, q) = ObjectiveBatch.Build(group, group.Policy, slice, aPi, qWithGrad: spec.UseQ, spec.UseQ, valueAct);
+            var l = ObjectiveNetwork.Forward(spec, alpha, x, o.PaperQuirks);                      // [K, B, T]
+            var inner = l.mul(slice.Mask).sum();                                                     // Σ over slots: each φ_k sees its own sum
+            if (k == 0 && o.Diagnostics) corr = Correlation(q.detach().neg(), l.detach().flatten(1), slice.Mask.flatten(1));
             if (!inner.requires_grad)   // checked here: a c10::Error inside autograd.grad would abort the process
                 throw new InvalidOperationException("meta-gradient: the inner objective has no graph (called under no_grad?)");
             var g = torch.autograd.grad([inner], phi, retain_graph: true, create_graph: true).ToList();
             phi = o.Adam ? AdamStep(phi, g, ref m, ref v, k + 1, o.StepSize) : phi.Zip(g, (p, gp) => p.sub(gp.mul(o.StepSize))).ToList();
         }
 
-        // ── OUTER VALUE ── J over all (K+1)·B windows with the main Q1
-        var sAll = batch.Obs.reshape(batch.B * T, obs);
-        var qNew = agent.Q(agent.Q1, sAll, agent.Pi(phi, sAll));                                    // [(K+1)·B·T]
-        var mask = batch.Mask.reshape(-1);
-        var loss = Td3Agent.MaskedMean(qNew, mask).neg();
+        // ── OUTER VALUE ── J over all (S+1)·B windows of each slot with its main Q1
+        var sAll = batch.Obs.reshape(K, batch.B * T, obs);
+        var qNew = group.Q(group.Q1, sAll, group.Pi(phi, sAll));                                    // [K, (S+1)·B·T]
+        var mask = batch.Mask.flatten(1);
+        var loss = Td3Group.MaskedMean(qNew, mask).neg();                                            // [K]
 
+        if (!o.Diagnostics)
+        {
+            var nan = torch.full([K], double.NaN, loss.dtype, loss.device);
+            return (loss, nan, nan);
+        }
         Tensor gain;
-        if (!o.Diagnostics) return (loss, torch.full([], double.NaN, loss.dtype, loss.device), torch.full([], double.NaN, loss.dtype, loss.device));
         using (no_grad())
         {
-            long off = K * B * T, n = B * T;
-            var sHeld = sAll.narrow(0, off, n);
-            var mHeld = mask.narrow(0, off, n);
-            var diff = qNew.detach().narrow(0, off, n).sub(agent.Q(agent.Q1, sHeld, agent.Pi(agent.Policy, sHeld)));
-            gain = diff.mul(mHeld).sum().div(mHeld.sum().clamp_min(1));
+            long off = S * B * T, n = B * T;
+            var sHeld = sAll.narrow(1, off, n);
+            var mHeld = mask.narrow(1, off, n);
+            var diff = qNew.detach().narrow(1, off, n).sub(group.Q(group.Q1, sHeld, group.Pi(group.Policy, sHeld)));
+            gain = diff.mul(mHeld).sum(1).div(mHeld.sum(1).clamp_min(1));
         }
         return (loss, gain, corr!);
     }
 
     // ── META-GRADIENT ──
 
-    /// <summary>∇α(−J) clipped to global norm <see cref="InnerStepOptions.Clip"/>, with the diagnostics (one host read).</summary>
-    public static MetaGradient Compute(Td3Agent agent, ObjectiveSpec spec, IReadOnlyList<Tensor> alpha,
-                                       TrajectoryTensors batch, InnerStepOptions o)
+    /// <summary>Per slot, ∇α(−J_k) clipped to global norm <see cref="InnerStepOptions.Clip"/>, with the diagnostics
+    /// (one host read for all slots).</summary>
+    public static MetaGradient[] Compute(Td3Group group, ObjectiveSpec spec, IReadOnlyList<Tensor> alpha,
+                                         TrajectoryTensors batch, InnerStepOptions o)
     {
         using var scope = torch.NewDisposeScope();
-        var (loss, gain, corr) = MetaLoss(agent, spec, alpha, batch, o);
-        var grads = Gradient(loss, alpha);
-        // clip on the flat vector: one norm and one scale instead of a few ops per tensor
-        var flat = torch.cat(grads.Select(g => g.reshape(-1)).ToArray());
-        var norm = flat.norm();
+        var (loss, gain, corr) = MetaLoss(group, spec, alpha, batch, o);
+        var grads = Gradient(loss.sum(), alpha);
+        long K = batch.K;
+        // clip each slot on its flat vector: one norm and one scale per slot
+        var flat = torch.cat(grads.Select(g => g.reshape(K, -1)).ToArray(), 1);                    // [K, |α|]
+        var norm = flat.norm(1, true, 2);                                                           // [K, 1]
         flat = flat.mul(norm.clamp_min(o.Clip).reciprocal().mul(o.Clip));
-        var stats = torch.stack([loss.detach(), gain, corr, norm]).to(ScalarType.Float64, torch.CPU).data<double>().ToArray();
-        var gradient = flat.to(ScalarType.Float32, torch.CPU).data<float>().ToArray();
-        return new MetaGradient(gradient, stats[0], stats[1], stats[2], stats[3]);
+        var stats = torch.stack([loss.detach(), gain, corr, norm.squeeze(1)]).to(ScalarType.Float64, torch.CPU).data<double>().ToArray();
+        var all = flat.to(ScalarType.Float32, torch.CPU).data<float>().ToArray();
+        long n = flat.shape[1];
+        var res = new MetaGradient[K];
+        for (int k = 0; k < K; k++)
+            res[k] = new MetaGradient(all.AsSpan((int)(k * n), (int)n).ToArray(), stats[k], stats[K + k], stats[2 * K + k], stats[3 * K + k]);
+        return res;
     }
 
     /// <summary>∂loss/∂α with unused parameters (e.g. the head's output bias, whose φ-gradient is 0) as zeros.</summary>
@@ -142,23 +154,18 @@ public static class FuturePolicyValue
 
     // ── HELPERS ──
 
-    /// <summary>Windows [start, start+count) of a batch (views).</summary>
-    public static TrajectoryTensors Slice(TrajectoryTensors b, long start, long count) => new(
-        b.Obs.narrow(0, start, count), b.Act.narrow(0, start, count), b.Rew.narrow(0, start, count),
-        b.NextObs.narrow(0, start, count), b.Done.narrow(0, start, count), b.Terminated.narrow(0, start, count),
-        b.Truncated.narrow(0, start, count), b.Mask.narrow(0, start, count));
-
-    /// <summary>Pearson correlation of x and y over the entries where mask is 1 (0-d; 0 when either is constant).</summary>
+    /// <summary>Per slot, the Pearson correlation of x and y over the entries where mask is 1 ([K, N] each → [K];
+    /// 0 where either is constant).</summary>
     public static Tensor Correlation(Tensor x, Tensor y, Tensor mask)
     {
         using var _ = no_grad();
-        var n = mask.sum().clamp_min(1);
-        var mx = x.mul(mask).sum().div(n);
-        var my = y.mul(mask).sum().div(n);
+        var n = mask.sum(1, true).clamp_min(1);
+        var mx = x.mul(mask).sum(1, true).div(n);
+        var my = y.mul(mask).sum(1, true).div(n);
         var dx = x.sub(mx).mul(mask);
         var dy = y.sub(my).mul(mask);
-        var cov = dx.mul(dy).sum();
-        var den = dx.square().sum().mul(dy.square().sum()).sqrt();
+        var cov = dx.mul(dy).sum(1);
+        var den = dx.square().sum(1).mul(dy.square().sum(1)).sqrt();
         return torch.where(den.gt(0), cov.div(den.clamp_min(1e-300)), torch.zeros_like(cov));
     }
 }

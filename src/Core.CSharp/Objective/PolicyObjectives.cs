@@ -1,15 +1,16 @@
 using MetaGenRL.Core.Agents;
+using MetaGenRL.Core.Torch;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MetaGenRL.Core.Objective;
 
-/// <summary>A policy objective that also reports the DDPG loss −mean Q1(s, π(s)) of the batch it last saw
+/// <summary>A policy objective that also reports the DDPG loss −mean Q1(s, π(s)) per slot [K] of the batch it last saw
 /// (the official <c>policy_loss</c> diagnostic), as a detached 0-d tensor owned by the objective: it outlives the
 /// policy step's dispose scope and stays valid until the next <see cref="IPolicyObjective.Loss"/> call.</summary>
 public interface IDiagnosedObjective : IPolicyObjective
 {
-    /// <summary>−masked mean of Q1(s, π(s)) over the last <see cref="IPolicyObjective.Loss"/> batch; null before.</summary>
+    /// <summary>[K] −masked mean of Q1(s, π(s)) over the last <see cref="IPolicyObjective.Loss"/> batch; null before.</summary>
     Tensor? LastValueLoss { get; }
 }
 
@@ -24,47 +25,47 @@ static class Diagnostic
     }
 }
 
-/// <summary>Builds the inputs every objective sees from a trajectory batch: V_t = Q1(s_t, π_φ(s_t)) from the main
-/// Q1 and V_T = Q1(s'_{T−1}, π_φ(s'_{T−1})) (the next state after the last window step, even when it is padding).</summary>
+/// <summary>Builds the inputs every objective sees from a group's trajectory batch: V_t = Q1(s_t, π_φ(s_t)) from the
+/// main Q1 and V_T = Q1(s'_{T−1}, π_φ(s'_{T−1})) (the next state after the last window step, even when it is padding).</summary>
 public static class ObjectiveBatch
 {
-    /// <param name="agent">networks (main Q1 is used)</param>
-    /// <param name="phi">policy parameters whose values V are (V_t from <paramref name="valueAct"/> when given, else from
-    /// <paramref name="policyAct"/>; V_T from π_phi)</param>
-    /// <param name="bt">windows [B, T, …]</param>
-    /// <param name="policyAct">[B·T, act] π_φ(s), differentiable in φ</param>
+    /// <param name="group">networks (main Q1 is used)</param>
+    /// <param name="phi">stacked policy parameters whose values V are (V_t from <paramref name="valueAct"/> when given,
+    /// else from <paramref name="policyAct"/>; V_T from π_phi)</param>
+    /// <param name="bt">windows [K, B, T, …]</param>
+    /// <param name="policyAct">[K, B·T, act] π_φ(s), differentiable in φ</param>
     /// <param name="qWithGrad">also return Q1(s, π(s)) with its gradient (annealing, q-input)</param>
-    /// <param name="valueAct">[B·T, act] π_phi(s) when <paramref name="policyAct"/> comes from another (updated) policy</param>
-    /// <returns>the L_α inputs (Values [B, T+1] detached) and Q1(s, π(s)) [B·T] (with gradient when asked, else detached)</returns>
-    public static (ObjectiveInputs Inputs, Tensor Q) Build(Td3Agent agent, IReadOnlyList<Tensor> phi, TrajectoryTensors bt,
+    /// <param name="valueAct">[K, B·T, act] π_phi(s) when <paramref name="policyAct"/> comes from another (updated) policy</param>
+    /// <returns>the L_α inputs (Values [K, B, T+1] detached) and Q1(s, π(s)) [K, B·T] (with gradient when asked, else detached)</returns>
+    public static (ObjectiveInputs Inputs, Tensor Q) Build(Td3Group group, IReadOnlyList<Tensor> phi, TrajectoryTensors bt,
                                                            Tensor policyAct, bool qWithGrad, bool qInput = false,
                                                            Tensor? valueAct = null)
     {
-        long B = bt.B, T = bt.T, A = agent.ActSize;
-        if (policyAct.shape.Length != 2 || policyAct.shape[0] != B * T || policyAct.shape[1] != A)
-            throw new ArgumentException($"objective batch: policy actions [{string.Join(", ", policyAct.shape)}], expected [{B * T}, {A}]");
-        var s = bt.Obs.reshape(B * T, agent.ObsSize);
+        long K = bt.K, B = bt.B, T = bt.T, A = group.ActSize;
+        if (policyAct.shape.Length != 3 || policyAct.shape[0] != K || policyAct.shape[1] != B * T || policyAct.shape[2] != A)
+            throw new ArgumentException($"objective batch: policy actions [{string.Join(", ", policyAct.shape)}], expected [{K}, {B * T}, {A}]");
+        var s = bt.Obs.reshape(K, B * T, group.ObsSize);
         Tensor q, v, vT;
-        if (qWithGrad) { q = agent.Q(agent.Q1, s, policyAct); v = q.detach(); }
-        else using (no_grad()) { q = v = agent.Q(agent.Q1, s, policyAct.detach()); }
-        if (valueAct is not null) using (no_grad()) v = agent.Q(agent.Q1, s, valueAct.detach());
+        if (qWithGrad) { q = group.Q(group.Q1, s, policyAct); v = q.detach(); }
+        else using (no_grad()) { q = v = group.Q(group.Q1, s, policyAct.detach()); }
+        if (valueAct is not null) using (no_grad()) v = group.Q(group.Q1, s, valueAct.detach());
         using (no_grad())
         {
-            var sLast = bt.NextObs.select(1, T - 1);                                  // [B, obs]
-            vT = agent.Q(agent.Q1, sLast, agent.Pi(phi, sLast));                       // [B]
+            var sLast = bt.NextObs.select(2, T - 1);                                  // [K, B, obs]
+            vT = group.Q(group.Q1, sLast, group.Pi(phi, sLast));                       // [K, B]
         }
-        var values = torch.cat([v.reshape(B, T), vT.unsqueeze(1)], 1);                // [B, T+1]
-        var inputs = new ObjectiveInputs(bt.Act, policyAct.reshape(B, T, A), bt.Rew, bt.Done, bt.Mask, values,
-                                         qInput ? q.reshape(B, T) : null);
+        var values = torch.cat([v.reshape(K, B, T), vT.unsqueeze(2)], 2);             // [K, B, T+1]
+        var inputs = new ObjectiveInputs(bt.Act, policyAct.reshape(K, B, T, A), bt.Rew, bt.Done, bt.Mask, values,
+                                         qInput ? q.reshape(K, B, T) : null);
         return (inputs, q);
     }
 }
 
 /// <summary>
-/// The policy loss through the learned objective (metagenrl.md §2.6): masked mean (÷ B·T) of
-/// L̃ = p·L_α − (1−p)·Q1(s, π(s)), p = min(1, t_env / anneal_steps) (anneal_steps 0 ⇒ p = 1). Q1 in the anneal term
+/// The policy loss through the learned objective, per slot: masked mean (÷ B·T) of L̃ = p·L_α − (1−p)·Q1(s, π(s)),
+/// p = min(1, t_env / anneal_steps) from the slot's own env steps (anneal_steps 0 ⇒ p = 1). Q1 in the anneal term
 /// keeps its gradient; V inside L_α is stop-gradient, so with p = 1 the policy enters only through the action pairs.
-/// α is read, never updated here.
+/// α (stacked [K, …], one copy per slot) is read, never updated here.
 /// </summary>
 public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, long annealSteps, bool paperQuirks)
     : IDiagnosedObjective
@@ -81,18 +82,24 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
     public static double AnnealFraction(long envStep, long annealSteps) =>
         annealSteps <= 0 ? 1.0 : Math.Min(1.0, (double)envStep / annealSteps);
 
-    /// <summary>L̃ = p·L − (1−p)·Q (element-wise; L is returned unchanged when p = 1).</summary>
-    public static Tensor Anneal(Tensor loss, Tensor q, double p) => p >= 1.0 ? loss : loss.mul(p).sub(q.mul(1.0 - p));
+    /// <summary>L̃ = p·L − (1−p)·Q element-wise with a per-slot p [K] (L is returned unchanged when every p is 1).
+    /// L, Q: [K, N].</summary>
+    public static Tensor Anneal(Tensor loss, Tensor q, double[] p)
+    {
+        if (p.All(x => x >= 1.0)) return loss;
+        var pk = SlotScalars.Of(p, 2, loss.dtype, loss.device);
+        return loss.mul(pk).sub(q.mul(pk.neg().add(1.0)));
+    }
 
     public Tensor Loss(PolicyLossContext ctx)
     {
-        var agent = ctx.Agent;
-        double p = AnnealFraction(ctx.EnvStep, AnnealSteps);
-        var (x, q) = ObjectiveBatch.Build(agent, agent.Policy, ctx.Batch, ctx.PolicyAction, qWithGrad: p < 1.0 || Spec.UseQ, Spec.UseQ);
-        var mask = ctx.Batch.Mask.reshape(-1);
-        Diagnostic.Keep(ref _lastValueLoss, Td3Agent.MaskedMean(q.detach(), mask).neg());
-        var l = ObjectiveNetwork.Forward(Spec, Alpha, x, PaperQuirks).reshape(-1);    // [B·T]
-        return Td3Agent.MaskedMean(Anneal(l, q, p), mask);
+        var group = ctx.Group;
+        var p = ctx.EnvSteps.Select(s => AnnealFraction(s, AnnealSteps)).ToArray();
+        var (x, q) = ObjectiveBatch.Build(group, group.Policy, ctx.Batch, ctx.PolicyAction, qWithGrad: p.Any(v => v < 1.0) || Spec.UseQ, Spec.UseQ);
+        var mask = ctx.Batch.Mask.flatten(1);
+        Diagnostic.Keep(ref _lastValueLoss, Td3Group.MaskedMean(q.detach(), mask).neg());
+        var l = ObjectiveNetwork.Forward(Spec, Alpha, x, PaperQuirks).flatten(1);    // [K, B·T]
+        return Td3Group.MaskedMean(Anneal(l, q, p), mask);
     }
 }
 
@@ -110,16 +117,16 @@ public sealed class ReinforceObjective(double gamma, double lambda, bool plusD) 
     /// GAE inside each window: δ_t = r_t + γ(1−d_t)V_{t+1} (+ d_t with <paramref name="plusD"/>, the official quirk) − V_t,
     /// Â_t = Σ_{l ≥ t} (γλ)^{l−t} δ_l. Like the official discounted cumsum, the sum does not stop at terminals or padding.
     /// </summary>
-    /// <param name="rew">[B, T]</param><param name="done">[B, T]</param><param name="values">[B, T+1]</param>
-    /// <returns>[B, T], no gradient</returns>
+    /// <param name="rew">[…, T]</param><param name="done">[…, T]</param><param name="values">[…, T+1]</param>
+    /// <returns>[…, T], no gradient</returns>
     public static Tensor Gae(Tensor rew, Tensor done, Tensor values, double gamma, double lambda, bool plusD)
     {
-        long B = rew.shape[0], T = rew.shape[1];
-        if (done.shape.Length != 2 || !done.shape.SequenceEqual(rew.shape) || !values.shape.SequenceEqual(new[] { B, T + 1 }))
-            throw new ArgumentException("GAE: expected rew, done [B, T] and values [B, T+1]");
+        long T = rew.shape[^1];
+        if (!done.shape.SequenceEqual(rew.shape) || !values.shape.SequenceEqual(rew.shape[..^1].Append(T + 1)))
+            throw new ArgumentException("GAE: expected rew, done [..., T] and values [..., T+1]");
         using var _ = no_grad();
         var v = values.detach();
-        var delta = rew.add(done.neg().add(1.0).mul(v.narrow(1, 1, T)).mul(gamma)).sub(v.narrow(1, 0, T));
+        var delta = rew.add(done.neg().add(1.0).mul(v.narrow(-1, 1, T)).mul(gamma)).sub(v.narrow(-1, 0, T));
         if (plusD) delta = delta.add(done);
         // Â = δ · M with M[l, t] = (γλ)^{l−t} for l ≥ t: one matmul instead of a T-step loop
         var idx = torch.arange(T, ScalarType.Float64);
@@ -130,13 +137,13 @@ public sealed class ReinforceObjective(double gamma, double lambda, bool plusD) 
 
     public Tensor Loss(PolicyLossContext ctx)
     {
-        var agent = ctx.Agent;
-        var (x, q) = ObjectiveBatch.Build(agent, agent.Policy, ctx.Batch, ctx.PolicyAction, qWithGrad: false);
-        var mask = ctx.Batch.Mask.reshape(-1);
-        Diagnostic.Keep(ref _lastValueLoss, Td3Agent.MaskedMean(q, mask).neg());
-        var adv = Gae(x.Rew, x.Done, x.Values, gamma, lambda, plusD);                 // [B, T]
-        var l = x.Act.sub(x.PolicyAct).square().mean([-1]).mul(adv);                 // [B, T]
-        return Td3Agent.MaskedMean(l.reshape(-1), mask);
+        var group = ctx.Group;
+        var (x, q) = ObjectiveBatch.Build(group, group.Policy, ctx.Batch, ctx.PolicyAction, qWithGrad: false);
+        var mask = ctx.Batch.Mask.flatten(1);
+        Diagnostic.Keep(ref _lastValueLoss, Td3Group.MaskedMean(q, mask).neg());
+        var adv = Gae(x.Rew, x.Done, x.Values, gamma, lambda, plusD);                 // [K, B, T]
+        var l = x.Act.sub(x.PolicyAct).square().mean([-1]).mul(adv);                 // [K, B, T]
+        return Td3Group.MaskedMean(l.flatten(1), mask);
     }
 }
 

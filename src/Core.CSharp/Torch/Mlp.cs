@@ -138,12 +138,13 @@ public static class Mlp
         return spec.Output == MlpOutput.TanhScaled ? h.tanh().mul(spec.OutputScale) : h;
     }
 
-    /// <summary>Stacked dense layer: x [K, N, in], w [K, out, in], b [K, out] → [K, N, out] (one batched matmul).</summary>
-    public static Tensor Linear(Tensor x, Tensor w, Tensor b) => torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2));
+    /// <summary>Stacked dense layer: x [K, N, in], w [K, out, in], b [K, out] → [K, N, out] (one batched matmul).
+    /// (TorchSharp 0.107's baddbmm passes its operands in another order than PyTorch's, so bmm + add.)</summary>
+    public static Tensor Linear(Tensor x, Tensor w, Tensor b) => torch.bmm(x, w.transpose(1, 2)).add(b.unsqueeze(1));
 
     /// <summary>Stacked LayerNorm over the last dim with per-slot gain and shift: x [K, N, U], gain/shift [K, U].</summary>
     public static Tensor LayerNorm(Tensor x, Tensor gain, Tensor shift, double eps) =>
-        torch.addcmul(shift.unsqueeze(1), F.layer_norm(x, [x.shape[^1]], null, null, eps), gain.unsqueeze(1));
+        torch.addcmul(shift.unsqueeze(1), F.layer_norm(x, [x.shape[^1]], null, null, eps), gain.unsqueeze(1), 1.0);
 
     /// <summary>Detached copies (requires_grad) of <paramref name="src"/>, e.g. for target networks.</summary>
     public static List<Tensor> Clone(IReadOnlyList<Tensor> src)
