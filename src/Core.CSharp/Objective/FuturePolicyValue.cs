@@ -29,7 +29,7 @@ public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, dou
 public sealed record MetaGradient(float[] Gradient, double ObjectiveLoss, double PolicyValueGain, double CriticCorrelation, double GradientNorm);
 
 /// <summary>
-/// The second-order meta-gradient of MetaGenRL (official <c>Objective.future_policy_value</c>, metagenrl.md §2.7).
+/// The second-order meta-gradient of MetaGenRL (official <c>Objective.future_policy_value</c>).
 /// On a batch of (K+1)·B windows: K inner steps φ_{k+1} = φ_k − η·∇φ Σ_{slice k} m·L_α (each on its own slice of B
 /// windows, graph kept), then J = masked mean over ALL windows of Q1(s, π_{φ_K}(s)) with the current main Q1, and
 /// the gradient of −J with respect to α only (path α → L_α → g → φ' → π → Q1). Neither φ nor θ changes here.

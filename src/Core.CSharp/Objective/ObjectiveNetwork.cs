@@ -9,7 +9,7 @@ namespace MetaGenRL.Core.Objective;
 /// Each variant is a small diff of <see cref="Full"/>: an input dropped or added, or the core swapped.</summary>
 public enum ObjectiveVariant
 {
-    /// <summary>The official L_α (metagenrl.md §2.5).</summary>
+    /// <summary>The official L_α (<c>Objective._create_objective</c>, type learned-reinforce).</summary>
     Full,
     /// <summary>Without V̂_t and V̂_{t+1}(1−d): L_α sees rewards and time only.</summary>
     NoValue,
@@ -111,7 +111,7 @@ public sealed record ObjectiveSpec(
 public sealed record ObjectiveInputs(Tensor Act, Tensor PolicyAct, Tensor Rew, Tensor Done, Tensor Mask, Tensor Values, Tensor? Q = null);
 
 /// <summary>
-/// The learned objective L_α (metagenrl.md §2.5), written functionally: α is an explicit parameter list, so
+/// The learned objective L_α (official <c>Objective._create_objective</c>), written functionally: α is an explicit parameter list, so
 /// L_α is differentiable twice (∂²/∂α∂φ for the meta-gradient). Per step: action features mean_k g_act(a_k, π_k);
 /// reward/value/time features g_rv(r̂, t/T, V̂_{t+1}(1−d), V̂_t); an LSTM over reversed time (hand-written TF
 /// LSTMCell); an output head; and the tanh error bound. Returns per-step losses [B, T].

@@ -61,7 +61,7 @@ public static class ObjectiveBatch
 }
 
 /// <summary>
-/// The policy loss through the learned objective (metagenrl.md §2.6): masked mean (÷ B·T) of
+/// The policy loss through the learned objective (the official inner policy update): masked mean (÷ B·T) of
 /// L̃ = p·L_α − (1−p)·Q1(s, π(s)), p = min(1, t_env / anneal_steps) (anneal_steps 0 ⇒ p = 1). Q1 in the anneal term
 /// keeps its gradient; V inside L_α is stop-gradient, so with p = 1 the policy enters only through the action pairs.
 /// α is read, never updated here.
@@ -97,7 +97,7 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
 }
 
 /// <summary>
-/// The fixed off-policy REINFORCE-with-GAE objective (official <c>reinforce</c>, metagenrl.md §3.2):
+/// The fixed off-policy REINFORCE-with-GAE objective (the official <c>reinforce</c> config):
 /// L_t = mean_k (a_{t,k} − π(s_t)_k)² · Â_t · c with c = 1, Â = GAE(γ, λ = gae_factor) inside the window on
 /// V = Q1(s, π(s)); no gradient through Â. Policy loss = masked mean over B·T.
 /// </summary>
