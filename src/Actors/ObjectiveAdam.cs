@@ -2,7 +2,7 @@ namespace MetaGenRL.Actors;
 
 /// <summary>
 /// The ObjectiveServer's arithmetic in plain C#: the mean of the per-agent (already clipped) gradients, then one
-/// TensorFlow-style Adam step on α (metagenrl.md §2.1, §2.7 point 4, §9 items 9 and 12):
+/// TensorFlow-style Adam step on α (as the official objective server: per-agent clipping, TF's Adam defaults):
 /// m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  lr_t = lr·√(1−β2^t)/(1−β1^t);  α ← α − lr_t·m/(√v + ε).
 /// α, m and v are float32 like the TF variables; the step size and the mean are computed in double.
 /// </summary>

@@ -7,7 +7,7 @@ namespace MetaGenRL.Actors;
 /// <summary>
 /// Parent and supervisor of the agents and the <see cref="ObjectiveServer"/>; runs the schedule.
 ///
-/// Sync (metagenrl.md §2.1, in lock step): a round is a collect by every agent (whole episodes until ≥ target
+/// Sync (the official Algorithm 1, in lock step): a round is a collect by every agent (whole episodes until ≥ target
 /// steps; target starts at 1, then the max over agents of each agent's shortest episode of the previous round;
 /// the global step advances by max_interaction_length L), then for j = 0 … L−1 every agent does Update(j) and, when
 /// j % obj_func_update_delay == 0 and agent_count > 1, loads the α it was sent (the server's latest) and computes ∇α;

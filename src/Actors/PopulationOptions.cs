@@ -9,7 +9,7 @@ public enum ScheduleMode
     Async,
 }
 
-/// <summary>Settings of one population run; defaults are the official code's (metagenrl.md §3.1).</summary>
+/// <summary>Settings of one population run; defaults are the official code's <c>base()</c> config.</summary>
 public sealed record PopulationOptions
 {
     /// <summary>agent_count: population size.</summary>

@@ -72,7 +72,7 @@ let tests =
                 Expect.equal returns.Length 2 "two 200-step Pendulum episodes in 450 steps"
                 Expect.isTrue (rows |> List.exists (fun r -> r.metric = "critic_loss")) "losses logged"
                 Expect.isTrue (rows |> List.forall (fun r -> r.seed = 3 && r.env = "Pendulum-v1" && r.phase = "train")) "row keys"
-                Expect.isTrue (MetaGenRL.Pipeline.Runs.isComplete dir) "run.json complete"
+                Expect.isTrue (MetaGenRL.Pipeline.Results.isComplete dir) "run.json complete"
                 let cfg = Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "run.json"))).RootElement.GetProperty("config")
                 Expect.equal (cfg.GetProperty("policy_units").GetInt32()) 16 "scale preset recorded in the resolved config"
                 Expect.equal (cfg.GetProperty("recurrent_time_steps").GetInt32()) 10 "scale preset"

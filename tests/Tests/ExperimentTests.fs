@@ -14,7 +14,7 @@ let private expectUsage (what: string) (text: string) (f: unit -> unit) =
     try
         f ()
         failtestf "%s: expected a usage error containing '%s', nothing was thrown" what text
-    with Runs.UsageError msg ->
+    with Errors.UsageError msg ->
         if not (msg.Contains text) then failtestf "%s: expected a usage error containing '%s', got '%s'" what text msg
 
 let private grid =
@@ -52,7 +52,7 @@ let fsiScript (script: string) (args: string list) =
     if not (p.WaitForExit 600_000) then (p.Kill true; failtestf "%s timed out" script)
     p.ExitCode, out.Result + err.Result
 
-let private statusOf (dir: string) = (Runs.readRunJson dir).Value["status"].GetValue<string>()
+let private statusOf (dir: string) = (Results.readRunJson dir).Value["status"].GetValue<string>()
 
 [<Tests>]
 let dslTests =
@@ -188,13 +188,13 @@ let runTests =
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "exit code"
                 let trials = expand (atScale e)
                 Expect.equal trials.Length 5 "1 meta-train, 2 meta-test, 2 baselines"
-                for t in trials do Expect.equal (statusOf (Runner.trialDir out t)) "complete" t.Id
+                for t in trials do Expect.equal (statusOf (ExperimentRunner.trialDir out t)) "complete" t.Id
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
                 Expect.equal (exp["status"].GetValue<string>()) "complete" "experiment status"
                 Expect.isNotNull (exp["git_commit"]) "commit"
                 Expect.isNotNull (exp["versions"]["TorchSharp"]) "versions"
                 Expect.isNotNull (exp["finished"]) "end time"
-                let merged = Runner.mergedPath out
+                let merged = ExperimentRunner.mergedPath out
                 let schema = duck (sprintf "DESCRIBE SELECT * FROM read_parquet('%s')" merged) |> List.map (fun r -> r.[0], r.[1])
                 Expect.equal schema
                     [ "run_id", "VARCHAR"; "experiment", "VARCHAR"; "variant", "VARCHAR"; "phase", "VARCHAR"
@@ -221,14 +221,14 @@ let runTests =
                 let cfg = JsonNode.Parse(trialKv.Head.Head)
                 Expect.equal (cfg["env_name"].ToJsonString()) """["InvertedPendulum-v2"]""" "resolved config in the trial file"
                 // a second run finds everything done
-                let stamps () = trials |> List.map (fun t -> File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out t, "metrics.parquet")))
+                let stamps () = trials |> List.map (fun t -> File.GetLastWriteTimeUtc(Path.Combine(ExperimentRunner.trialDir out t, "metrics.parquet")))
                 let before = stamps ()
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "re-run"
                 Expect.equal (stamps ()) before "no trial re-ran"
                 // the same folder with a changed declaration is refused, and nothing changes
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--meta-test-steps"; "300" |]) 2 "changed budget"
                 expectUsage "changed budget" "was run with timesteps_total=200, this declaration gives 300" (fun () ->
-                    Runner.checkExisting (expand (atScale { e with MetaTestSteps = Some 300L })) out)
+                    ExperimentRunner.checkExisting (expand (atScale { e with MetaTestSteps = Some 300L })) out)
                 Expect.equal (stamps ()) before "nothing touched"
             finally Directory.Delete(out, true)
         }
@@ -244,7 +244,7 @@ let runTests =
                 Expect.equal tests.Length 2 "one objective × one env × two seeds"
                 Expect.isTrue (tests |> List.forall (fun t -> t.ObjectiveDir.IsSome && t.Seen = Some false && t.TrainEnvs = Some [ "Pendulum-v1"; "Pendulum-v1" ])) "from the run.json"
                 Expect.equal (Script.main test [| "x.fsx"; "--out"; Path.Combine(root, "test"); "--no-report" |]) 0 "meta-test"
-                let rows = duck (sprintf "SELECT DISTINCT variant, train_envs, meta_seed, seen FROM read_parquet('%s') WHERE phase = 'meta-test'" (Runner.mergedPath (Path.Combine(root, "test"))))
+                let rows = duck (sprintf "SELECT DISTINCT variant, train_envs, meta_seed, seen FROM read_parquet('%s') WHERE phase = 'meta-test'" (ExperimentRunner.mergedPath (Path.Combine(root, "test"))))
                 Expect.equal rows [ [ "full"; "Pendulum-v1+Pendulum-v1"; "0"; "False" ] ] "objective columns"
                 expectUsage "an empty search folder" "no complete meta-train run under" (fun () ->
                     let empty = Path.Combine(root, "empty")
@@ -259,7 +259,7 @@ let runTests =
                 let e = { micro "twice" with MetaTest = [ "Pendulum-v1"; "InvertedPendulum-v2" ]; Baselines = [ "td3"; "random-objective" ] }
                 let values (out: string) =
                     Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--cores"; "2" |]) 0 out
-                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') WHERE metric <> 'sps' ORDER BY ALL" (Runner.mergedPath out))
+                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') WHERE metric <> 'sps' ORDER BY ALL" (ExperimentRunner.mergedPath out))
                 let a = values (Path.Combine(root, "a"))
                 let b = values (Path.Combine(root, "b"))
                 Expect.isGreaterThan a.Length 50 "rows"
@@ -276,17 +276,17 @@ let runTests =
                 let mt = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
                 let test = trials |> List.find (fun t -> t.Phase = MetaTestPhase)
                 // The meta-test must run again, but its objective's checkpoints are gone.
-                Directory.Delete(Path.Combine(Runner.trialDir out mt, "checkpoints"), true)
-                Directory.Delete(Runner.trialDir out test, true)
-                File.Delete(Runner.mergedPath out)
+                Directory.Delete(Path.Combine(ExperimentRunner.trialDir out mt, "checkpoints"), true)
+                Directory.Delete(ExperimentRunner.trialDir out test, true)
+                File.Delete(ExperimentRunner.mergedPath out)
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 1 "a trial failed"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
                 Expect.equal (exp["status"].GetValue<string>()) "failed" "experiment status"
                 let entry = exp["trials"].AsArray() |> Seq.find (fun n -> n["trial_id"].GetValue<string>() = test.Id)
                 Expect.equal (entry["status"].GetValue<string>()) "failed" "trial status"
                 Expect.stringContains (entry["error"].GetValue<string>()) "no complete checkpoint" "the error says why"
-                Expect.equal (statusOf (Runner.trialDir out test)) "failed" "the trial's run.json"
-                Expect.isFalse (File.Exists(Runner.mergedPath out)) "no merged file"
+                Expect.equal (statusOf (ExperimentRunner.trialDir out test)) "failed" "the trial's run.json"
+                Expect.isFalse (File.Exists(ExperimentRunner.mergedPath out)) "no merged file"
             finally Directory.Delete(out, true)
         }
 
@@ -297,7 +297,7 @@ let runTests =
                 Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report"; "--mode"; "async" |]) 0 "exit code"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
                 Expect.equal (exp["mode"].GetValue<string>()) "Async" "mode recorded"
-                let returns = duck (sprintf "SELECT count(*) FROM read_parquet('%s') WHERE metric = 'episode_return' AND phase = 'meta-train'" (Runner.mergedPath out))
+                let returns = duck (sprintf "SELECT count(*) FROM read_parquet('%s') WHERE metric = 'episode_return' AND phase = 'meta-train'" (ExperimentRunner.mergedPath out))
                 Expect.isGreaterThan (int returns.Head.Head) 1 "meta-train episodes"
             finally Directory.Delete(out, true)
         }
@@ -307,29 +307,29 @@ let runTests =
             try
                 let e = atScale (micro "resume")
                 let trials = expand e
-                let opts : Runner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                let opts : ExperimentRunner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
                 // Stop as soon as the meta-train trial completes: its tests are then pending or just started.
                 use cts = new Threading.CancellationTokenSource()
-                let watch (runs: Runner.TrialRun list) (work: Threading.Tasks.Task) =
+                let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
                     while not work.IsCompleted do
                         if runs |> List.exists (fun r -> r.Trial.Phase = MetaTrainPhase && r.Status.Finished) then cts.Cancel()
                         work.Wait 20 |> ignore
-                let runs, status = Runner.run e trials opts cts.Token watch
+                let runs, status = ExperimentRunner.run e trials opts cts.Token watch
                 Expect.equal status "interrupted" "first run"
-                Expect.isFalse (File.Exists(Runner.mergedPath out)) "no merged file for an unfinished experiment"
+                Expect.isFalse (File.Exists(ExperimentRunner.mergedPath out)) "no merged file for an unfinished experiment"
                 let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
                 Expect.equal (exp["status"].GetValue<string>()) "interrupted" "experiment.json says so"
                 let mt = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
                 let unfinished = runs |> List.filter (fun r -> not r.Status.Finished) |> List.map (fun r -> r.Trial.Id)
                 Expect.isNonEmpty unfinished "something was left"
-                let mtStamp = File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out mt, "metrics.parquet"))
-                let runs2, status2 = Runner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
+                let mtStamp = File.GetLastWriteTimeUtc(Path.Combine(ExperimentRunner.trialDir out mt, "metrics.parquet"))
+                let runs2, status2 = ExperimentRunner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status2 "complete" "second run"
                 for r in runs2 do
-                    let expected = if List.contains r.Trial.Id unfinished then Runner.Complete else Runner.Done
+                    let expected = if List.contains r.Trial.Id unfinished then ExperimentRunner.Complete else ExperimentRunner.Done
                     Expect.equal r.Status expected r.Trial.Id
-                Expect.equal (File.GetLastWriteTimeUtc(Path.Combine(Runner.trialDir out mt, "metrics.parquet"))) mtStamp "meta-train not re-run"
-                Expect.isTrue (File.Exists(Runner.mergedPath out)) "merged file"
+                Expect.equal (File.GetLastWriteTimeUtc(Path.Combine(ExperimentRunner.trialDir out mt, "metrics.parquet"))) mtStamp "meta-train not re-run"
+                Expect.isTrue (File.Exists(ExperimentRunner.mergedPath out)) "merged file"
             finally Directory.Delete(out, true)
         }
 
@@ -339,20 +339,20 @@ let runTests =
                 let e = atScale { micro "ckpt" with Baselines = []; MetaTest = []; MetaTrainSteps = Some 1200L; Set = [ "checkpoint_every", "200" ] }
                 let trials = expand e
                 Expect.equal trials.Length 1 "one meta-train trial"
-                let opts : Runner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                let opts : ExperimentRunner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
                 use cts = new Threading.CancellationTokenSource()
-                let dir = Runner.trialDir out trials.Head
-                let watch (_: Runner.TrialRun list) (work: Threading.Tasks.Task) =
+                let dir = ExperimentRunner.trialDir out trials.Head
+                let watch (_: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
                     while not work.IsCompleted do
                         if Directory.Exists(Path.Combine(dir, "checkpoints", "ckpt-000001")) then cts.Cancel()
                         work.Wait 10 |> ignore
-                let _, status = Runner.run e trials opts cts.Token watch
+                let _, status = ExperimentRunner.run e trials opts cts.Token watch
                 Expect.equal status "interrupted" "stopped after a checkpoint"
                 Expect.equal (statusOf dir) "interrupted" "trial run.json"
-                let _, status2 = Runner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
+                let _, status2 = ExperimentRunner.run e trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status2 "complete" "resumed"
                 let rows = Results.readParquet (Path.Combine(dir, "metrics.parquet"))
-                let markers = rows |> List.filter (fun r -> r.metric = MetaRuns.CheckpointMarker) |> List.map (fun r -> int r.value)
+                let markers = rows |> List.filter (fun r -> r.metric = PopulationRun.CheckpointMarker) |> List.map (fun r -> int r.value)
                 Expect.equal markers (List.sort markers |> List.distinct) "each checkpoint marker once, in order"
                 Expect.isGreaterThan markers.Length 2 "checkpoints before and after the resume"
             finally Directory.Delete(out, true)
@@ -364,7 +364,7 @@ let runTests =
                 let rc, text = fsiScript "ablation.fsx" [ "--scale"; "micro"; "--out"; out ]
                 Expect.equal rc 0 (sprintf "exit code; output:\n%s" text)
                 Expect.stringContains text "18 trials (4 meta-train, 8 meta-test, 6 baseline)" "the Figure 5 grid"
-                Expect.isTrue (File.Exists(Runner.mergedPath out)) "merged results"
+                Expect.isTrue (File.Exists(ExperimentRunner.mergedPath out)) "merged results"
                 let trials = Directory.GetDirectories(Path.Combine(out, "trials"))
                 Expect.equal trials.Length 18 "a folder per trial"
                 for d in trials do Expect.equal (statusOf d) "complete" d
@@ -411,11 +411,11 @@ let runTests =
                 p.WaitForExit()
                 let trial = Directory.GetDirectories(Path.Combine(b, "trials")).[0]
                 Expect.equal (statusOf trial) "running" "a killed trial is not marked complete"
-                Expect.isFalse (File.Exists(Runner.mergedPath b)) "no merged file"
+                Expect.isFalse (File.Exists(ExperimentRunner.mergedPath b)) "no merged file"
                 let rcB, textB = fsiScript "meta_train.fsx" (args b)
                 Expect.equal rcB 0 textB
                 let rows dir =
-                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') ORDER BY ALL" (Runner.mergedPath dir))
+                    duck (sprintf "SELECT trial_id, agent, env_step, metric, value FROM read_parquet('%s') ORDER BY ALL" (ExperimentRunner.mergedPath dir))
                 let rowsA = rows a
                 Expect.isGreaterThan rowsA.Length 100 "rows"
                 Expect.equal (rows b) rowsA "identical rows"

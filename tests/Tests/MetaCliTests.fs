@@ -48,7 +48,7 @@ let tests =
             try
                 let rc, out, err = cli (metaTrainArgs whole [])
                 Expect.equal rc 0 (sprintf "uninterrupted run; stdout %s stderr %s" out err)
-                Expect.isTrue (Runs.isComplete whole) "complete"
+                Expect.isTrue (Results.isComplete whole) "complete"
                 let rows = Results.readParquet (Path.Combine(whole, "metrics.parquet"))
                 for m in [ "episode_return"; "objective_loss"; "policy_value_gain"; "objective_critic_correlation"; "checkpoint" ] do
                     Expect.isTrue (rows |> List.exists (fun r -> r.metric = m)) (sprintf "rows include %s" m)
@@ -71,7 +71,7 @@ let tests =
                 Expect.isFalse p.HasExited "the run was still going when its first checkpoint appeared"
                 p.Kill()   // SIGKILL
                 p.WaitForExit()
-                Expect.isFalse (Runs.isComplete killed) "a killed run is not complete"
+                Expect.isFalse (Results.isComplete killed) "a killed run is not complete"
                 let rc2, out2, err2 = cli (metaTrainArgs killed [ "--resume" ])
                 Expect.equal rc2 0 (sprintf "resumed run; stdout %s stderr %s" out2 err2)
                 Expect.stringContains out2 "resuming from checkpoint" "it resumed rather than restarted"

@@ -65,7 +65,7 @@ let private syntheticExperiment () =
     root
 
 let private usageMessage (f: unit -> unit) =
-    try f (); failtest "expected a UsageError" with Runs.UsageError msg -> msg
+    try f (); failtest "expected a UsageError" with Errors.UsageError msg -> msg
 
 /// Payloads of a TFRecord file (TensorBoard event file): [u64 length][u32 crc][payload][u32 crc] …
 let private tfRecords (path: string) =

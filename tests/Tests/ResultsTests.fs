@@ -75,7 +75,7 @@ let tests =
                 w.Flush "complete"
                 Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName |> Array.sort) [| "metrics.parquet"; "run.json" |] "only final files"
                 Expect.equal (Results.readParquet w.ParquetPath |> List.length) 4 "rows after rewrite"
-                Expect.isTrue (Runs.isComplete dir) "complete marker"
+                Expect.isTrue (Results.isComplete dir) "complete marker"
             finally Directory.Delete(dir, true)
         }
 
@@ -83,7 +83,7 @@ let tests =
             let dir = tempDir "results"
             try
                 writeSample dir "running" |> ignore
-                Expect.isFalse (Runs.isComplete dir) "running is not complete"
+                Expect.isFalse (Results.isComplete dir) "running is not complete"
             finally Directory.Delete(dir, true)
         }
     ]

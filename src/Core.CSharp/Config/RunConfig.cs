@@ -138,7 +138,7 @@ public sealed record RunConfig
     [ConfigKey("obj_func_update_delay")] public int ObjFuncUpdateDelay { get; init; } = 2;
     /// <summary>Env steps over which the policy loss anneals from −Q1 to L_α.</summary>
     [ConfigKey("obj_func_anneal_steps")] public long ObjFuncAnnealSteps { get; init; } = 10_000;
-    /// <summary>This port's L_α ablations (metagenrl.md §5.4): full, no-value, no-time, no-reward, q-input
+    /// <summary>This port's L_α ablations (the paper's Figure 5; the official code has no switch for them): full, no-value, no-time, no-reward, q-input
     /// (Q1(s, π(s)) with gradient as an input), forward-lstm, no-lstm (per-step MLP in place of the LSTM).</summary>
     [ConfigKey("obj_func_variant")] public string ObjFuncVariant { get; init; } = "full";
 

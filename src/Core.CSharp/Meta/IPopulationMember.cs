@@ -10,7 +10,7 @@ public readonly record struct CollectResult(long Steps, int? ShortestEpisode);
 /// <summary>
 /// One population member's computation (env, replay, policy, critics, its copy of the objective α and its
 /// generators), driven by an actor. Pure computation, no scheduling: the caller decides when each step
-/// happens (official schedule, metagenrl.md §2.1). Every method must be called from one thread.
+/// happens (the official Algorithm 1 schedule). Every method must be called from one thread.
 /// Values cross this boundary as arrays, never tensors.
 /// </summary>
 public interface IPopulationMember : IDisposable

@@ -10,7 +10,7 @@ namespace MetaGenRL.Core.Objective;
 /// Each variant is a small diff of <see cref="Full"/>: an input dropped or added, or the core swapped.</summary>
 public enum ObjectiveVariant
 {
-    /// <summary>The official L_α (metagenrl.md §2.5).</summary>
+    /// <summary>The official L_α (<c>Objective._create_objective</c>, type learned-reinforce).</summary>
     Full,
     /// <summary>Without V̂_t and V̂_{t+1}(1−d): L_α sees rewards and time only.</summary>
     NoValue,

@@ -104,7 +104,7 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
 }
 
 /// <summary>
-/// The fixed off-policy REINFORCE-with-GAE objective (official <c>reinforce</c>, metagenrl.md §3.2):
+/// The fixed off-policy REINFORCE-with-GAE objective (the official <c>reinforce</c> config):
 /// L_t = mean_k (a_{t,k} − π(s_t)_k)² · Â_t · c with c = 1, Â = GAE(γ, λ = gae_factor) inside the window on
 /// V = Q1(s, π(s)); no gradient through Â. Policy loss = masked mean over B·T.
 /// </summary>

@@ -71,7 +71,7 @@ let methodName (variant: string) (trainEnvs: string option) (swept: (string * st
 /// The Parquet files a report reads under `dir`: results.parquet if present, else every metrics.parquet
 /// below it (skipping report/). A missing folder or no file is a usage error naming the folder.
 let findSources (dir: string) =
-    if not (Directory.Exists dir) then Runs.usageError "report '%s': no such folder" dir
+    if not (Directory.Exists dir) then Errors.usageError "report '%s': no such folder" dir
     let merged = Path.Combine(dir, "results.parquet")
     let files =
         if File.Exists merged then [ merged ]
@@ -81,8 +81,8 @@ let findSources (dir: string) =
                 Directory.EnumerateFiles(dir, "metrics.parquet", SearchOption.AllDirectories)
                 |> Seq.filter (fun f -> not (Path.GetFullPath(f).StartsWith reportDir))
                 |> Seq.sort |> List.ofSeq
-            with :? UnauthorizedAccessException | :? IOException as e -> Runs.usageError "report '%s': %s" dir e.Message
-    if files.IsEmpty then Runs.usageError "report '%s': no results.parquet or metrics.parquet found" dir
+            with :? UnauthorizedAccessException | :? IOException as e -> Errors.usageError "report '%s': %s" dir e.Message
+    if files.IsEmpty then Errors.usageError "report '%s': no results.parquet or metrics.parquet found" dir
     files
 
 let private fmtSwept (v: obj) =
@@ -139,8 +139,8 @@ let load (dir: string) : Data =
                     obs.Add { Run = ri; Env = e; Agent = (if Double.IsNaN a then 0 else int a); Step = int64 (step i)
                               Metric = metric i; Value = value i }
         with
-        | Runs.UsageError _ -> reraise ()
-        | e -> Runs.usageError "report: cannot read '%s': %s" path (e.GetBaseException().Message)
+        | Errors.UsageError _ -> reraise ()
+        | e -> Errors.usageError "report: cannot read '%s': %s" path (e.GetBaseException().Message)
     { Runs = runs.ToArray(); Obs = obs.ToArray(); Sources = sources }
 
 // ── FINAL RETURNS ──

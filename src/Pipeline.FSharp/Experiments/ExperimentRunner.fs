@@ -1,7 +1,7 @@
 /// Runs an expanded experiment: its trials on one in-process ActorSystem, as many at once as the cores allow,
 /// each trial a population (one agent for meta-test and baselines) with its own Parquet file and checkpoints.
 /// Completed trials are skipped, interrupted ones resume from their checkpoints, Ctrl-C stops cleanly.
-module MetaGenRL.Pipeline.Runner
+module MetaGenRL.Pipeline.ExperimentRunner
 
 open System
 open System.Collections.Concurrent
@@ -15,8 +15,8 @@ open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Meta
 open MetaGenRL.Core.Training
+open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Experiment
-open MetaGenRL.Pipeline.Runs
 
 /// Where a trial stands.
 type TrialStatus =
@@ -89,11 +89,11 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     let store = CheckpointStore dir
     let resume = Directory.Exists dir
     Directory.CreateDirectory dir |> ignore
-    let resumeFrom, keptRows = if resume then MetaRuns.resumePoint dir store else None, []
+    let resumeFrom, keptRows = if resume then PopulationRun.resumePoint dir store else None, []
     let runId =
-        match readRunJson dir with
+        match Results.readRunJson dir with
         | Some j when resumeFrom.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
-        | _ -> newRunId t.Id t.Seed
+        | _ -> Results.newRunId t.Id t.Seed
     let key : Results.RunKey =
         { RunId = runId; Experiment = e.Name; Variant = t.Variant; Phase = t.Phase.Name
           Env = String.Join(",", t.Envs); Seed = t.Seed }
@@ -102,11 +102,11 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     try
         writer.Flush "running"
         let source = t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
-        let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaRuns.loadObjective dir None in a)
-        let options = MetaRuns.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
+        let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaTestRun.loadObjective dir None in a)
+        let options = PopulationRun.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
         let mode = memberMode t
         let makeMember (i: int) : IPopulationMember =
-            let m = new MetaAgent(cfg, envOf i, i, MetaRuns.memberSeed t.Seed i, e.Device, mode, LossLogEvery = opts.LossLogEvery)
+            let m = new MetaAgent(cfg, envOf i, i, PopulationRun.memberSeed t.Seed i, e.Device, mode, LossLogEvery = opts.LossLogEvery)
             alpha |> Option.iter m.LoadObjective
             m
         let onMetric =
@@ -115,7 +115,7 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
                 if m.Name = "episode_return" then
                     run.LastReturn <- m.Value
                     run.Episodes <- run.Episodes + 1
-                if m.Name = MetaRuns.CheckpointMarker then writer.Flush "running")
+                if m.Name = PopulationRun.CheckpointMarker then writer.Flush "running")
         let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
         use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
         Population.RunAsync(system, options, Func<int, IPopulationMember> makeMember, onMetric, progress, ct).GetAwaiter().GetResult()
@@ -175,7 +175,7 @@ let writeMerged (e: Experiment) (trials: Trial list) (opts: RunOptions) =
 /// skipping or resuming them would mix results. The message names the trial and the first key that differs.
 let checkExisting (trials: Trial list) (out: string) =
     for t in trials do
-        match (try readRunJson (trialDir out t) with _ -> None) with
+        match (try Results.readRunJson (trialDir out t) with _ -> None) with
         | Some j when not (isNull j["config"]) ->
             let stored = j["config"].AsObject()
             let wanted = JsonNode.Parse((trialConfig t).ToJson()).AsObject()
@@ -195,7 +195,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
     let started = DateTimeOffset.Now
     let runs = trials |> List.map TrialRun
     for r in runs do
-        if isComplete (trialDir opts.Out r.Trial) then
+        if Results.isComplete (trialDir opts.Out r.Trial) then
             r.Status <- Done
             r.Steps <- r.Trial.Steps
     writeExperimentJson e trials runs opts "running" started

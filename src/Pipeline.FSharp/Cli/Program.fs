@@ -15,7 +15,7 @@ let main argv =
     | :? ArguParseException as e ->
         eprintfn "%s" e.Message
         2
-    | Runs.UsageError msg ->
+    | Errors.UsageError msg ->
         eprintfn "error: %s" msg
         2
     | :? ArgumentException as e ->

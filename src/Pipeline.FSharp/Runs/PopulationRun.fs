@@ -1,20 +1,20 @@
-/// Population runs: meta-training an objective on Akka.NET actors (with checkpoints and resume), and
-/// meta-testing a frozen objective on any env.
-module MetaGenRL.Pipeline.MetaRuns
+/// `./metagenrl meta-train`: a population of agents meta-training an objective on Akka.NET actors, with
+/// checkpoints and resume. The population settings and the resume point are shared with the experiment runner.
+module MetaGenRL.Pipeline.PopulationRun
 
 open System
 open System.Collections.Generic
 open System.IO
-open System.Text.Json
 open System.Text.Json.Nodes
 open MetaGenRL.Actors
 open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
-open MetaGenRL.Core.Envs
 open MetaGenRL.Core.Meta
 open MetaGenRL.Core.Training
-open MetaGenRL.Pipeline.Runs
+open MetaGenRL.Pipeline.Errors
+open MetaGenRL.Pipeline.Settings
+open MetaGenRL.Pipeline.RunCommand
 
 /// The metric row written just before each checkpoint: its position in the row stream marks which rows the
 /// checkpoint already covers, so a resumed run keeps exactly those and regenerates the rest.
@@ -133,10 +133,10 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     let cfg = metaTrainConfig r
     let out = r.Out |> Option.defaultWith (fun () -> defaultMetaTrainOut r)
     let store = CheckpointStore out
-    let previous = readRunJson out
-    if not r.Resume && not r.Force && (isComplete out || store.Latest().HasValue) then
+    let previous = Results.readRunJson out
+    if not r.Resume && not r.Force && (Results.isComplete out || store.Latest().HasValue) then
         usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
-    if r.Resume && isComplete out && not r.Force then
+    if r.Resume && Results.isComplete out && not r.Force then
         usageError "--out '%s' holds a completed run; nothing to resume" out
     if r.Force && not r.Resume && Directory.Exists out then Directory.Delete(out, true)
     prepareOut out true
@@ -149,7 +149,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     let runId =
         match previous with
         | Some j when r.Resume && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
-        | _ -> newRunId (sprintf "%s-n%d" r.Variant r.Agents) r.Seed
+        | _ -> Results.newRunId (sprintf "%s-n%d" r.Variant r.Agents) r.Seed
     let key : Results.RunKey =
         { RunId = runId; Experiment = r.Experiment; Variant = r.Variant; Phase = "meta-train"
           Env = String.Join(",", r.Envs); Seed = r.Seed }
@@ -167,60 +167,3 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
         (fun res ->
             sprintf "%d rounds, global step %d, %d objective updates, %d checkpoints, %d agent failures"
                 res.Rounds res.GlobalStep res.ObjectiveVersion res.CheckpointsWritten res.Failures)
-
-/// Everything `./metagenrl meta-test` needs.
-type MetaTestRequest =
-    { Objective: string
-      Checkpoint: int option
-      Env: string
-      Steps: int64
-      Seed: int
-      Out: string option
-      Overrides: string list
-      Device: string
-      LossLogEvery: int
-      Experiment: string
-      Force: bool }
-
-/// α and the meta-train config of an objective run folder's checkpoint (latest when `index` is None).
-let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * string =
-    if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
-    let runJson = readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
-    let cfg =
-        try RunConfig.FromJson(runJson["config"].ToJsonString())
-        with e -> usageError "--objective '%s': run.json has no readable config (%s)" dir e.Message
-    let store = CheckpointStore dir
-    let available = store.List()
-    let k =
-        match index with
-        | Some k when Seq.contains k available -> k
-        | Some k -> usageError "--checkpoint %d: not in %s (available: %s)" k store.Root (String.Join(", ", available))
-        | None ->
-            match store.Latest() |> Option.ofNullable with
-            | Some k -> k
-            | None -> usageError "--objective '%s': no complete checkpoint under %s" dir store.Root
-    let parts = (store.Load k).Parts
-    let alpha =
-        match parts.TryGetValue "server" with
-        | true, bytes -> ObjectiveAdam.Import(bytes).Alpha
-        | _ -> usageError "--objective '%s': checkpoint %d holds no objective (part 'server')" dir k
-    let variant = match runJson["variant"] with | null -> "full" | v -> v.GetValue<string>()
-    alpha, cfg, variant
-
-/// Trains a fresh agent on any env with a frozen objective from a meta-train run (no objective updates).
-let metaTest (r: MetaTestRequest) (command: string) : int =
-    validateEnv "--env" r.Env
-    validateRun r.Steps r.LossLogEvery r.Device
-    let alpha, trainedCfg, variant = loadObjective r.Objective r.Checkpoint
-    let cfg = resolveConfigFrom trainedCfg r.Overrides
-    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" variant r.Env r.Seed))
-    prepareOut out r.Force
-    let key : Results.RunKey =
-        { RunId = newRunId (sprintf "meta-test-%s-%s" variant r.Env) r.Seed; Experiment = r.Experiment; Variant = variant
-          Phase = "meta-test"; Env = r.Env; Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
-    writer.Flush "running"
-    let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
-    execute writer (sprintf "meta-test %s seed %d" r.Env r.Seed) r.Steps
-        (fun onMetric progress ct -> ObjectiveTrainer.Train(cfg, "meta-test", alpha, opts, onMetric, progress, ct))
-        describeTrain

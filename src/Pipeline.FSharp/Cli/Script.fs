@@ -8,9 +8,9 @@ open System.IO
 open System.Threading
 open Argu
 open Spectre.Console
+open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Experiment
-open MetaGenRL.Pipeline.Runner
-open MetaGenRL.Pipeline.Runs
+open MetaGenRL.Pipeline.ExperimentRunner
 
 type ScriptArgs =
     | Dry_Run
@@ -34,7 +34,9 @@ type ScriptArgs =
             match a with
             | Dry_Run -> "print the expanded trials (variant × seed × env × phase), agent-steps and a time estimate; write nothing."
             | Out _ -> "experiment folder (default results/<experiment>/<scale>-<hash of the resolved declaration>, so a re-run finds its trials)."
-            | Scale _ -> "micro | tiny | small | paper (default: the script's; micro is a seconds-long pipeline check)."
+            | Scale _ ->
+                sprintf "%s (default: the script's; micro is a seconds-long pipeline check)."
+                    (String.Join(" | ", Scale.all |> List.map Scale.name))
             | Set _ -> "override a config key for every trial, by its official name (repeatable; keys: ./metagenrl config)."
             | Meta_Train_Steps _ -> "per-agent env steps of each meta-train population (default: the scale's)."
             | Meta_Test_Steps _ -> "env steps of each meta-test and baseline run (default: the scale's)."
@@ -52,7 +54,7 @@ type ScriptArgs =
 let applyArgs (e: Experiment) (args: ParseResults<ScriptArgs>) =
     let e = match args.TryGetResult Scale with Some s -> { e with Scale = Scale.parse s } | None -> e
     let e = atScale e
-    let overrides = args.GetResults Set |> List.map parseOverride
+    let overrides = args.GetResults Set |> List.map Settings.parseOverride
     { e with
         Set = e.Set @ overrides
         MetaTrainSteps = args.TryGetResult Meta_Train_Steps |> Option.orElse e.MetaTrainSteps
@@ -208,7 +210,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
             let opts =
                 { Out = out; Cores = cores; TorchThreads = threads; LossLogEvery = lossLogEvery
                   Command = "dotnet fsi " + String.Join(" ", argv) }
-            let alreadyDone = trials |> List.forall (fun t -> isComplete (trialDir out t)) && File.Exists(mergedPath out)
+            let alreadyDone = trials |> List.forall (fun t -> Results.isComplete (trialDir out t)) && File.Exists(mergedPath out)
             if alreadyDone then
                 printfn "%s: all %d trials are complete; re-reporting." out trials.Length
                 if not (args.Contains No_Report) then report out (args.Contains Tensorboard)
@@ -219,7 +221,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
                 let onCancel = ConsoleCancelEventHandler(fun _ ev -> ev.Cancel <- true; cts.Cancel())
                 Console.CancelKeyPress.AddHandler onCancel
                 let runs, status =
-                    try Runner.run e trials opts cts.Token (watch e)
+                    try ExperimentRunner.run e trials opts cts.Token (watch e)
                     finally Console.CancelKeyPress.RemoveHandler onCancel
                 printStatus runs
                 printfn "experiment %s: %s; results in %s" e.Name status out

@@ -7,7 +7,8 @@ open MetaGenRL.Core.Config
 open MetaGenRL.Core.Envs
 
 let private scaleUsage =
-    "network, batch and exploration sizes of a scale preset (micro, tiny, small, paper; default: the paper's), applied before --set."
+    sprintf "network, batch and exploration sizes of a scale preset (%s; default: the paper's), applied before --set."
+        (String.Join(", ", Experiment.Scale.all |> List.map Experiment.Scale.name))
 
 type TrainArgs =
     | [<AltCommandLine("-a")>] Algo of name: string
@@ -26,7 +27,9 @@ type TrainArgs =
         member a.Usage =
             match a with
             | Scale _ -> scaleUsage
-            | Algo _ -> "algorithm: td3 (default), ddpg, reinforce-offpolicy (fixed REINFORCE-with-GAE objective) or random-objective (an untrained, frozen L_α: the control a learned objective must beat)."
+            | Algo _ ->
+                sprintf "algorithm: %s (default td3). reinforce-offpolicy is the fixed REINFORCE-with-GAE objective; random-objective an untrained, frozen L_α (the control a learned objective must beat)."
+                    (String.Join(", ", Settings.algorithms))
             | Env _ -> "environment id, e.g. Pendulum-v1, HalfCheetah-v2 (list: ./metagenrl envs)."
             | Steps _ -> "environment steps to train for (default 15000)."
             | Seed _ -> "seed for networks, exploration, replay sampling and the env (default 0)."
@@ -64,7 +67,7 @@ type MetaTrainArgs =
             | Steps _ -> "env steps per agent (timesteps_total; default 10000)."
             | Seed _ -> "run seed; every agent's generators derive from it (default 0)."
             | Out _ -> "run folder: metrics.parquet, run.json, checkpoints/ (default results/<experiment>/<variant>-<envs>-n<agents>-s<seed>)."
-            | Variant _ -> "objective variant: full (default), no-value, no-time, no-reward, q-input, forward-lstm, no-lstm."
+            | Variant _ -> sprintf "objective variant: %s (default full)." (String.Join(", ", Settings.variantNames))
             | Mode _ -> "sync (default; deterministic for a seed) or async (agents run without waiting for each other)."
             | Resume -> "continue an interrupted run in --out from its latest complete checkpoint (also after kill -9)."
             | Set _ -> "override one config key by its official name (repeatable; keys: ./metagenrl config)."
@@ -143,8 +146,8 @@ let private scaleOverrides (scale: string option) =
     | Some s -> (Experiment.preset (Experiment.Scale.parse s)).Set |> List.map (fun (k, v) -> k + "=" + v)
     | None -> []
 
-let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
-    let d = Runs.TrainRequest.Default
+let private trainRequest (a: ParseResults<TrainArgs>) : TrainRun.TrainRequest =
+    let d = TrainRun.TrainRequest.Default
     { Algo = a.GetResult(TrainArgs.Algo, d.Algo)
       Env = a.GetResult(TrainArgs.Env, d.Env)
       Steps = a.GetResult(TrainArgs.Steps, d.Steps)
@@ -156,13 +159,13 @@ let private trainRequest (a: ParseResults<TrainArgs>) : Runs.TrainRequest =
       Experiment = a.GetResult(TrainArgs.Experiment, d.Experiment)
       Force = a.Contains TrainArgs.Force }
 
-let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : MetaRuns.MetaTrainRequest =
-    let d = MetaRuns.MetaTrainRequest.Default
+let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : PopulationRun.MetaTrainRequest =
+    let d = PopulationRun.MetaTrainRequest.Default
     let mode =
         match a.GetResult(MetaTrainArgs.Mode, "sync").ToLowerInvariant() with
         | "sync" -> MetaGenRL.Actors.ScheduleMode.Sync
         | "async" -> MetaGenRL.Actors.ScheduleMode.Async
-        | m -> Runs.usageError "--mode '%s': expected sync or async" m
+        | m -> Errors.usageError "--mode '%s': expected sync or async" m
     { Envs =
         match a.TryGetResult MetaTrainArgs.Envs with
         | Some s -> s.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
@@ -182,7 +185,7 @@ let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : MetaRuns.MetaTra
       Experiment = a.GetResult(MetaTrainArgs.Experiment, d.Experiment)
       Force = a.Contains MetaTrainArgs.Force }
 
-let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaRuns.MetaTestRequest =
+let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaTestRun.MetaTestRequest =
     { Objective = a.GetResult MetaTestArgs.Objective
       Checkpoint = a.TryGetResult MetaTestArgs.Checkpoint
       Env = a.GetResult(MetaTestArgs.Env, "HalfCheetah-v2")
@@ -218,9 +221,9 @@ let run (argv: string[]) : int =
     let command = "metagenrl " + String.Join(" ", argv)
     let results = parser.ParseCommandLine(argv, raiseOnUsage = true)
     match results.GetAllResults() with
-    | [ Train a ] -> Runs.train (trainRequest a) command
-    | [ Meta_Train a ] -> MetaRuns.metaTrain (metaTrainRequest a) command
-    | [ Meta_Test a ] -> MetaRuns.metaTest (metaTestRequest a) command
+    | [ Train a ] -> TrainRun.train (trainRequest a) command
+    | [ Meta_Train a ] -> PopulationRun.metaTrain (metaTrainRequest a) command
+    | [ Meta_Test a ] -> MetaTestRun.metaTest (metaTestRequest a) command
     | [ Report a ] -> report a
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()

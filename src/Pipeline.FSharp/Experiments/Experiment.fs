@@ -11,7 +11,8 @@ open System.Text.Json.Nodes
 open MetaGenRL.Actors
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Envs
-open MetaGenRL.Pipeline.Runs
+open MetaGenRL.Pipeline.Errors
+open MetaGenRL.Pipeline.Settings
 
 /// How big the networks, batches, populations and step budgets are.
 type Scale =
@@ -19,7 +20,7 @@ type Scale =
     | Micro
     /// Minutes on a 2-core laptop: hidden 32, batch 16 windows, 2 agents.
     | Tiny
-    /// Hours on a workstation: hidden 64, batch 32, 4 agents, 50k steps (metagenrl.md §7.4).
+    /// Hours on a workstation: hidden 64, batch 32, 4 agents, 50k steps (200k agent-steps at ≈ 40 ms each: about 2 h).
     | Small
     /// The paper's settings: hidden 350, batch 100, 20 agents, 700k steps (GPUs or a cluster).
     | Paper
@@ -87,7 +88,7 @@ type Experiment =
       Objectives: string list
       /// Grid axes (config keys); baselines follow the axes that are not objective or population keys.
       Sweep: Axis list
-      /// Fixed algorithms on the meta-test envs: td3, ddpg, reinforce-offpolicy, random-objective.
+      /// Fixed algorithms on the meta-test envs, from `Settings.algorithms` (e.g. td3, random-objective).
       Baselines: string list
       Scale: Scale
       /// Per-agent env steps of meta-training; None: the scale's.
@@ -101,7 +102,7 @@ type Experiment =
       Mode: ScheduleMode
       Device: string }
 
-/// An objective variant selected by `obj_func_variant` (full, no-value, no-time, no-reward, q-input, …).
+/// An objective variant selected by `obj_func_variant` (one of `Settings.variantNames`).
 let objective (name: string) = { Name = name; Set = [ "obj_func_variant", name ] }
 
 /// A variant that changes any keys.
@@ -138,7 +139,7 @@ let findObjectives (root: string) =
     if not (IO.Directory.Exists root) then []
     else
         IO.Directory.GetDirectories(root, "mt_*", IO.SearchOption.AllDirectories)
-        |> Array.filter (fun d -> isComplete d && IO.Directory.Exists(IO.Path.Combine(d, "checkpoints")))
+        |> Array.filter (fun d -> Results.isComplete d && IO.Directory.Exists(IO.Path.Combine(d, "checkpoints")))
         |> Array.sortByDescending (fun d -> IO.File.GetLastWriteTimeUtc(IO.Path.Combine(d, "run.json")))
         |> List.ofArray
 
@@ -211,7 +212,7 @@ type private External = { Variant: string; Envs: string list; Seed: int; Objecti
 let private readExternal (dir: string) : External =
     let fail why = usageError "Objectives: '%s' %s" dir why
     if not (IO.Directory.Exists dir) then fail "is not a folder (meta-train first, e.g. with experiments/meta_train.fsx, or pass --objective DIR)"
-    let j = readRunJson dir |> Option.defaultWith (fun () -> fail "has no run.json (not a meta-train run folder)")
+    let j = Results.readRunJson dir |> Option.defaultWith (fun () -> fail "has no run.json (not a meta-train run folder)")
     let str (k: string) = match j[k] with null -> fail (sprintf "has no '%s' in run.json" k) | v -> v.GetValue<string>()
     if str "phase" <> "meta-train" then fail (sprintf "holds a %s run, not a meta-train run" (str "phase"))
     let cfg =
@@ -305,8 +306,6 @@ let trialConfig (t: Trial) : RunConfig =
 
 // ── VALIDATION ──
 
-let private baselineAlgorithms = [ "td3"; "ddpg"; "reinforce-offpolicy"; "random-objective" ]
-
 let private checkOverrides (field: string) (set: (string * string) list) =
     for (k, v) in set do
         match reservedKeys |> List.tryFind (fun (r, _) -> r = k) with
@@ -367,8 +366,8 @@ let validate (e: Experiment) =
     if (e.Variants |> List.map (fun v -> v.Name) |> List.distinct).Length <> e.Variants.Length then
         usageError "Variants: two variants share a name"
     for b in e.Baselines do
-        if not (List.contains b baselineAlgorithms) then
-            usageError "Baselines: unknown algorithm '%s'; valid: %s" b (String.Join(", ", baselineAlgorithms))
+        if not (List.contains b algorithms) then
+            usageError "Baselines: unknown algorithm '%s'; valid: %s" b (String.Join(", ", algorithms))
     if List.distinct e.Baselines <> e.Baselines then usageError "Baselines: an algorithm is listed twice"
     for a in e.Sweep do
         if a.Values.IsEmpty then usageError "Sweep[%s]: no values" a.Key

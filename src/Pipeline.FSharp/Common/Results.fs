@@ -205,3 +205,19 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
         | None -> writeParquet parquetPath kv snapshot
         // run.json last: "complete" in run.json is the marker that the Parquet file beside it is final.
         writeAllTextAtomic runJsonPath json)
+
+/// A run id: what ran, and when.
+let newRunId (what: string) (seed: int) = sprintf "%s-s%d-%s" what seed (DateTime.UtcNow.ToString "yyyyMMddTHHmmss")
+
+/// Reads run.json of a run folder (None when absent).
+let readRunJson (dir: string) =
+    let p = Path.Combine(dir, "run.json")
+    if File.Exists p then Some(JsonNode.Parse(File.ReadAllText p).AsObject()) else None
+
+/// True when `dir` holds a run whose run.json says it completed.
+let isComplete (dir: string) =
+    try
+        match readRunJson dir with
+        | Some j -> j["status"].GetValue<string>() = "complete"
+        | None -> false
+    with _ -> false

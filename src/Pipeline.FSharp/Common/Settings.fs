@@ -1,0 +1,45 @@
+/// What every run takes from the command line or a declaration: the names of algorithms and objective variants
+/// (defined once, in Core), `key=value` config overrides, and the checks of env ids, budgets and devices.
+module MetaGenRL.Pipeline.Settings
+
+open System
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Envs
+open MetaGenRL.Core.Objective
+open MetaGenRL.Core.Training
+open MetaGenRL.Pipeline.Errors
+
+/// The fixed algorithms a single run (`train`, an experiment's baselines) can use: Core's list without meta-test,
+/// which has its own command and phase.
+let algorithms = ObjectiveTrainer.Algorithms |> Seq.filter (fun a -> a <> "meta-test") |> List.ofSeq
+
+/// The objective variants `obj_func_variant` accepts (Core's list).
+let variantNames = List.ofSeq ObjectiveSpec.VariantNames
+
+/// Splits "key=value"; the message names the malformed override.
+let parseOverride (s: string) =
+    match s.IndexOf '=' with
+    | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
+    | _ -> usageError "--set '%s': expected key=value (keys: see ./metagenrl train --help or results/README.md)" s
+
+/// Applies `key=value` overrides to `baseConfig`; unknown keys and bad values name themselves.
+let resolveConfigFrom (baseConfig: RunConfig) (overrides: string list) : RunConfig =
+    overrides
+    |> List.map parseOverride
+    |> List.fold (fun (cfg: RunConfig) (k, v) ->
+        try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v e.Message)))
+        baseConfig
+
+/// Applies `key=value` overrides to the paper's defaults.
+let resolveConfig (overrides: string list) : RunConfig = resolveConfigFrom RunConfig.Default overrides
+
+/// An unknown env id, as a usage error naming the flag and listing the valid ids.
+let validateEnv (flag: string) (id: string) =
+    try EnvRegistry.Validate id with :? ArgumentException as e -> raise (UsageError(flag + ": " + e.Message))
+
+/// The checks every run command shares: step budget, loss-log interval and device.
+let validateRun (steps: int64) (lossLogEvery: int) (device: string) =
+    if steps <= 0L then usageError "--steps %d: must be positive" steps
+    if lossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" lossLogEvery
+    (try MetaGenRL.Core.Torch.Devices.Resolve device |> ignore
+     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
