@@ -360,13 +360,8 @@ public sealed class AgentGroup : IAgentGroup
         var env = _envs[slot] as EnvBase
             ?? throw new NotSupportedException($"agent {Agents[slot]}: env {EnvId} cannot be reset to its initial state");
         env.SetRngState(_initialEnvRng[slot] ?? throw new NotSupportedException($"agent {Agents[slot]}: env {EnvId} was not at its start when the group was made"));
-        if (_alpha.Count > 0)
-        {
-            using var gen = new Generator(Seeds.Derive(_seeds[slot], Seeds.ObjectiveInitStream), torch.CPU);
-            var fresh = ObjectiveNetwork.Draw(Spec!, gen);
-            using (no_grad())
-                for (int i = 0; i < _alpha.Count; i++) { _alpha[i][slot].copy_(fresh[i]); fresh[i].Dispose(); }
-        }
+        // α stays: it is the objective the agent is trained with (the server's latest, a loaded frozen one, or the
+        // agent's own random one), not part of what it learned
         _obs[slot] = null; _epReturn[slot] = 0; _epLen[slot] = 0;
         _updates[slot] = 0; _policyLossWanted[slot] = false; _metaGradients[slot] = 0;
     }

@@ -68,7 +68,7 @@ public interface IAgentGroup : IDisposable
     byte[] SaveState(int slot, bool includeReplay);
     /// <summary>Restores what <see cref="SaveState"/> wrote into slot k (the other slots are untouched).</summary>
     void LoadState(int slot, byte[] state);
-    /// <summary>Puts slot k back to its initial state (fresh networks, optimisers, generators, empty replay), for an
-    /// agent that fails before any checkpoint.</summary>
+    /// <summary>Puts slot k back to its initial state (fresh networks, optimisers, generators, env generator, empty
+    /// replay), for an agent that fails before any checkpoint. Its copy of α is kept.</summary>
     void ResetAgent(int slot);
 }

@@ -15,6 +15,7 @@ type TrainArgs =
     | [<AltCommandLine("-e")>] Env of id: string
     | [<AltCommandLine("-n")>] Steps of count: int64
     | Seed of seed: int
+    | Seeds of seeds: string
     | [<AltCommandLine("-o")>] Out of dir: string
     | Set of ``key=value``: string
     | Device of device: string
@@ -33,7 +34,8 @@ type TrainArgs =
             | Env _ -> "environment id, e.g. Pendulum-v1, HalfCheetah-v2 (list: ./metagenrl envs)."
             | Steps _ -> "environment steps to train for (default 15000)."
             | Seed _ -> "seed for networks, exploration, replay sampling and the env (default 0)."
-            | Out _ -> "output folder for metrics.parquet and run.json (default results/<experiment>/<algo>-<env>-s<seed>)."
+            | Seeds _ -> "several seeds, e.g. 0,1,2,3: one run each (in <out>/s<seed>), computed as one batched group."
+            | Out _ -> "output folder for metrics.parquet and run.json (default results/<experiment>/<algo>-<env>-s<seeds>)."
             | Set _ -> "override one config key with the official name, e.g. --set policy_units=64 (repeatable; keys: ./metagenrl config)."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Loss_Log_Every _ -> "write losses every N updates (default 100)."
@@ -84,6 +86,7 @@ type MetaTestArgs =
     | [<AltCommandLine("-e")>] Env of id: string
     | [<AltCommandLine("-n")>] Steps of count: int64
     | Seed of seed: int
+    | Seeds of seeds: string
     | [<AltCommandLine("-o")>] Out of dir: string
     | Set of ``key=value``: string
     | Device of device: string
@@ -99,7 +102,8 @@ type MetaTestArgs =
             | Env _ -> "env to train a fresh agent on; need not be one seen in meta-training."
             | Steps _ -> "env steps (default 15000)."
             | Seed _ -> "seed of the fresh agent (default 0)."
-            | Out _ -> "output folder (default results/<experiment>/<variant>-<env>-s<seed>)."
+            | Seeds _ -> "several seeds, e.g. 0,1,2,3: one fresh agent and run each (in <out>/s<seed>), computed as one batched group."
+            | Out _ -> "output folder (default results/<experiment>/<variant>-<env>-s<seeds>)."
             | Set _ -> "override a config key (the objective's architecture comes from the meta-train run)."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Loss_Log_Every _ -> "write losses every N updates (default 100)."
@@ -146,12 +150,23 @@ let private scaleOverrides (scale: string option) =
     | Some s -> (Experiment.preset (Experiment.Scale.parse s)).Set |> List.map (fun (k, v) -> k + "=" + v)
     | None -> []
 
+/// `--seeds 0,1,2` or `--seed 0` (not both); `fallback` when neither is given.
+let private seedList (seed: int option) (seeds: string option) (fallback: int list) =
+    match seed, seeds with
+    | Some _, Some _ -> Errors.usageError "--seed and --seeds: give one of them"
+    | Some s, None -> [ s ]
+    | None, Some text ->
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+        |> Array.map (fun x -> match Int32.TryParse x with | true, v -> v | _ -> Errors.usageError "--seeds '%s': '%s' is not an integer" text x)
+        |> List.ofArray
+    | None, None -> fallback
+
 let private trainRequest (a: ParseResults<TrainArgs>) : TrainRun.TrainRequest =
     let d = TrainRun.TrainRequest.Default
     { Algo = a.GetResult(TrainArgs.Algo, d.Algo)
       Env = a.GetResult(TrainArgs.Env, d.Env)
       Steps = a.GetResult(TrainArgs.Steps, d.Steps)
-      Seed = a.GetResult(TrainArgs.Seed, d.Seed)
+      Seeds = seedList (a.TryGetResult TrainArgs.Seed) (a.TryGetResult TrainArgs.Seeds) d.Seeds
       Out = a.TryGetResult TrainArgs.Out
       Overrides = scaleOverrides (a.TryGetResult TrainArgs.Scale) @ a.GetResults TrainArgs.Set
       Device = a.GetResult(TrainArgs.Device, d.Device)
@@ -190,7 +205,7 @@ let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaTestRun.MetaTe
       Checkpoint = a.TryGetResult MetaTestArgs.Checkpoint
       Env = a.GetResult(MetaTestArgs.Env, "HalfCheetah-v2")
       Steps = a.GetResult(MetaTestArgs.Steps, 15_000L)
-      Seed = a.GetResult(MetaTestArgs.Seed, 0)
+      Seeds = seedList (a.TryGetResult MetaTestArgs.Seed) (a.TryGetResult MetaTestArgs.Seeds) [ 0 ]
       Out = a.TryGetResult MetaTestArgs.Out
       Overrides = a.GetResults MetaTestArgs.Set
       Device = a.GetResult(MetaTestArgs.Device, "cpu")

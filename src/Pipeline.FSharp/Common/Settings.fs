@@ -9,9 +9,8 @@ open MetaGenRL.Core.Objective
 open MetaGenRL.Core.Training
 open MetaGenRL.Pipeline.Errors
 
-/// The fixed algorithms a single run (`train`, an experiment's baselines) can use: Core's list without meta-test,
-/// which has its own command and phase.
-let algorithms = ObjectiveTrainer.Algorithms |> Seq.filter (fun a -> a <> "meta-test") |> List.ofSeq
+/// The fixed algorithms a single run (`train`, an experiment's baselines) can use (Core's list).
+let algorithms = List.ofSeq MetaGenRL.Core.Engine.Algorithms.Baselines
 
 /// The objective variants `obj_func_variant` accepts (Core's list).
 let variantNames = List.ofSeq ObjectiveSpec.VariantNames
@@ -43,3 +42,10 @@ let validateRun (steps: int64) (lossLogEvery: int) (device: string) =
     if lossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" lossLogEvery
     (try MetaGenRL.Core.Torch.Devices.Resolve device |> ignore
      with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+
+/// Seeds of a multi-seed run: at least one, no repeats.
+let validateSeeds (seeds: int list) =
+    if List.isEmpty seeds then usageError "--seeds: give at least one seed"
+    match seeds |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+    | Some (s, _) -> usageError "--seeds: seed %d is given twice" s
+    | None -> ()

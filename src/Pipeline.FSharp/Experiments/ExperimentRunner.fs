@@ -13,7 +13,7 @@ open System.Threading.Tasks
 open Akka.Actor
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
-open MetaGenRL.Core.Meta
+open MetaGenRL.Core.Engine
 open MetaGenRL.Core.Training
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Experiment
@@ -72,11 +72,21 @@ let private columnsOf (t: Trial) : Results.TrialColumns =
     { TrialId = t.Id; TrainEnvs = t.TrainEnvs |> Option.map (fun s -> String.Join("+", s)); MetaSeed = t.MetaSeed
       Seen = t.Seen; Swept = t.Swept }
 
-let private memberMode (t: Trial) =
-    match t.Phase with
-    | MetaTrainPhase -> MemberMode.MetaTrain
-    | MetaTestPhase -> MemberMode.MetaTest
-    | BaselinePhase -> ObjectiveTrainer.Mode t.Variant
+/// The engine run of a trial: its config, algorithm (meta-train, meta-test or the baseline's), agents on its envs
+/// round-robin, agent i seeded as the trial seed's agent i (so a baseline trial of seed s trains the agent
+/// `./metagenrl train --seed s` trains).
+let private trialEngine (t: Trial) (mode: ScheduleMode) =
+    let algorithm =
+        match t.Phase with
+        | MetaTrainPhase -> Algorithm.MetaTrain
+        | MetaTestPhase -> Algorithm.MetaTest
+        | BaselinePhase -> Algorithms.Parse t.Variant
+    let seeds = Array.init t.Agents (Engine.agentSeed t.Seed)
+    let envs = List.init t.Agents (fun i -> t.Envs[i % t.Envs.Length])
+    Engine.create (trialConfig t) algorithm envs seeds t.Steps mode
+
+let trialRun (e: Experiment) (opts: RunOptions) (t: Trial) : Engine.EngineRun =
+    { trialEngine t e.Mode with Device = e.Device; LossLogEvery = opts.LossLogEvery; TorchThreads = opts.TorchThreads }
 
 // ── ONE TRIAL ──
 
@@ -85,11 +95,10 @@ let private memberMode (t: Trial) =
 let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
     let t = run.Trial
     let dir = trialDir opts.Out t
-    let cfg = trialConfig t
     let store = CheckpointStore dir
     let resume = Directory.Exists dir
     Directory.CreateDirectory dir |> ignore
-    let resumeFrom, keptRows = if resume then PopulationRun.resumePoint dir store else None, []
+    let resumeFrom, keptRows = if resume then Engine.resumePoint dir store else None, []
     let runId =
         match Results.readRunJson dir with
         | Some j when resumeFrom.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
@@ -97,29 +106,24 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     let key : Results.RunKey =
         { RunId = runId; Experiment = e.Name; Variant = t.Variant; Phase = t.Phase.Name
           Env = String.Join(",", t.Envs); Seed = t.Seed }
-    let envOf i = t.Envs[i % t.Envs.Length]
-    let writer = Results.RunWriter(dir, key, cfg.ToJson(), opts.Command, envOf, keptRows, Some(columnsOf t, sweptColumnsOf e))
+    let engine = trialRun e opts t
+    let writer = Results.RunWriter(dir, key, engine.Config.ToJson(), opts.Command, engine.EnvOf, keptRows, Some(columnsOf t, sweptColumnsOf e))
     try
         writer.Flush "running"
         let source = t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
         let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaTestRun.loadObjective dir None in a)
-        let options = PopulationRun.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
-        let mode = memberMode t
-        let makeMember (i: int) : IPopulationMember =
-            let m = new MetaAgent(cfg, envOf i, i, PopulationRun.memberSeed t.Seed i, e.Device, mode, LossLogEvery = opts.LossLogEvery)
-            alpha |> Option.iter m.LoadObjective
-            m
+        let engine = { engine with Objective = alpha }
+        let options = Engine.populationOptions engine store resumeFrom resume
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
                 if m.Name = "episode_return" then
                     run.LastReturn <- m.Value
                     run.Episodes <- run.Episodes + 1
-                if m.Name = PopulationRun.CheckpointMarker then writer.Flush "running")
+                if m.Name = Engine.CheckpointMarker then writer.Flush "running")
         let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
         use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
-        Population.RunAsync(system, options, Func<int, IPopulationMember> makeMember, onMetric, progress, ct).GetAwaiter().GetResult()
-        |> ignore
+        Engine.run (Some system) engine options onMetric progress ct |> ignore
         writer.Flush "complete"
         Complete
     with
@@ -178,7 +182,7 @@ let checkExisting (trials: Trial list) (out: string) =
         match (try Results.readRunJson (trialDir out t) with _ -> None) with
         | Some j when not (isNull j["config"]) ->
             let stored = j["config"].AsObject()
-            let wanted = JsonNode.Parse((trialConfig t).ToJson()).AsObject()
+            let wanted = JsonNode.Parse((trialEngine t ScheduleMode.Sync).Config.ToJson()).AsObject()
             let differing =
                 wanted |> Seq.tryFind (fun kv -> not (stored.ContainsKey kv.Key) || jsonText stored[kv.Key] <> jsonText kv.Value)
             match differing with

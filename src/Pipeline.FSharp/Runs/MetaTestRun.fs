@@ -1,4 +1,5 @@
-/// `./metagenrl meta-test`: a fresh agent trained on any env with a frozen objective from a meta-train run folder.
+/// `./metagenrl meta-test`: fresh agents trained on any env with a frozen objective from a meta-train run folder,
+/// one run per seed, all seeds computed as one batched group on the engine.
 module MetaGenRL.Pipeline.MetaTestRun
 
 open System
@@ -6,7 +7,7 @@ open System.IO
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
@@ -17,7 +18,8 @@ type MetaTestRequest =
       Checkpoint: int option
       Env: string
       Steps: int64
-      Seed: int
+      /// One run per seed; several seeds run as one group.
+      Seeds: int list
       Out: string option
       Overrides: string list
       Device: string
@@ -50,20 +52,31 @@ let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * st
     let variant = match runJson["variant"] with | null -> "full" | v -> v.GetValue<string>()
     alpha, cfg, variant
 
-/// Trains a fresh agent on any env with a frozen objective from a meta-train run (no objective updates).
+/// The engine run of a meta-test: the objective's meta-train config with the user's overrides, one fresh agent
+/// per seed (seeded as that seed's agent 0) on `env` with the frozen α.
+let engineRun (trainedCfg: RunConfig) (alpha: float32[]) (env: string) (seeds: int list) (steps: int64) =
+    let agentSeeds = seeds |> List.map (fun s -> Engine.agentSeed s 0) |> Array.ofList
+    { Engine.create trainedCfg Algorithm.MetaTest (List.replicate agentSeeds.Length env) agentSeeds steps ScheduleMode.Independent with
+        Objective = Some alpha }
+
+/// Trains fresh agents on any env with a frozen objective from a meta-train run (no objective updates).
 let metaTest (r: MetaTestRequest) (command: string) : int =
     validateEnv "--env" r.Env
     validateRun r.Steps r.LossLogEvery r.Device
+    validateSeeds r.Seeds
     let alpha, trainedCfg, variant = loadObjective r.Objective r.Checkpoint
     let cfg = resolveConfigFrom trainedCfg r.Overrides
-    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" variant r.Env r.Seed))
+    let run = { engineRun cfg alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
+    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" variant r.Env (String.Join(",", r.Seeds))))
     prepareOut out r.Force
-    let key : Results.RunKey =
-        { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) r.Seed; Experiment = r.Experiment; Variant = variant
-          Phase = "meta-test"; Env = r.Env; Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
-    writer.Flush "running"
-    let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
-    execute writer (sprintf "meta-test %s seed %d" r.Env r.Seed) r.Steps
-        (fun onMetric progress ct -> ObjectiveTrainer.Train(cfg, "meta-test", alpha, opts, onMetric, progress, ct))
-        describeTrain
+    let runs = seedRuns out r.Seeds
+    for dir in runs do prepareOut dir r.Force
+    let writers =
+        List.zip r.Seeds runs |> List.map (fun (seed, dir) ->
+            let key : Results.RunKey =
+                { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment
+                  Variant = variant; Phase = "meta-test"; Env = r.Env; Seed = seed }
+            Results.RunWriter(dir, key, run.Config.ToJson(), command))
+    executeRuns writers (sprintf "meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) r.Steps
+        (fun onMetric progress ct -> Engine.run None run (Engine.populationOptions run (CheckpointStore out) None false) onMetric progress ct)
+        Engine.describe

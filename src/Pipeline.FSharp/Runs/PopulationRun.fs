@@ -10,15 +10,14 @@ open MetaGenRL.Actors
 open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
-open MetaGenRL.Core.Meta
+open MetaGenRL.Core.Engine
 open MetaGenRL.Core.Training
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
 
-/// The metric row written just before each checkpoint: its position in the row stream marks which rows the
-/// checkpoint already covers, so a resumed run keeps exactly those and regenerates the rest.
-let CheckpointMarker = PopulationCoordinator.CheckpointMarker
+/// The metric row written just before each checkpoint (see Engine).
+let CheckpointMarker = Engine.CheckpointMarker
 
 /// Everything `./metagenrl meta-train` needs.
 type MetaTrainRequest =
@@ -46,9 +45,6 @@ type MetaTrainRequest =
 let defaultMetaTrainOut (r: MetaTrainRequest) =
     Path.Combine("results", r.Experiment, sprintf "%s-%s-n%d-s%d" r.Variant (String.Join("+", r.Envs)) r.Agents r.Seed)
 
-/// The seed of population member `i`: distinct, and derived from the run seed only.
-let memberSeed (seed: int) (i: int) : int64 = int64 (Seeds.Derive(int64 seed, 1000 + i))
-
 /// The config a meta-train run uses: the paper's defaults, the variant, then the user's overrides.
 let metaTrainConfig (r: MetaTrainRequest) =
     let fromFlags =
@@ -67,65 +63,12 @@ let validateMetaTrain (r: MetaTrainRequest) =
     | _ -> ()
     validateRun r.Steps r.LossLogEvery r.Device
 
-/// Rows of an interrupted run that its checkpoint `index` covers: everything up to that checkpoint's marker.
-let rowsCoveredBy (index: int) (rows: Results.Row list) =
-    let marker = rows |> List.tryFindIndex (fun r -> r.metric = CheckpointMarker && int r.value = index)
-    marker |> Option.map (fun i -> List.take (i + 1) rows)
-
-/// The checkpoint store of a run folder, seen by the population as its sink. `resumeFrom` is the checkpoint a
-/// resumed run starts from: the newest valid one whose marker row reached metrics.parquet (chosen by metaTrain).
-/// Part names like `agent/3` become file names like `agent__3` (the store takes plain file names only).
-type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast: int) =
-    static let toFile (part: string) = part.Replace("/", "__")
-    static let ofFile (file: string) = file.Replace("__", "/")
-    interface ICheckpointSink with
-        member _.Write(index, envStep, parts) =
-            let meta = JsonObject()
-            meta["env_step"] <- JsonValue.Create envStep
-            let files = Dictionary<string, byte[]>()
-            for kv in parts do files[toFile kv.Key] <- kv.Value
-            store.Write(index, files, meta) |> ignore
-            store.Prune keepLast |> ignore
-        member _.LoadLatest() =
-            match resumeFrom with
-            | Some i ->
-                let parts = Dictionary<string, byte[]>()
-                for kv in (store.Load i).Parts do parts[ofFile kv.Key] <- kv.Value
-                Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
-            | None -> Nullable()
-
-/// Where a resumed population run in `out` starts: the newest valid checkpoint whose marker row reached
-/// metrics.parquet, with the rows it covers. Checkpoints newer than it (none, normally: a checkpoint is stored only
-/// after its rows) are deleted, as they would collide with the ones the resumed run writes.
-let resumePoint (out: string) (store: CheckpointStore) : int option * Results.Row list =
-    let p = Path.Combine(out, "metrics.parquet")
-    let oldRows = if File.Exists p then Results.readParquet p else []
-    let covered =
-        oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
-    let resumeFrom = store.List() |> Seq.filter covered.Contains |> Seq.sortDescending |> Seq.tryHead
-    for i in store.List() do
-        if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
-    resumeFrom, (resumeFrom |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue [])
-
-/// Population settings from a resolved config; checkpoints every `checkpoint_every` steps (default: 5 per run).
-let populationOptions (cfg: RunConfig) (agents: int) (steps: int64) (mode: ScheduleMode) (store: CheckpointStore)
-                      (resumeFrom: int option) (resume: bool) (torchThreads: int) =
-    let checkpointEvery = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
-    PopulationOptions(
-        AgentCount = agents,
-        TimestepsTotal = steps,
-        Mode = mode,
-        Steps = cfg.Steps,
-        PolicyUpdateDelay = cfg.PolicyUpdateDelay,
-        ObjFuncUpdateDelay = cfg.ObjFuncUpdateDelay,
-        ObjFuncLearningRate = cfg.ObjFuncLearningRate,
-        CheckpointEvery = checkpointEvery,
-        CheckpointIncludesReplay = cfg.CheckpointReplay,
-        Checkpoints = FileCheckpointSink(store, (if resume then resumeFrom else None), 3),
-        Resume = (resume && resumeFrom.IsSome),
-        // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
-        // frequent ops: callers split the cores.
-        TorchThreadsPerAgent = torchThreads)
+/// The engine run of a meta-train request: agent i on env i mod n, seeded as the run seed's agent i.
+let engineRun (r: MetaTrainRequest) (cfg: RunConfig) =
+    let seeds = Array.init r.Agents (Engine.agentSeed r.Seed)
+    let envs = List.init r.Agents (fun i -> r.Envs[i % r.Envs.Length])
+    { Engine.create cfg Algorithm.MetaTrain envs seeds r.Steps r.Mode with
+        Device = r.Device; LossLogEvery = r.LossLogEvery; TorchThreads = r.TorchThreads }
 
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
@@ -140,8 +83,8 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
         usageError "--out '%s' holds a completed run; nothing to resume" out
     if r.Force && not r.Resume && Directory.Exists out then Directory.Delete(out, true)
     prepareOut out true
-    let envOf i = r.Envs[i % r.Envs.Length]
-    let resumeFrom, keptRows = if r.Resume then resumePoint out store else None, []
+    let run = engineRun r cfg
+    let resumeFrom, keptRows = if r.Resume then Engine.resumePoint out store else None, []
     if r.Resume then
         match resumeFrom with
         | Some i -> printfn "resuming from checkpoint %d (%d rows kept)" i keptRows.Length
@@ -153,17 +96,8 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     let key : Results.RunKey =
         { RunId = runId; Experiment = r.Experiment; Variant = r.Variant; Phase = "meta-train"
           Env = String.Join(",", r.Envs); Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command, envOf, keptRows)
-    writer.Flush "running"
-    let threads = if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / r.Agents)
-    let options = populationOptions cfg r.Agents r.Steps r.Mode store resumeFrom r.Resume threads
-    let makeMember (i: int) : IPopulationMember =
-        new MetaAgent(cfg, envOf i, i, memberSeed r.Seed i, r.Device, MemberMode.MetaTrain, LossLogEvery = r.LossLogEvery)
+    let writer = Results.RunWriter(out, key, run.Config.ToJson(), command, run.EnvOf, keptRows)
+    let options = Engine.populationOptions run store resumeFrom r.Resume
     execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps
-        (fun onMetric progress ct ->
-            // Flush on each marker so the rows a checkpoint covers are on disk soon after it.
-            let onMetric' = Action<Metric>(fun m -> onMetric.Invoke m; if m.Name = CheckpointMarker then writer.Flush "running")
-            Population.Run(options, Func<int, IPopulationMember> makeMember, onMetric', progress, ct))
-        (fun res ->
-            sprintf "%d rounds, global step %d, %d objective updates, %d checkpoints, %d agent failures"
-                res.Rounds res.GlobalStep res.ObjectiveVersion res.CheckpointsWritten res.Failures)
+        (fun onMetric progress ct -> Engine.run None run options onMetric progress ct)
+        Engine.describe

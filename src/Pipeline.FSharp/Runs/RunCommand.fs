@@ -5,45 +5,66 @@ module MetaGenRL.Pipeline.RunCommand
 open System
 open System.IO
 open System.Threading
+open MetaGenRL.Actors
 open MetaGenRL.Core.Training
 open MetaGenRL.Pipeline.Errors
 
-/// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of `writer`, then writes
-/// the final status. Returns 0 when complete, 130 when interrupted; a failure is flushed as "failed" and rethrown.
-let execute (writer: Results.RunWriter) (title: string) (total: int64)
-            (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> 'T) (describe: 'T -> string) : int =
+/// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of the writers, then writes
+/// the final status. One writer holds every agent's rows; several hold one agent each (agent k's rows go to
+/// writer k as agent 0, and checkpoint markers to all). On each checkpoint marker the writers flush, so the rows a
+/// checkpoint covers are on disk soon after it. Returns 0 when complete, 130 when interrupted; a failure is
+/// flushed as "failed" and rethrown.
+let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
+                (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> 'T) (describe: 'T -> string) : int =
     use cts = new CancellationTokenSource()
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; cts.Cancel())
     Console.CancelKeyPress.AddHandler onCancel
+    let ws = Array.ofList writers
+    let flushAll status = for w in ws do w.Flush status
     // Periodic flushes keep at most a minute of rows at risk if the process is killed.
-    use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
+    use _timer = new Timer((fun _ -> try flushAll "running" with _ -> ()), null, 60_000, 60_000)
     let mutable lastReturn = nan
     let mutable episodes = 0
     let onMetric =
         Action<Metric>(fun m ->
-            writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
+            if m.Name = PopulationCoordinator.CheckpointMarker then
+                for w in ws do w.Add(0, m.EnvStep, m.Name, m.Value)
+                flushAll "running"
+            elif ws.Length = 1 then ws[0].Add(m.Agent, m.EnvStep, m.Name, m.Value)
+            else ws[m.Agent].Add(0, m.EnvStep, m.Name, m.Value)
             if m.Name = "episode_return" then
                 lastReturn <- m.Value
                 episodes <- episodes + 1)
     let status () = if episodes = 0 then "" else sprintf "episode %d return %.1f" episodes lastReturn
     try
         try
+            flushAll "running"
             let result =
                 try Some(Progress.run title total status (fun progress -> work onMetric progress cts.Token))
                 with :? OperationCanceledException when cts.IsCancellationRequested -> None
             let finalStatus = if cts.IsCancellationRequested then "interrupted" else "complete"
-            writer.Flush finalStatus
+            flushAll finalStatus
             match result with
             | Some r -> printfn "%s: %s" finalStatus (describe r)
             | None -> printfn "%s" finalStatus
-            printfn "results: %s" writer.ParquetPath
-            printfn "provenance: %s" writer.RunJsonPath
+            for w in ws do
+                printfn "results: %s" w.ParquetPath
+                printfn "provenance: %s" w.RunJsonPath
             if finalStatus = "complete" then 0 else 130
         with e ->
-            (try writer.Flush "failed" with _ -> ())
+            (try flushAll "failed" with _ -> ())
             reraise ()
     finally
         Console.CancelKeyPress.RemoveHandler onCancel
+
+/// `executeRuns` with one writer holding every agent's rows.
+let execute (writer: Results.RunWriter) title total work describe = executeRuns [ writer ] title total work describe
+
+/// The run folder of each seed: `out` itself for one seed, `out/s<seed>` for several.
+let seedRuns (out: string) (seeds: int list) =
+    match seeds with
+    | [ _ ] -> [ out ]
+    | _ -> seeds |> List.map (fun s -> Path.Combine(out, sprintf "s%d" s))
 
 /// Refuses to overwrite a completed run unless forced, and creates the folder.
 let prepareOut (out: string) (force: bool) =
@@ -51,10 +72,3 @@ let prepareOut (out: string) (force: bool) =
         usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
     try Directory.CreateDirectory out |> ignore
     with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message
-
-/// The closing line of a single-agent run.
-let describeTrain (summary: TrainSummary) =
-    sprintf "%d env steps, %d episodes, %.1f s (%.0f steps/s), last episode return %s"
-        summary.EnvSteps summary.Episodes summary.WallSeconds
-        (float summary.EnvSteps / max summary.WallSeconds 1e-9)
-        (if summary.LastEpisodeReturn.HasValue then sprintf "%.2f" summary.LastEpisodeReturn.Value else "n/a")

@@ -1,8 +1,12 @@
-/// `./metagenrl train`: one agent trained with a fixed algorithm (a baseline), written as a run folder.
+/// `./metagenrl train`: agents trained with a fixed algorithm (a baseline), one run per seed, all seeds computed as
+/// one batched group on the engine.
 module MetaGenRL.Pipeline.TrainRun
 
 open System
 open System.IO
+open MetaGenRL.Core.Checkpoints
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Engine
 open MetaGenRL.Core.Training
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
@@ -13,7 +17,8 @@ type TrainRequest =
     { Algo: string
       Env: string
       Steps: int64
-      Seed: int
+      /// One run per seed; several seeds run as one group.
+      Seeds: int list
       Out: string option
       Overrides: string list
       Device: string
@@ -22,12 +27,12 @@ type TrainRequest =
       Force: bool }
 
     static member Default =
-        { Algo = "td3"; Env = "Pendulum-v1"; Steps = 15_000L; Seed = 0; Out = None; Overrides = []
+        { Algo = "td3"; Env = "Pendulum-v1"; Steps = 15_000L; Seeds = [ 0 ]; Out = None; Overrides = []
           Device = "cpu"; LossLogEvery = 100; Experiment = "train"; Force = false }
 
 /// Where a request writes when --out is not given.
 let defaultOut (r: TrainRequest) =
-    Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" r.Algo r.Env r.Seed)
+    Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" r.Algo r.Env (String.Join(",", r.Seeds)))
 
 /// Checks a request before anything is created; every message names the offending field and value.
 let validate (r: TrainRequest) =
@@ -35,22 +40,33 @@ let validate (r: TrainRequest) =
         usageError "--algo '%s': unknown algorithm; valid: %s" r.Algo (String.Join(", ", algorithms))
     validateEnv "--env" r.Env
     validateRun r.Steps r.LossLogEvery r.Device
+    validateSeeds r.Seeds
 
-/// Trains one agent with a fixed algorithm and writes `<out>/metrics.parquet` and `<out>/run.json`.
+/// The engine run of a request: one agent per seed, agent k seeded as seed k's agent 0.
+let engineRun (r: TrainRequest) (cfg: RunConfig) (algorithm: Algorithm) =
+    let seeds = r.Seeds |> List.map (fun s -> Engine.agentSeed s 0) |> Array.ofList
+    { Engine.create cfg algorithm (List.replicate seeds.Length r.Env) seeds r.Steps Actors.ScheduleMode.Independent with
+        Device = r.Device; LossLogEvery = r.LossLogEvery }
+
+/// Trains one agent per seed with a fixed algorithm. One seed writes `<out>/metrics.parquet` and `<out>/run.json`;
+/// several write one such run per seed under `<out>/s<seed>/` (the population's checkpoints stay in `<out>`).
 /// Returns the exit code: 0 complete, 130 interrupted (Ctrl-C; what was collected is kept).
 let train (r: TrainRequest) (command: string) : int =
     validate r
-    let cfg = resolveConfig r.Overrides
+    let algorithm = Algorithms.Parse r.Algo
+    let run = engineRun r (resolveConfig r.Overrides) algorithm
     let out = r.Out |> Option.defaultWith (fun () -> defaultOut r)
     prepareOut out r.Force
-    let key : Results.RunKey =
-        { RunId = Results.newRunId (sprintf "%s-%s" r.Algo r.Env) r.Seed; Experiment = r.Experiment; Variant = r.Algo
-          Phase = "train"; Env = r.Env; Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command)
-    writer.Flush "running"
-    let opts = TrainOptions(r.Env, r.Steps, r.Seed, r.Device, r.LossLogEvery)
-    execute writer (sprintf "%s %s seed %d" r.Algo r.Env r.Seed) r.Steps
-        (fun onMetric progress ct ->
-            if r.Algo = "td3" then Td3Trainer.Train(cfg, opts, onMetric, progress, ct)
-            else ObjectiveTrainer.Train(cfg, r.Algo, null, opts, onMetric, progress, ct))
-        describeTrain
+    let runs = seedRuns out r.Seeds
+    for dir in runs do prepareOut dir r.Force
+    let writers =
+        List.zip r.Seeds runs |> List.map (fun (seed, dir) ->
+            let key : Results.RunKey =
+                { RunId = Results.newRunId (sprintf "%s-%s" r.Algo r.Env) seed; Experiment = r.Experiment; Variant = r.Algo
+                  Phase = "train"; Env = r.Env; Seed = seed }
+            Results.RunWriter(dir, key, run.Config.ToJson(), command))
+    let store = CheckpointStore out
+    let options = Engine.populationOptions run store None false
+    executeRuns writers (sprintf "%s %s seed %s" r.Algo r.Env (String.Join(",", r.Seeds))) r.Steps
+        (fun onMetric progress ct -> Engine.run None run options onMetric progress ct)
+        Engine.describe

@@ -1,0 +1,153 @@
+/// The one path every command (train, meta-train, meta-test) and every experiment trial runs through: a typed run
+/// (config, algorithm, agents and their seeds) becomes a population of batched agent groups on Akka.NET actors,
+/// with checkpoints in the run folder and resume from the newest checkpoint whose rows reached disk.
+module MetaGenRL.Pipeline.Engine
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Text.Json.Nodes
+open System.Threading
+open Akka.Actor
+open MetaGenRL.Actors
+open MetaGenRL.Core.Agents
+open MetaGenRL.Core.Checkpoints
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Engine
+open MetaGenRL.Core.Training
+
+/// The metric row written just before each checkpoint: its position in the row stream marks which rows the
+/// checkpoint already covers, so a resumed run keeps exactly those and regenerates the rest.
+let CheckpointMarker = PopulationCoordinator.CheckpointMarker
+
+/// One engine run, parsed once at the edge.
+type EngineRun =
+    { /// The config that runs: env_name, timesteps_total, agent_count and checkpoint_every as they are used, and the
+      /// algorithm's own settings applied (what run.json and the Parquet metadata record).
+      Config: RunConfig
+      Algorithm: Algorithm
+      /// Agent i's seed (its networks, generators and env derive from it).
+      AgentSeeds: int64[]
+      /// α loaded into every agent before the first step (meta-test).
+      Objective: float32[] option
+      /// Sync or async for meta-training; every other algorithm runs Independent (each agent on its own schedule).
+      Mode: ScheduleMode
+      Device: string
+      LossLogEvery: int
+      /// torch intra-op threads per group; 0: the cores split evenly over the groups.
+      TorchThreads: int }
+
+    member r.Envs = List.ofSeq r.Config.EnvName
+    member r.EnvOf(agent: int) = Grouping.EnvOf(r.Config.EnvName, agent)
+    member r.Steps = r.Config.TimestepsTotal
+    member r.Agents = r.AgentSeeds.Length
+    /// The groups: agents of one env in batches of group_size.
+    member r.Groups = Grouping.Partition([| for i in 0 .. r.Agents - 1 -> r.EnvOf i |], r.Config.GroupSize)
+
+/// Agent i's seed in a run with seed `runSeed` (the same in every command, so `train --seed 0` and an experiment's
+/// seed-0 trial train the same agent).
+let agentSeed (runSeed: int) (index: int) = Seeds.AgentSeed(int64 runSeed, index)
+
+/// Sets a key from its value (F# cannot use C#'s `with` on the record).
+let private set (key: string) (value: string) (c: RunConfig) = c.With(key, value)
+
+/// Builds a run: `cfg` with the algorithm's settings, the envs (round-robin over agents), the step budget, the
+/// population size and the checkpoint interval as they will run (checkpoint_every 0 ⇒ max(1000, steps / 5)).
+let create (cfg: RunConfig) (algorithm: Algorithm) (envs: string list) (agentSeeds: int64[]) (steps: int64) (mode: ScheduleMode) =
+    let every = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
+    let config =
+        AgentGroup.EffectiveConfig(cfg, algorithm)
+        |> set "env_name" (String.Join(",", envs))
+        |> set "timesteps_total" (string steps)
+        |> set "agent_count" (string agentSeeds.Length)
+        |> set "checkpoint_every" (string every)
+    { Config = config; Algorithm = algorithm; AgentSeeds = agentSeeds; Objective = None
+      Mode = (if algorithm = Algorithm.MetaTrain then mode else ScheduleMode.Independent)
+      Device = "cpu"; LossLogEvery = 100; TorchThreads = 0 }
+
+// ── CHECKPOINTS AND RESUME ──
+
+/// Rows of an interrupted run that its checkpoint `index` covers: everything up to that checkpoint's marker.
+let rowsCoveredBy (index: int) (rows: Results.Row list) =
+    let marker = rows |> List.tryFindIndex (fun r -> r.metric = CheckpointMarker && int r.value = index)
+    marker |> Option.map (fun i -> List.take (i + 1) rows)
+
+/// The checkpoint store of a run folder, seen by the population as its sink. `resumeFrom` is the checkpoint a
+/// resumed run starts from (see resumePoint). Part names like `agent/3` become file names like `agent__3`.
+type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast: int) =
+    static let toFile (part: string) = part.Replace("/", "__")
+    static let ofFile (file: string) = file.Replace("__", "/")
+    interface ICheckpointSink with
+        member _.Write(index, envStep, parts) =
+            let meta = JsonObject()
+            meta["env_step"] <- JsonValue.Create envStep
+            let files = Dictionary<string, byte[]>()
+            for kv in parts do files[toFile kv.Key] <- kv.Value
+            store.Write(index, files, meta) |> ignore
+            store.Prune keepLast |> ignore
+        member _.LoadLatest() =
+            match resumeFrom with
+            | Some i ->
+                let parts = Dictionary<string, byte[]>()
+                for kv in (store.Load i).Parts do parts[ofFile kv.Key] <- kv.Value
+                Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
+            | None -> Nullable()
+
+/// Where a resumed run in `out` starts: the newest valid checkpoint whose marker row reached metrics.parquet, with
+/// the rows it covers. Checkpoints newer than it (none, normally: a checkpoint is stored only after its rows) are
+/// deleted, as they would collide with the ones the resumed run writes.
+let resumePoint (out: string) (store: CheckpointStore) : int option * Results.Row list =
+    let p = Path.Combine(out, "metrics.parquet")
+    let oldRows = if File.Exists p then Results.readParquet p else []
+    let covered =
+        oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
+    let resumeFrom = store.List() |> Seq.filter covered.Contains |> Seq.sortDescending |> Seq.tryHead
+    for i in store.List() do
+        if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
+    resumeFrom, (resumeFrom |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue [])
+
+// ── THE POPULATION ──
+
+/// The population settings of a run; checkpoints in `store`, resumed from `resumeFrom` when `resume`.
+let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int option) (resume: bool) =
+    let cfg = r.Config
+    let groups = r.Groups
+    PopulationOptions(
+        AgentCount = r.Agents,
+        Groups = groups,
+        TimestepsTotal = cfg.TimestepsTotal,
+        BudgetCheckPerIteration = cfg.BudgetCheckPerIteration,
+        Mode = r.Mode,
+        Steps = cfg.Steps,
+        PolicyUpdateDelay = cfg.PolicyUpdateDelay,
+        ObjFuncUpdateDelay = cfg.ObjFuncUpdateDelay,
+        ObjFuncLearningRate = cfg.ObjFuncLearningRate,
+        CheckpointEvery = cfg.CheckpointEvery,
+        CheckpointIncludesReplay = cfg.CheckpointReplay,
+        Checkpoints = FileCheckpointSink(store, (if resume then resumeFrom else None), 3),
+        Resume = (resume && resumeFrom.IsSome),
+        // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
+        // frequent ops: the cores are split over the groups.
+        TorchThreadsPerGroup = (if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / groups.Length)))
+
+/// Makes group `spec` of a run (on the group actor's own thread).
+let makeGroup (r: EngineRun) (spec: GroupSpec) : IAgentGroup =
+    let g = new AgentGroup(r.Config, r.EnvOf spec.Agents[0], spec.Agents, spec.Agents |> Array.map (fun i -> r.AgentSeeds[i]),
+                           r.Device, r.Algorithm, LossLogEvery = r.LossLogEvery)
+    r.Objective |> Option.iter g.LoadObjective
+    g
+
+/// Runs to the budget on `system` (a fresh ActorSystem when None); blocks. Cancellation throws
+/// OperationCanceledException.
+let run (system: ActorSystem option) (r: EngineRun) (options: PopulationOptions) (onMetric: Action<Metric>)
+        (progress: IProgress<int64>) (ct: CancellationToken) : PopulationResult =
+    let make = Func<GroupSpec, IAgentGroup>(makeGroup r)
+    match system with
+    | Some s -> Population.RunAsync(s, options, make, onMetric, progress, ct).GetAwaiter().GetResult()
+    | None -> Population.Run(options, make, onMetric, progress, ct)
+
+/// The closing line of a run.
+let describe (res: PopulationResult) =
+    sprintf "%d rounds, step %d, %d objective updates, %d checkpoints, %d agent failures%s"
+        res.Rounds res.GlobalStep res.ObjectiveVersion res.CheckpointsWritten res.Failures
+        (if res.Failures > 0 then " (" + String.Join("; ", res.FailureReasons) + ")" else "")
