@@ -36,10 +36,11 @@ public static class PopulationBench
             var options = new PopulationOptions
             {
                 AgentCount = n, TimestepsTotal = steps, Steps = 1, ObjFuncUpdateDelay = -1,
-                CheckpointAtEnd = false, TorchThreadsPerAgent = threads,
+                CheckpointAtEnd = false, TorchThreadsPerGroup = threads, GroupSize = 1,
             };
             var sw = Stopwatch.StartNew();
-            var result = Population.Run(options, i => new MetaAgent(cfg, env, i, 1000 + i, "cpu", MemberMode.Td3), _ => { });
+            MetaAgent Make(int i) => new(cfg, env, i, 1000 + i, "cpu", MemberMode.Td3);
+            var result = Population.Run(options, spec => new MemberGroupAdapter(spec.Agents.Select(Make).ToArray(), Make), _ => { });
             double rate = result.AgentEnvSteps.Sum() / sw.Elapsed.TotalSeconds;
             yield return new JsonObject
             {

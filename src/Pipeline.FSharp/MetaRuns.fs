@@ -123,9 +123,18 @@ let populationOptions (cfg: RunConfig) (agents: int) (steps: int64) (mode: Sched
         CheckpointIncludesReplay = cfg.CheckpointReplay,
         Checkpoints = FileCheckpointSink(store, (if resume then resumeFrom else None), 3),
         Resume = (resume && resumeFrom.IsSome),
+        // One agent per group while groups are MemberGroupAdapters (they loop over their members): agents keep a
+        // thread each, and agents on different envs are never grouped.
+        GroupSize = 1,
         // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
         // frequent ops: callers split the cores.
-        TorchThreadsPerAgent = torchThreads)
+        TorchThreadsPerGroup = torchThreads)
+
+/// A population's group factory over members made by `makeMember` (agent index → member); temporary, until the
+/// batched group replaces MemberGroupAdapter.
+let memberGroups (makeMember: int -> MetaAgent) : Func<GroupSpec, MetaGenRL.Core.Engine.IAgentGroup> =
+    Func<GroupSpec, MetaGenRL.Core.Engine.IAgentGroup>(fun spec ->
+        new MemberGroupAdapter(spec.Agents |> Array.map makeMember, Func<int, MetaAgent> makeMember))
 
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
@@ -157,16 +166,17 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     writer.Flush "running"
     let threads = if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / r.Agents)
     let options = populationOptions cfg r.Agents r.Steps r.Mode store resumeFrom r.Resume threads
-    let makeMember (i: int) : IPopulationMember =
+    let makeMember (i: int) : MetaAgent =
         new MetaAgent(cfg, envOf i, i, memberSeed r.Seed i, r.Device, MemberMode.MetaTrain, LossLogEvery = r.LossLogEvery)
     execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps
         (fun onMetric progress ct ->
             // Flush on each marker so the rows a checkpoint covers are on disk soon after it.
             let onMetric' = Action<Metric>(fun m -> onMetric.Invoke m; if m.Name = CheckpointMarker then writer.Flush "running")
-            Population.Run(options, Func<int, IPopulationMember> makeMember, onMetric', progress, ct))
+            Population.Run(options, memberGroups makeMember, onMetric', progress, ct))
         (fun res ->
-            sprintf "%d rounds, global step %d, %d objective updates, %d checkpoints, %d agent failures"
-                res.Rounds res.GlobalStep res.ObjectiveVersion res.CheckpointsWritten res.Failures)
+            sprintf "%d rounds, global step %d, %d objective updates, %d checkpoints, %d agent failures%s"
+                res.Rounds res.GlobalStep res.ObjectiveVersion res.CheckpointsWritten res.Failures
+                (String.Join("", res.FailureReasons |> Array.map (sprintf "\n  %s"))))
 
 /// Everything `./metagenrl meta-test` needs.
 type MetaTestRequest =

@@ -105,7 +105,7 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
         let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaRuns.loadObjective dir None in a)
         let options = MetaRuns.populationOptions cfg t.Agents t.Steps e.Mode store resumeFrom resume opts.TorchThreads
         let mode = memberMode t
-        let makeMember (i: int) : IPopulationMember =
+        let makeMember (i: int) : MetaAgent =
             let m = new MetaAgent(cfg, envOf i, i, MetaRuns.memberSeed t.Seed i, e.Device, mode, LossLogEvery = opts.LossLogEvery)
             alpha |> Option.iter m.LoadObjective
             m
@@ -118,8 +118,8 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
                 if m.Name = MetaRuns.CheckpointMarker then writer.Flush "running")
         let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
         use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
-        Population.RunAsync(system, options, Func<int, IPopulationMember> makeMember, onMetric, progress, ct).GetAwaiter().GetResult()
-        |> ignore
+        let result = Population.RunAsync(system, options, MetaRuns.memberGroups makeMember, onMetric, progress, ct).GetAwaiter().GetResult()
+        for reason in result.FailureReasons do eprintfn "%s: %s" t.Id reason
         writer.Flush "complete"
         Complete
     with

@@ -61,6 +61,14 @@ public abstract class EnvBase : IEnv
         _needsReset = true;
     }
 
+    /// <summary>Ends a running episode without finishing it (a step budget stopped it mid-way): the env is at an
+    /// episode boundary again, its state just its generator; the next call must be <see cref="Reset"/>.</summary>
+    public void AbandonEpisode()
+    {
+        _t = 0;
+        _needsReset = true;
+    }
+
     public float[] Reset()
     {
         _t = 0;

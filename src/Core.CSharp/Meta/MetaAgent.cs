@@ -27,13 +27,18 @@ public enum MemberMode
     RandomObjective,
 }
 
+/// <summary>What one collect produced.</summary>
+/// <param name="Steps">env steps collected (whole episodes, unless a limit stopped it mid-episode)</param>
+/// <param name="ShortestEpisode">the shortest episode finished in this collect, if any</param>
+public readonly record struct CollectResult(long Steps, int? ShortestEpisode);
+
 /// <summary>
-/// One population member: a <see cref="Td3Agent"/>, its env and its own copy of α, driven step by step by an
-/// actor (<see cref="IPopulationMember"/>). Collection resets the env lazily: an episode that ends is not
+/// One population member: a <see cref="Td3Agent"/>, its env and its own copy of α, driven step by step (by an
+/// actor through <see cref="MemberGroupAdapter"/>). Collection resets the env lazily: an episode that ends is not
 /// followed by a Reset until the next step is taken, so between rounds the env sits at an episode boundary and
 /// holds only its RNG (this makes checkpoints exact). Single-threaded.
 /// </summary>
-public sealed class MetaAgent : IPopulationMember
+public sealed class MetaAgent : IDisposable
 {
     /// <summary>Seed stream of α's initial values (distinct from the streams in <see cref="Seeds"/>).</summary>
     public const int ObjectiveInitStream = 101;
@@ -121,12 +126,15 @@ public sealed class MetaAgent : IPopulationMember
 
     // ── COLLECT ──
 
-    public CollectResult Collect(long targetSteps, Action<Metric> onMetric)
+    /// <summary>Collects whole episodes until at least <paramref name="targetSteps"/> new steps were taken, but never
+    /// more than <paramref name="maxSteps"/> (the step budget: the collect may then stop mid-episode, see
+    /// <see cref="AbandonEpisode"/>). Reports <c>episode_return</c> and <c>episode_length</c> per finished episode.</summary>
+    public CollectResult Collect(long targetSteps, Action<Metric> onMetric, long maxSteps = long.MaxValue)
     {
         int limit = Config.MaxEpisodeLength ?? int.MaxValue;
         long collected = 0;
         int? shortest = null;
-        while (collected < targetSteps || _obs != null)
+        while ((collected < targetSteps || _obs != null) && collected < maxSteps)
         {
             if (_obs == null) { _obs = _env.Reset(); _epReturn = 0; _epLen = 0; }   // lazy reset
             var act = Agent.Act(_obs);
@@ -146,6 +154,17 @@ public sealed class MetaAgent : IPopulationMember
             }
         }
         return new CollectResult(collected, shortest);
+    }
+
+    /// <summary>Drops the episode a step limit stopped mid-way (never finished, it is never sampled from the replay
+    /// buffer); the env resets lazily at the next step, so the member is at an episode boundary again and can be saved.</summary>
+    public void AbandonEpisode()
+    {
+        Agent.Replay.AbandonRunningEpisode();
+        (_env as EnvBase)?.AbandonEpisode();
+        _obs = null;
+        _epReturn = 0;
+        _epLen = 0;
     }
 
     // ── UPDATE ──
