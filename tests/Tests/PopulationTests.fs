@@ -358,6 +358,107 @@ let tests =
             let progress = Progress<int64>(fun s -> if s > 50L then cts.Cancel())
             Expect.throwsT<OperationCanceledException>
                 (fun () -> Population.Run(o, fakes.Make, Action<Metric>(ignore), progress, cts.Token) |> ignore) "cancelled"
+
+        testCase "sync: one group of 4, four groups of 1 and an explicit partition give the same traces, α and rows" <| fun () ->
+            let lengths = [| 2; 3; 4; 5 |]
+            let o groupSize groups =
+                PopulationOptions(AgentCount = 4, TimestepsTotal = 50L, Steps = 2, CheckpointEvery = 15,
+                                  Checkpoints = InMemoryCheckpointSink(), GroupSize = groupSize, Groups = groups)
+            let one = Fakes lengths
+            let r1, rows1 = run (o 0 null) one
+            Expect.equal one.Made.Length 1 "one group"
+            Expect.isGreaterThan r1.ObjectiveVersion 5L "several server steps"
+            for variant in [ o 1 null; o 0 [| [| 3; 1 |]; [| 0; 2 |] |] ] do
+                let fakes = Fakes lengths
+                let r, rows = run variant fakes
+                Expect.equal fakes.Made.Length (variant.Partition().Length) "groups made"
+                for i in 0 .. 3 do Expect.equal (fakes.Trace i) (one.Trace i) (sprintf "agent %d's trace" i)
+                Expect.equal r.Objective r1.Objective "final α"
+                Expect.equal (r.ObjectiveVersion, r.Rounds, r.GlobalStep) (r1.ObjectiveVersion, r1.Rounds, r1.GlobalStep) "counters"
+                Expect.equal r.AgentEnvSteps r1.AgentEnvSteps "env steps"
+                Expect.equal rows rows1 "metric rows in order (agent-index order per phase)"
+
+        testCase "sync: a slot failure leaves the other slots and α untouched; the agent is restored from its checkpoint" <| fun () ->
+            let lengths = [| 2; 3; 4; 5 |]
+            let o delay sink = PopulationOptions(AgentCount = 4, TimestepsTotal = 40L, Steps = 1, CheckpointEvery = 10,
+                                                 ObjFuncUpdateDelay = delay, Checkpoints = sink)
+            // (a) frozen α (no gradients): every other agent's trace is exactly the fault-free one
+            let clean = Fakes lengths
+            let rClean, _ = run (o -1 (InMemoryCheckpointSink())) clean
+            let sink = InMemoryCheckpointSink()
+            let faulty = Fakes(lengths, [ { Agent = 2; Call = "update"; At = 20; Kind = SlotFail; Fired = false } ])
+            let r, rows = run (o -1 sink) faulty
+            Expect.equal (r.Failures, r.Restarts) (1, 1) "one failure, one restore"
+            Expect.equal r.FailureReasons [| "agent 2: injected update failure" |] "the reason is kept for the log"
+            Expect.equal (rows |> List.filter (fun m -> m.Name = "agent_failure") |> List.map (fun m -> m.Agent, m.Value)) [ (2, 1.0) ] "agent_failure row"
+            Expect.equal (count "agent_restart" rows) 1 "agent_restart row"
+            Expect.equal faulty.Made.Length 1 "the group was not rebuilt"
+            for i in [ 0; 1; 3 ] do Expect.equal (faulty.Trace i) (clean.Trace i) (sprintf "agent %d untouched" i)
+            Expect.equal r.Objective rClean.Objective "α untouched"
+            Expect.isLessThan r.AgentEnvSteps.[2] rClean.AgentEnvSteps.[2] "agent 2 was set back to its checkpoint"
+            for i in [ 0; 1; 3 ] do Expect.equal r.AgentEnvSteps.[i] rClean.AgentEnvSteps.[i] (sprintf "agent %d's env steps" i)
+            match faulty.Restores with
+            | [ { Agent = 2; State = Some state } ] ->
+                let struct (_, step, parts) = sink.All.[0]
+                Expect.equal state parts.["agent/2"] (sprintf "agent 2 restored from checkpoint 0 (step %d)" step)
+            | other -> failtestf "expected one restore of agent 2 from a checkpoint, got %A" other
+            // (b) learned α: the failed gradient is excluded and α is Adam on the mean of the others, step by step
+            let faulty = Fakes(lengths, [ { Agent = 2; Call = "grad"; At = 9; Kind = SlotFail; Fired = false } ])
+            let r, _ = run (o 2 (InMemoryCheckpointSink())) faulty
+            Expect.equal r.Failures 1 "one failure"
+            let perAgent = [ for i in 0 .. 3 -> faulty.Gradients i |> Array.ofList ]
+            let steps = perAgent.[0].Length
+            Expect.isTrue (perAgent |> List.forall (fun g -> g.Length = steps)) "every agent computed a gradient at every step"
+            Expect.equal (perAgent.[2] |> Array.filter Option.isNone |> Array.length) 1 "agent 2's gradient is missing once"
+            let means =
+                [ for t in 0 .. steps - 1 ->
+                    let gs = perAgent |> List.choose (fun g -> g.[t])
+                    Array.init 3 (fun k -> (gs |> List.sumBy (fun g -> float g.[k])) / float gs.Length) ]
+            Expect.equal r.ObjectiveVersion (int64 steps) "one server step per gradient step"
+            expectFloats 2e-6 r.Objective (adamReference [| 0.3; -0.2; 0.05 |] means) "α = Adam on the means without the failed gradient"
+
+        testCase "budget: sync stops exactly at timesteps_total; BudgetCheckPerIteration runs to the iteration end" <| fun () ->
+            // episodes of 3 and 5 steps: L = 5, then 6 per round; 37 is no multiple of either, and steps = 10 rounds
+            let o perIteration = PopulationOptions(AgentCount = 2, TimestepsTotal = 37L, Steps = 10, BudgetCheckPerIteration = perIteration)
+            let progress = ProgressLog()
+            let r, _ = runWith (o false) (Fakes [| 3; 5 |]) progress
+            Expect.equal r.GlobalStep 37L "global step == budget"
+            Expect.equal r.Rounds 7L "5 + 6·5 = 35, then a round limited to 2 steps"
+            Expect.isTrue (progress.Values |> List.forall (fun v -> v <= 37L)) "progress never above the budget"
+            Expect.equal (List.last progress.Values) 37L "progress ends at the budget"
+            Expect.isTrue (r.AgentEnvSteps |> Array.forall (fun s -> s <= 37L)) "no agent collected past the budget"
+            let official = ProgressLog()
+            let r2, _ = runWith (o true) (Fakes [| 3; 5 |]) official
+            Expect.equal (r2.Rounds, r2.GlobalStep) (10L, 59L) "the official check: the whole first iteration, 5 + 6·9"
+            Expect.equal (List.last official.Values) 59L "progress as before"
+
+        testCase "independent: an agent's trace is the same alone and in a group of 3 with other episode lengths" <| fun () ->
+            let o n = PopulationOptions(AgentCount = n, TimestepsTotal = 25L, Mode = ScheduleMode.Independent)
+            let alone = Fakes [| 3 |]
+            let rAlone, rowsAlone = run (o 1) alone
+            let grouped = Fakes [| 3; 5; 2 |]
+            let r, rows = run (o 3) grouped
+            Expect.equal grouped.Made.Length 1 "one group of 3"
+            Expect.equal (grouped.Trace 0) (alone.Trace 0) "agent 0's trace"
+            Expect.equal (rows |> List.filter (fun m -> m.Agent = 0)) rowsAlone "agent 0's rows"
+            Expect.equal r.AgentEnvSteps [| 25L; 25L; 25L |] "every agent stops exactly at the budget"
+            Expect.equal rAlone.AgentEnvSteps [| 25L |] "alone too"
+            let collects = alone.Trace 0 |> List.filter (fun s -> s.StartsWith "C")
+            Expect.equal collects ("C1" :: List.replicate 8 "C3") "its own target: 1, then its own shortest episode"
+            Expect.equal (grouped.Trace 1 |> List.filter (fun s -> s.StartsWith "C") |> List.take 2) [ "C1"; "C5" ] "agent 1 follows its own"
+            Expect.isFalse (grouped.Trace 0 |> List.exists (fun s -> s.StartsWith "G")) "no gradients"
+            Expect.equal (r.ObjectiveVersion, count "objective_loss" rows) (0L, 0) "no server"
+            let r2, rows2 = run (o 3) (Fakes [| 3; 5; 2 |])
+            Expect.equal rows2 rows "deterministic: a group's rows are sent in order"
+            Expect.equal r2.Objective r.Objective "agent 0's α"
+
+        testCase "options: the partition covers every agent exactly once" <| fun () ->
+            let o = PopulationOptions(AgentCount = 5, GroupSize = 2)
+            Expect.equal (o.Partition() |> Array.map (fun g -> List.ofArray g.Agents)) [| [ 0; 1 ]; [ 2; 3 ]; [ 4 ] |] "chunks of 2"
+            Expect.equal (PopulationOptions(AgentCount = 3).Partition().Length) 1 "0: one group"
+            for bad, word in [ [| [| 0; 1 |]; [| 1; 2 |] |], "more than one"; [| [| 0; 1 |] |], "no group"; [| [| 0; 1; 2; 3 |] |], "not in"; [| [| 0; 1; 2 |]; [||] |], "empty" ] do
+                TestUtil.throwsContaining<ArgumentException> word (sprintf "%A rejected" bad)
+                    (fun () -> PopulationOptions(AgentCount = 3, Groups = bad).Validate())
     ]
 
 // ── THROUGH AKKA TESTKIT ──
