@@ -2,72 +2,103 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using MetaGenRL.Actors;
 using MetaGenRL.Core.Config;
-using MetaGenRL.Core.Meta;
+using MetaGenRL.Core.Engine;
 using MetaGenRL.Core.Training;
-using TorchSharp;
 
 namespace MetaGenRL.Bench;
 
-/// <summary>population: total agent env-steps/s (with their updates) of N TD3 members run as Akka.NET actors,
-/// against one member driven by a plain loop on a thread of its own — the same work per agent-step, so the ratio shows
-/// what the actor layer costs. Torch threads are split evenly over the agents (cores / N, at least 1).</summary>
+/// <summary>
+/// population: agent-steps/s (env steps with their updates under the official schedule; meta-train adds the
+/// meta-gradient every obj_func_update_delay iterations and the server's Adam step) of K agents run as ONE batched
+/// group against the same K agents as K groups of one, side by side in one process, each through the whole engine
+/// (Population.Run on Akka.NET actors, Pendulum-v1 with 50-step episodes, no random-exploration phase so every step
+/// runs the policy). The cores are split over the groups (cores / groups torch threads each, at least 1).
+/// Sizes: small (hidden 64, 16 windows) and paper (hidden 350, 100 windows). Also prints the analytic matmul FLOPs
+/// per agent-step, from which a GPU projection follows.
+/// </summary>
 public static class PopulationBench
 {
     public static IEnumerable<string> Run(string[] args)
     {
-        var counts = (BenchArgs.Get(args, "--agents") ?? "1,2,4").Split(',').Select(int.Parse).ToArray();
-        long steps = (long)BenchArgs.GetDouble(args, "--steps", 3000);
-        string env = BenchArgs.Get(args, "--env") ?? "Pendulum-v1";
-        var cfg = RunConfig.Default
-            .With("policy_units", "64").With("critic_units", "64").With("buffer_sample_size", "16")
-            .With("policy_random_exploration_steps", "500").With("steps", "1").With("timesteps_total", steps.ToString());
-        int cores = Environment.ProcessorCount;
-
-        // The baseline runs on a thread of its own that ends before the populations start: libgomp throttles the
-        // spin-waiting of every team once more OpenMP threads exist than cores, so a team left behind by this
-        // thread would slow the agents' teams (measured 2×) and the comparison would show that, not the actors.
-        double direct = 0;
-        var baseline = new Thread(() => direct = Direct(cfg, env, steps, cores), 16 << 20);
-        baseline.Start();
-        baseline.Join();
-        foreach (int n in counts)
-        {
-            int threads = Math.Max(1, cores / n);
-            var options = new PopulationOptions
-            {
-                AgentCount = n, TimestepsTotal = steps, Steps = 1, ObjFuncUpdateDelay = -1,
-                CheckpointAtEnd = false, TorchThreadsPerAgent = threads,
-            };
-            var sw = Stopwatch.StartNew();
-            var result = Population.Run(options, i => new MetaAgent(cfg, env, i, 1000 + i, "cpu", MemberMode.Td3), _ => { });
-            double rate = result.AgentEnvSteps.Sum() / sw.Elapsed.TotalSeconds;
-            yield return new JsonObject
-            {
-                ["workload"] = "population",
-                ["agents"] = n,
-                ["env"] = env,
-                ["torch_threads_per_agent"] = threads,
-                ["agent_steps_per_s"] = Math.Round(rate, 1),
-                ["direct_one_agent_steps_per_s"] = Math.Round(direct, 1),
-                ["ratio_to_direct"] = Math.Round(rate / direct, 3),
-            }.ToJsonString();
-        }
+        var ks = (BenchArgs.Get(args, "--agents") ?? "1,4,16,64").Split(',').Select(int.Parse).ToArray();
+        var sizes = (BenchArgs.Get(args, "--sizes") ?? "small,paper").Split(',');
+        var modes = (BenchArgs.Get(args, "--modes") ?? "train,meta-train").Split(',');
+        long smallSteps = (long)BenchArgs.GetDouble(args, "--steps", 200);
+        long paperSteps = (long)BenchArgs.GetDouble(args, "--paper-steps", 100);
+        int paperMaxK = (int)BenchArgs.GetDouble(args, "--paper-max-agents", 16);
+        foreach (var size in sizes)
+            foreach (var mode in modes)
+                foreach (int k in ks)
+                {
+                    bool paper = size == "paper";
+                    if (paper && k > paperMaxK) continue;
+                    if (mode == "meta-train" && k < 2) continue;   // a population of one trains no objective
+                    long steps = paper ? paperSteps : smallSteps;
+                    var cfg = Config(paper, steps);
+                    double one = Measure(cfg, mode, k, groupSize: 0, steps);
+                    double many = Measure(cfg, mode, k, groupSize: 1, steps);
+                    yield return new JsonObject
+                    {
+                        ["workload"] = "population", ["size"] = size, ["mode"] = mode, ["agents"] = k,
+                        ["group_size"] = k, ["hidden"] = cfg.PolicyUnits, ["windows"] = cfg.BufferSampleSize,
+                        ["agent_steps_per_s"] = Math.Round(one, 1),
+                        ["groups_of_one_agent_steps_per_s"] = Math.Round(many, 1),
+                        ["speedup"] = Math.Round(one / many, 2),
+                        ["steps_per_agent"] = steps, ["cores"] = Environment.ProcessorCount,
+                        ["mflop_per_agent_step"] = Math.Round(FlopsPerAgentStep(cfg, mode == "meta-train") / 1e6, 1),
+                    }.ToJsonString();
+                }
     }
 
-    /// <summary>One member on the official schedule (collect whole episodes, one update per step), no actors.</summary>
-    static double Direct(RunConfig cfg, string env, long steps, int threads)
+    static RunConfig Config(bool paper, long steps) => RunConfig.Default
+        .With("policy_units", paper ? "350" : "64").With("critic_units", paper ? "350" : "64")
+        .With("buffer_sample_size", paper ? "100" : "16").With("max_episode_length", "50")
+        .With("policy_random_exploration_steps", "0").With("steps", "1").With("timesteps_total", steps.ToString())
+        .With("buffer_size", "20000").With("obj_func_anneal_steps", "0");
+
+    /// <summary>Agent-steps/s of K agents as groups of <paramref name="groupSize"/> (0: one group), whole run.</summary>
+    static double Measure(RunConfig cfg, string mode, int k, int groupSize, long steps)
     {
-        torch.set_num_threads(threads);
-        using var member = new MetaAgent(cfg, env, 0, 1000, "cpu", MemberMode.Td3);
-        Action<Metric> none = _ => { };
-        var sw = Stopwatch.StartNew();
-        long target = 1;
-        while (member.EnvSteps < steps)
+        var algorithm = mode == "meta-train" ? Algorithm.MetaTrain : Algorithm.Td3;
+        var run = AgentGroup.EffectiveConfig(cfg.With("agent_count", k.ToString()), algorithm);
+        var groups = Grouping.Partition(Enumerable.Repeat("Pendulum-v1", k).ToArray(), groupSize);
+        var options = new PopulationOptions
         {
-            var c = member.Collect(target, none);
-            for (long j = 0; j < c.Steps; j++) member.Update(j, none);
-            if (c.ShortestEpisode is int s) target = s;
+            AgentCount = k, Groups = groups, TimestepsTotal = steps, Steps = 1,
+            Mode = algorithm == Algorithm.MetaTrain ? ScheduleMode.Sync : ScheduleMode.Independent,
+            ObjFuncUpdateDelay = run.ObjFuncUpdateDelay, PolicyUpdateDelay = run.PolicyUpdateDelay,
+            CheckpointAtEnd = false, TorchThreadsPerGroup = Math.Max(1, Environment.ProcessorCount / groups.Length),
+        };
+        var clock = Stopwatch.StartNew();
+        var result = Population.Run(options,
+            spec => new AgentGroup(run, "Pendulum-v1", spec.Agents, spec.Agents.Select(i => (long)i).ToArray(), "cpu", algorithm),
+            _ => { });
+        double s = clock.Elapsed.TotalSeconds;
+        return result.AgentEnvSteps.Sum() / s;
+    }
+
+    /// <summary>Analytic matmul FLOPs of one agent-step under the official schedule (one update iteration per env
+    /// step: a critic step every iteration, a policy step every policy_update_delay-th, and with meta-training a
+    /// meta-gradient every obj_func_update_delay-th), counting 2·in·out per row of a dense layer forward and 2× that
+    /// for its backward; the meta-gradient's double backward counted as 3 backwards. The acting forward is included.</summary>
+    public static double FlopsPerAgentStep(RunConfig c, bool metaTrain)
+    {
+        const int obs = 3, act = 1;   // Pendulum-v1
+        double Mlp(int inp, int units, int depth, int outp) =>
+            2.0 * (inp * units + (depth - 2) * units * units + units * outp);
+        double n = c.BufferSampleSize * c.RecurrentTimeSteps;
+        double pi = Mlp(obs, c.PolicyUnits, c.PolicyDepth, act), q = Mlp(obs + act, c.CriticUnits, c.CriticDepth, 1);
+        double critic = n * (pi + 2 * q) + n * 2 * q * 3;                   // targets forward; twin critics fwd + bwd
+        double policy = n * (pi + q) * 3 / c.PolicyUpdateDelay;              // π and Q1 forward + backward
+        double acting = pi;
+        double meta = 0;
+        if (metaTrain)
+        {
+            int h = c.ObjFuncLstmUnits, z = c.ObjFuncInputTransformUnits + c.ObjFuncInputTransformOutUnits;
+            double objective = n * (2.0 * 4 * h * (z + h) + 2.0 * 2 * c.ObjFuncInputTransformUnits * c.ObjFuncInputTransformUnits);
+            double windows = 2 * n;                                           // (S+1)·B windows, S = 1
+            meta = (windows / 2 * (pi + q + objective) * 4 + windows * (pi + q) * 3) / c.ObjFuncUpdateDelay;
         }
-        return member.EnvSteps / sw.Elapsed.TotalSeconds;
+        return critic + policy + acting + meta;
     }
 }

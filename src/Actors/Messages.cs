@@ -3,63 +3,73 @@ using MetaGenRL.Core.Training;
 namespace MetaGenRL.Actors;
 
 // The population protocol. Payloads are arrays (float[] α and gradients, byte[] states, Metric[] rows),
-// never tensors; an array is not mutated after it is sent.
+// never tensors; an array is not mutated after it is sent. Per-slot arrays follow the group's slot order
+// (slot k is agent GroupSpec.Agents[k]).
 
-// ── AGENT LIFECYCLE (agent ⇄ coordinator) ──
+// ── GROUP LIFECYCLE (group ⇄ coordinator) ──
 
-/// <summary>An agent incarnation started and asks its parent for the state to start from.</summary>
-/// <param name="Restarted">true after a supervised restart (a failure), false on first start.</param>
-public sealed record AgentStarted(int Agent, bool Restarted);
+/// <summary>A group incarnation started and asks its parent for the states to start from.</summary>
+/// <param name="Restarted">true after a supervised restart (the group threw), false on first start.</param>
+public sealed record GroupStarted(int Group, bool Restarted);
 
-/// <summary>Parent → agent: build the member and restore it from <paramref name="State"/> (null: fresh from the factory).</summary>
-public sealed record RestoreMember(byte[]? State);
+/// <summary>Parent → group: build the group and restore each slot from <paramref name="States"/> (null entry: as built).</summary>
+public sealed record RestoreGroup(byte[]?[] States);
 
-/// <summary>Agent → parent: the member exists; its current α and env-step count.</summary>
-public sealed record AgentReady(int Agent, bool Restarted, float[] Objective, long EnvSteps);
+/// <summary>Group → parent: the group exists; agent 0's α when the group holds agent 0 (else null), and every slot's
+/// env-step count.</summary>
+public sealed record GroupReady(int Group, bool Restarted, float[]? Agent0Objective, long[] EnvSteps);
 
-/// <summary>Replace the member's α now (initial copy of agent 0's α, end of a training iteration, after a restart).</summary>
+/// <summary>Parent → group: the slots' states of the checkpoint just stored; a failed slot is restored from here.</summary>
+public sealed record RestorePoints(byte[]?[] States);
+
+/// <summary>Replace every slot's α now (initial copy of agent 0's α, end of a training iteration).</summary>
 public sealed record LoadObjective(float[] Alpha, long Version);
 
-// ── SYNC SCHEDULE (coordinator → agent → coordinator) ──
+/// <summary>Group → parent: one slot failed and was restored at once (the group itself is fine).</summary>
+public sealed record AgentFailed(int Agent, string Reason);
 
-/// <summary>Collect whole episodes until at least <paramref name="TargetSteps"/> new steps were taken.</summary>
-public sealed record CollectRequest(long Round, long TargetSteps);
+/// <summary>Group → parent: a group method threw; the group restarts after sending this. <paramref name="J"/> is −1 for a
+/// collect, −2 for a save, −3 outside a request. <paramref name="Rows"/> end with every slot's failure and restart rows.</summary>
+public sealed record GroupFailed(int Group, long Round, long J, string Reason, Metric[] Rows);
 
-/// <summary>Reply to <see cref="CollectRequest"/>.</summary>
-public sealed record Collected(int Agent, long Round, long Steps, int? ShortestEpisode, long EnvSteps, Metric[] Metrics);
+// ── SYNC SCHEDULE (coordinator → group → coordinator) ──
 
-/// <summary>Update iteration <paramref name="J"/>; when <paramref name="ObjectiveGradient"/>, then load
-/// <paramref name="Alpha"/> (if its version is new to the agent) and compute ∇α.</summary>
+/// <summary>Every slot collects whole episodes until at least <paramref name="Target"/> new steps, at most <paramref name="Limit"/>.</summary>
+public sealed record CollectRequest(long Round, long Target, long Limit);
+
+/// <summary>Reply to <see cref="CollectRequest"/>, per slot.</summary>
+public sealed record Collected(int Group, long Round, long[] Steps, int?[] ShortestEpisode, long[] EnvSteps, Metric[] Rows);
+
+/// <summary>Update iteration <paramref name="J"/> for every slot; when <paramref name="ObjectiveGradient"/>, then load
+/// <paramref name="Alpha"/> (if its version is new to the group) and compute ∇α per slot.</summary>
 public sealed record UpdateRequest(long Round, long J, bool ObjectiveGradient, float[]? Alpha, long AlphaVersion);
 
-/// <summary>Reply to <see cref="UpdateRequest"/>; <paramref name="Gradient"/> null when none was asked for or the member has none.</summary>
-public sealed record Updated(int Agent, long Round, long J, float[]? Gradient, Metric[] Metrics);
+/// <summary>Reply to <see cref="UpdateRequest"/>; per slot ∇α, null when none was asked for, computed or usable.</summary>
+public sealed record Updated(int Group, long Round, long J, float[]?[] Gradients, Metric[] Rows);
 
-/// <summary>A request failed (exception, or NaN/Inf in a loss or the gradient). The agent restarts after sending it.
-/// <paramref name="J"/> is −1 for a collect. Its gradient, if any, is excluded.</summary>
-public sealed record AgentFailed(int Agent, long Round, long J, string Reason, Metric[] Metrics);
+/// <summary>Save every slot's state.</summary>
+public sealed record SaveStatesRequest(bool IncludeReplay);
 
-/// <summary>Save the member's state.</summary>
-public sealed record SaveStateRequest(bool IncludeReplay);
+/// <summary>Reply to <see cref="SaveStatesRequest"/> (<paramref name="Mark"/> −1), and (async) a group's own checkpoint
+/// at <paramref name="Mark"/>.</summary>
+public sealed record StatesSaved(int Group, long Mark, byte[][] States, long[] EnvSteps);
 
-/// <summary>Reply to <see cref="SaveStateRequest"/>, and (async mode) an agent's own checkpoint at <paramref name="Mark"/>.</summary>
-public sealed record StateSaved(int Agent, long Mark, byte[] State, long EnvSteps);
+// ── ASYNC AND INDEPENDENT SCHEDULES ──
 
-// ── ASYNC MODE ──
+/// <summary>Coordinator → group: run the collect/update loop on your own until every slot reached the budget.</summary>
+public sealed record StartLoop;
 
-/// <summary>Coordinator → agent: run the collect/update loop on your own until the step budget is reached.</summary>
-public sealed record StartAsync;
+/// <summary>Group → itself: one unit of work (a collect, or one update iteration).</summary>
+public sealed record LoopTick;
 
-/// <summary>Agent → itself: one unit of work (a collect, or one update iteration).</summary>
-public sealed record AsyncTick;
+/// <summary>Coordinator → group: stop the loop after the current unit (cancellation).</summary>
+public sealed record StopLoop;
 
-/// <summary>Coordinator → agent: stop the async loop after the current unit (cancellation).</summary>
-public sealed record StopAsync;
+/// <summary>Group → coordinator: every slot reached the budget (or the loop was stopped).</summary>
+/// <param name="Rounds">per slot, the collects it took part in.</param>
+public sealed record GroupFinished(int Group, long[] EnvSteps, long[] Rounds);
 
-/// <summary>Agent → coordinator: the agent reached the budget (or was stopped).</summary>
-public sealed record AgentFinished(int Agent, long EnvSteps, long Rounds);
-
-/// <summary>Agent → server (async): one clipped ∇α, computed at α version <paramref name="AlphaVersion"/>.</summary>
+/// <summary>Group → server (async): one clipped ∇α of one agent, computed at α version <paramref name="AlphaVersion"/>.</summary>
 public sealed record SubmitGradient(int Agent, float[] Gradient, long AlphaVersion);
 
 // ── OBJECTIVE SERVER ──
@@ -97,7 +107,7 @@ public sealed record MetricRows(Metric[] Rows);
 /// <summary>Population progress in env steps (sync: the global step).</summary>
 public sealed record ProgressReport(long EnvSteps);
 
-/// <summary>One agent's env steps (async); the sink reports the minimum over agents.</summary>
+/// <summary>One agent's env steps (async, independent); the sink reports the minimum over agents.</summary>
 public sealed record AgentProgress(int Agent, long EnvSteps);
 
 /// <summary>Everything sent before this was delivered; replies <see cref="Flushed"/>.</summary>
@@ -111,8 +121,8 @@ public sealed record Flushed(Exception? Error);
 /// <summary>Stop at the next phase boundary; the run ends as cancelled.</summary>
 public sealed record CancelRun;
 
-/// <summary>Coordinator → agent: report the member's α (agent_count 1, where no server holds it).</summary>
+/// <summary>Coordinator → the group holding agent 0: report agent 0's α (where no server holds it).</summary>
 public sealed record ObjectiveRequest;
 
 /// <summary>Reply to <see cref="ObjectiveRequest"/>.</summary>
-public sealed record MemberObjective(int Agent, float[] Alpha);
+public sealed record GroupObjective(int Group, float[] Alpha);

@@ -1,106 +1,101 @@
 using Akka.Actor;
-using MetaGenRL.Core.Meta;
+using MetaGenRL.Core.Engine;
 using MetaGenRL.Core.Training;
 
 namespace MetaGenRL.Actors;
 
 /// <summary>
-/// Parent and supervisor of the agents and the <see cref="ObjectiveServer"/>; runs the schedule.
+/// Parent and supervisor of the group actors and the <see cref="ObjectiveServer"/>; routes the messages of the
+/// schedule. The state lives in two plain classes: <see cref="SyncRound"/> (the lock-step rounds and the replies of
+/// the phase in flight) and <see cref="CheckpointAssembly"/> (checkpoint parts, marker rows, restore points, counters).
 ///
-/// Sync (the official Algorithm 1, in lock step): a round is a collect by every agent (whole episodes until ≥ target
-/// steps; target starts at 1, then the max over agents of each agent's shortest episode of the previous round;
-/// the global step advances by max_interaction_length L), then for j = 0 … L−1 every agent does Update(j) and, when
-/// j % obj_func_update_delay == 0 and agent_count > 1, loads the α it was sent (the server's latest) and computes ∇α;
-/// once all N replied, the server averages the gradients in agent-index order and takes one Adam step. So the
-/// policy step at j uses the α loaded at the previous gradient computation (stale by one server step). After every
-/// `steps` rounds (a training iteration) all agents load the latest α and the budget is checked. Metrics are
-/// forwarded per phase in agent-index order, so a run is a deterministic function of its inputs.
+/// Sync (the official Algorithm 1, in lock step): a round is a collect by every group, then for j = 0 … L−1 every group does Update(j) and, when
+/// j % obj_func_update_delay == 0 and a server exists, loads the α it was sent (the server's latest) and computes ∇α per
+/// slot; once all groups replied, the server averages every agent's gradient in agent-index order and takes one Adam
+/// step. So the policy step at j uses the α loaded at the previous gradient computation (stale by one server step).
+/// After every `steps` rounds (a training iteration) all groups load the latest α. Rows are forwarded per phase in
+/// agent-index order, so a run is a deterministic function of its inputs.
 ///
-/// Async: see <see cref="AgentActor"/> and <see cref="ObjectiveServer"/>; the coordinator only starts the loops,
-/// restarts failed agents, gathers the agents' own checkpoints and waits for all agents to finish.
+/// Async and independent: every group runs <see cref="GroupLoop"/> on its own (async: gradients go to the server,
+/// which publishes each new α); the coordinator starts the loops, restarts failed groups, writes a checkpoint when
+/// every group passed the next mark and waits for every group to finish.
 ///
-/// Failures: a failed request counts as a reply without a gradient (excluded from the mean); the agent is restarted
-/// (<see cref="SupervisorStrategy"/>) and restored from the last checkpointed state of its member, or fresh.
+/// Failures: a slot failure is handled inside its group (restored at once, gradient dropped); a group whose method
+/// threw is restarted (<see cref="SupervisorStrategy"/>) and restored from the last checkpointed states, and in sync its
+/// request counts as a reply without gradients. More than MaxRestartsPerAgent failures of one agent fail the run.
 /// </summary>
 public sealed class PopulationCoordinator : ReceiveActor
 {
-    enum Phase { Starting, ServerInit, Collect, Update, ServerStep, Checkpoint, Async, Draining, Finishing, Done }
+    enum Phase { Starting, ServerInit, Collect, Update, ServerStep, Checkpoint, Loop, Draining, Finishing, Done }
+
+    /// <summary>Name of the metric row emitted just before each checkpoint is written (value: its index).</summary>
+    public const string CheckpointMarker = CheckpointAssembly.Marker;
 
     readonly PopulationOptions _o;
-    readonly Func<int, IPopulationMember> _factory;
+    readonly Func<GroupSpec, IAgentGroup> _factory;
     readonly IActorRef _sink;
     readonly TaskCompletionSource<PopulationResult> _done;
-    readonly int _n;
-    IActorRef[] _agents = Array.Empty<IActorRef>();
+    readonly GroupSpec[] _specs;
+    readonly SyncRound _round;
+    readonly CheckpointAssembly _checkpoints;
+    IActorRef[] _groups = Array.Empty<IActorRef>();
     IActorRef _server = ActorRefs.Nobody;
     Phase _phase = Phase.Starting;
+    Action _afterCheckpoint = () => { };
     Exception? _lastChildError;
-
-    // checkpointed counters
-    long _round, _target = 1, _globalStep, _lastCheckpointStep, _nextCheckpointIndex, _nextAsyncMark;
+    bool _cancelled;
     // objective
-    float[]? _alpha;
+    float[]? _alpha, _alpha0;
     long _version;
-    // per agent
-    readonly byte[]?[] _agentState;
-    readonly long[] _envSteps, _asyncRounds, _marks;
+    // per group
     readonly bool[] _ready, _finished;
     int _readyCount;
-    float[]? _alpha0;
-    byte[]? _serverState;
-    bool _resumed;
-    // the phase in flight
-    int _pending;
-    readonly bool[] _replied;
-    readonly Metric[]?[] _rows;
-    readonly float[]?[] _grads;
-    readonly long[] _steps;
-    readonly int?[] _shortest;
-    readonly byte[]?[] _saving;
-    long _length, _j, _nextTarget;
-    bool _gradStep, _asyncExporting;
-    byte[]?[]? _asyncSnapshot;
-    Action _afterCheckpoint = () => { };
-    readonly Queue<(int Index, long EnvStep, Dictionary<string, byte[]> Parts, byte[]?[] Agents)> _pendingWrites = new();
+    // per agent
+    readonly long[] _envSteps, _loopRounds;
+    readonly int[] _agentFailures;
     // run statistics
-    int _failures, _restarts, _checkpoints;
-    bool _cancelled;
+    int _failures, _restarts;
+    readonly List<string> _reasons = new();
 
-    public static Props Props(PopulationOptions options, Func<int, IPopulationMember> factory, IActorRef sink,
+    public static Props Props(PopulationOptions options, Func<GroupSpec, IAgentGroup> factory, IActorRef sink,
                               TaskCompletionSource<PopulationResult> done) =>
         Akka.Actor.Props.Create(() => new PopulationCoordinator(options, factory, sink, done));
 
-    public PopulationCoordinator(PopulationOptions options, Func<int, IPopulationMember> factory, IActorRef sink,
+    public PopulationCoordinator(PopulationOptions options, Func<GroupSpec, IAgentGroup> factory, IActorRef sink,
                                  TaskCompletionSource<PopulationResult> done)
     {
-        _o = options; _factory = factory; _sink = sink; _done = done; _n = options.AgentCount;
-        _agentState = new byte[]?[_n]; _envSteps = new long[_n]; _asyncRounds = new long[_n];
-        _marks = Enumerable.Repeat(-1L, _n).ToArray();
-        _ready = new bool[_n]; _finished = new bool[_n]; _replied = new bool[_n]; _rows = new Metric[]?[_n];
-        _grads = new float[]?[_n]; _steps = new long[_n]; _shortest = new int?[_n]; _saving = new byte[]?[_n];
+        _o = options; _factory = factory; _sink = sink; _done = done;
+        _specs = options.Partition();
+        _round = new SyncRound(options, _specs);
+        _checkpoints = new CheckpointAssembly(options, _specs);
+        _ready = new bool[_specs.Length]; _finished = new bool[_specs.Length];
+        _envSteps = new long[options.AgentCount]; _loopRounds = new long[options.AgentCount];
+        _agentFailures = new int[options.AgentCount];
 
-        Receive<AgentStarted>(OnAgentStarted);
-        Receive<AgentReady>(OnAgentReady);
+        Receive<GroupStarted>(m => Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group]))));
+        Receive<GroupReady>(OnGroupReady);
         Receive<ObjectivePublished>(OnPublished);
         Receive<Collected>(OnCollected);
         Receive<Updated>(OnUpdated);
-        Receive<AgentFailed>(OnFailed);
-        Receive<StateSaved>(OnStateSaved);
+        Receive<AgentFailed>(m => RecordFailure(m.Agent, m.Reason));
+        Receive<GroupFailed>(OnGroupFailed);
+        Receive<StatesSaved>(OnStatesSaved);
         Receive<ObjectiveServerState>(OnServerState);
-        Receive<AgentFinished>(OnAgentFinished);
-        Receive<MemberObjective>(m => { _alpha = m.Alpha; Flush(); });
+        Receive<GroupFinished>(OnGroupFinished);
+        Receive<GroupObjective>(m => { _alpha = m.Alpha; Flush(); });
         Receive<Flushed>(OnFlushed);
         Receive<CancelRun>(_ => OnCancel());
         Receive<Terminated>(t => { if (_phase is not (Phase.Finishing or Phase.Done)) Fail(new InvalidOperationException($"{t.ActorRef.Path.Name} stopped: {_lastChildError?.Message ?? "no reason given"}", _lastChildError)); });
     }
 
-    /// <summary>Agents that fault are restarted (at most MaxRestartsPerAgent times in the run); anything else stops the
-    /// child, which fails the run with that exception. Akka's own logging of these is off: a failure is a metric row.</summary>
+    /// <summary>Groups that fault are restarted (the coordinator counts failures per agent and ends the run past
+    /// MaxRestartsPerAgent); anything else stops the child, which fails the run with that exception. Akka's own logging
+    /// of these is off: a failure is a metric row.</summary>
     protected override SupervisorStrategy SupervisorStrategy() =>
-        new OneForOneStrategy(_o.MaxRestartsPerAgent, -1, ex =>
+        new OneForOneStrategy(-1, -1, ex =>
         {
             _lastChildError = ex;
-            return ex is AgentFaultException ? Directive.Restart : Directive.Stop;
+            return ex is GroupFaultException ? Directive.Restart : Directive.Stop;
         }, loggingEnabled: false);
 
     protected override bool AroundReceive(Receive receive, object message)
@@ -117,63 +112,52 @@ public sealed class PopulationCoordinator : ReceiveActor
 
     void Start()
     {
-        if (_o.Resume && _o.Checkpoints?.LoadLatest() is { } latest) Restore(latest.Index, latest.Parts);
-        if (_n > 1)
+        if (_o.Resume && _o.Checkpoints?.LoadLatest() is { } latest) _checkpoints.Restore(latest.Index, latest.Parts, _round);
+        if (_o.HasServer)
         {
             _server = Context.ActorOf(ObjectiveServer.Props(_o.ObjFuncLearningRate), "objective-server");
             Context.Watch(_server);
         }
-        _agents = Enumerable.Range(0, _n).Select(i =>
+        _groups = _specs.Select(spec =>
         {
-            var settings = new AgentSettings(i, _n, _o.TimestepsTotal, _o.ObjFuncUpdateDelay, _o.TorchThreadsPerAgent,
-                                             _o.Mode == ScheduleMode.Async ? _o.CheckpointEvery : 0, _o.CheckpointIncludesReplay);
-            var a = Context.ActorOf(AgentActor.Props(settings, _factory, _sink, _server), $"agent-{i}");
-            Context.Watch(a);
-            return a;
+            var g = Context.ActorOf(GroupActor.Props(spec, _o, _factory, _sink, _server), $"group-{spec.Group}");
+            Context.Watch(g);
+            return g;
         }).ToArray();
     }
 
     // ── STARTUP AND RESTARTS ──
-    void OnAgentStarted(AgentStarted m)
+    void OnGroupReady(GroupReady m)
     {
+        RecordEnvSteps(m.Group, m.EnvSteps);
         if (m.Restarted)
         {
-            _restarts++;
-            Emit(new Metric(_envSteps[m.Agent], "agent_restart", 1, m.Agent));
-        }
-        Sender.Tell(new RestoreMember(_agentState[m.Agent]));
-    }
-
-    void OnAgentReady(AgentReady m)
-    {
-        _envSteps[m.Agent] = m.EnvSteps;
-        if (m.Restarted)
-        {
-            // Sync catches the restarted agent up with the α carried by its next request (deterministic order).
-            if (_o.Mode == ScheduleMode.Async && _phase == Phase.Async && !_finished[m.Agent])
+            // Sync catches the restarted group up with the α carried by its next request (deterministic order).
+            if (_o.Mode != ScheduleMode.Sync && _phase == Phase.Loop && !_finished[m.Group])
             {
-                if (_n > 1 && _alpha is not null) Sender.Tell(new LoadObjective(_alpha, _version));
-                Sender.Tell(new StartAsync());
+                if (_o.HasServer && _alpha is not null) Sender.Tell(new LoadObjective(_alpha, _version));
+                Sender.Tell(new StartLoop());
             }
             return;
         }
-        if (_ready[m.Agent]) return;
-        _ready[m.Agent] = true;
-        if (m.Agent == 0) _alpha0 = m.Objective;
-        if (++_readyCount < _n) return;
-        if (_n == 1) { _alpha = _alpha0; AfterInit(); return; }
+        if (_ready[m.Group] || _phase is Phase.Finishing or Phase.Done) return;
+        _ready[m.Group] = true;
+        if (m.Agent0Objective is not null) _alpha0 = m.Agent0Objective;
+        if (++_readyCount < _specs.Length) return;
+        if (!_o.HasServer) { AfterInit(); return; }
         _phase = Phase.ServerInit;
-        _server.Tell(_serverState is not null ? new ImportObjectiveState(_serverState) : new InitObjective(_alpha0!));
+        _server.Tell(_checkpoints.ResumedServer is { } state ? new ImportObjectiveState(state) : new InitObjective(_alpha0!));
     }
 
     void AfterInit()
     {
-        // official: agent 0's initial α is copied to every agent and the server; a resumed member keeps its own
-        if (_n > 1 && !_resumed) Broadcast(new LoadObjective(_alpha!, _version));
+        // official: agent 0's initial α is copied to every agent and the server; a resumed agent keeps its own
+        if (_o.HasServer && !_checkpoints.Resumed) Broadcast(new LoadObjective(_alpha!, _version));
+        if (_cancelled) { Finish(); return; }
         if (_o.Mode == ScheduleMode.Sync) { StartRound(); return; }
-        _phase = Phase.Async;
-        if (_n > 1) _server.Tell(new ServeAsync(_n, _o.AsyncServerMaxWait, _agents.Append(Self).ToArray()));
-        Broadcast(new StartAsync());
+        _phase = Phase.Loop;
+        if (_o.HasServer) _server.Tell(new ServeAsync(_o.AgentCount, _o.AsyncServerMaxWait, _groups.Append(Self).ToArray()));
+        Broadcast(new StartLoop());
     }
 
     void OnPublished(ObjectivePublished m)
@@ -183,217 +167,190 @@ public sealed class PopulationCoordinator : ReceiveActor
         {
             case Phase.ServerInit: AfterInit(); break;
             case Phase.ServerStep: NextJ(); break;
-            case Phase.Draining: EndAsync(); break;
+            case Phase.Draining: EndLoop(); break;
         }
     }
 
     // ── SYNC: ROUNDS ──
     void StartRound()
     {
-        if (_cancelled || StopAt(_round)) { Finish(); return; }
+        if (_cancelled || _round.BudgetReached) { Finish(); return; }
         _phase = Phase.Collect;
-        BeginReplies();
-        Broadcast(new CollectRequest(_round, _target));
+        Broadcast(_round.StartCollect());
     }
-
-    bool StopAt(long round) => round > 0 && round % _o.Steps == 0 && _globalStep >= _o.TimestepsTotal;
 
     void OnCollected(Collected c)
     {
-        if (_phase != Phase.Collect || c.Round != _round || _replied[c.Agent]) return;
-        _steps[c.Agent] = c.Steps; _shortest[c.Agent] = c.ShortestEpisode; _envSteps[c.Agent] = c.EnvSteps;
-        Reply(c.Agent, c.Metrics);
+        if (_phase != Phase.Collect || c.Round != _round.Round || !_round.Expects(c.Group)) return;
+        RecordEnvSteps(c.Group, c.EnvSteps);
+        if (_round.Collected(c)) AfterCollect();
     }
 
     void AfterCollect()
     {
-        _length = _steps.Max();
-        var shortest = _shortest.Where(s => s.HasValue).Select(s => (long)s!.Value).ToArray();
-        _nextTarget = shortest.Length > 0 ? shortest.Max() : _target;
-        _globalStep += _length;
-        _sink.Tell(new ProgressReport(_globalStep));
-        _j = 0;
-        if (_length == 0) EndRound(); else SendUpdates();
+        Emit(_round.Rows());
+        _round.EndCollect();
+        _sink.Tell(new ProgressReport(_round.GlobalStep));
+        if (_round.Length == 0) EndRound(); else SendUpdates();
     }
 
     void SendUpdates()
     {
         if (_cancelled) { Finish(); return; }
         _phase = Phase.Update;
-        BeginReplies();
-        _gradStep = _o.ObjectiveGradientAt(_j);
-        Broadcast(new UpdateRequest(_round, _j, _gradStep, _n > 1 ? _alpha : null, _version));
+        Broadcast(_round.StartUpdate(_o.HasServer ? _alpha : null, _version));
     }
 
     void OnUpdated(Updated u)
     {
-        if (_phase != Phase.Update || u.Round != _round || u.J != _j || _replied[u.Agent]) return;
-        _grads[u.Agent] = u.Gradient;
-        Reply(u.Agent, u.Metrics);
+        if (_phase != Phase.Update || u.Round != _round.Round || u.J != _round.J || !_round.Expects(u.Group)) return;
+        if (_round.Updated(u)) AfterUpdate();
     }
 
     void AfterUpdate()
     {
-        if (!_gradStep) { NextJ(); return; }
+        Emit(_round.Rows());
+        if (!_round.GradientStep) { NextJ(); return; }
         _phase = Phase.ServerStep;
-        _server.Tell(new ApplyGradients(_j, (float[]?[])_grads.Clone()));
+        _server.Tell(new ApplyGradients(_round.J, _round.Gradients()));
     }
 
     void NextJ()
     {
-        if (++_j < _length) SendUpdates(); else EndRound();
+        if (_round.NextJ()) SendUpdates(); else EndRound();
     }
 
     void EndRound()
     {
-        _round++;
-        _target = _nextTarget;
-        bool iterationEnd = _round % _o.Steps == 0;
-        if (iterationEnd && _n > 1) Broadcast(new LoadObjective(_alpha!, _version));
-        bool stop = StopAt(_round) || _cancelled;
-        bool periodic = _o.CheckpointEvery > 0 && _globalStep - _lastCheckpointStep >= _o.CheckpointEvery;
-        bool atEnd = stop && !_cancelled && _o.CheckpointAtEnd && _o.Checkpoints is not null && _lastCheckpointStep != _globalStep;
+        _round.EndRound();
+        if (_round.IterationEnd && _o.HasServer) Broadcast(new LoadObjective(_alpha!, _version));
+        bool stop = _round.BudgetReached || _cancelled;
+        bool periodic = _o.CheckpointEvery > 0 && _round.GlobalStep - _checkpoints.LastStep >= _o.CheckpointEvery;
+        bool atEnd = stop && WantsFinalCheckpoint && _checkpoints.LastStep != _round.GlobalStep;
         if (!_cancelled && (periodic || atEnd)) Checkpoint(stop ? Finish : StartRound);
         else if (stop) Finish();
         else StartRound();
     }
 
-    // ── REPLIES AND FAILURES ──
-    void BeginReplies()
+    // ── FAILURES ──
+    void OnGroupFailed(GroupFailed f)
     {
-        _pending = _n;
-        Array.Clear(_replied); Array.Clear(_rows); Array.Clear(_grads); Array.Clear(_steps); Array.Clear(_shortest);
-    }
-
-    void Reply(int agent, Metric[] rows)
-    {
-        _replied[agent] = true;
-        _rows[agent] = rows;
-        if (--_pending > 0) return;
-        Emit(_rows.SelectMany(r => r ?? Array.Empty<Metric>()).ToArray());   // agent-index order
-        switch (_phase)
+        var agents = _specs[f.Group].Agents;
+        var rows = f.Rows.Concat(agents.SelectMany(a => new[]
         {
-            case Phase.Collect: AfterCollect(); break;
-            case Phase.Update: AfterUpdate(); break;
-            case Phase.Checkpoint: AfterSaves(); break;
+            new Metric(_envSteps[a], "agent_failure", 1, a),
+            new Metric(_envSteps[a], "agent_restart", 1, a),
+        })).ToArray();
+        foreach (int a in agents) RecordFailure(a, f.Reason);
+        if (_phase == Phase.Done) return;
+        bool thisRound = f.Round == _round.Round;
+        if (_phase == Phase.Collect && thisRound && f.J == -1 && _round.Expects(f.Group))
+        {
+            if (_round.Failed(f.Group, rows)) AfterCollect();   // no steps
         }
-    }
-
-    void OnFailed(AgentFailed f)
-    {
-        _failures++;
-        var rows = f.Metrics.Append(new Metric(_envSteps[f.Agent], "agent_failure", 1, f.Agent)).ToArray();
-        bool answersPhase = !_replied[f.Agent] && f.Round == _round && _phase switch
+        else if (_phase == Phase.Update && thisRound && f.J == _round.J && _round.Expects(f.Group))
         {
-            Phase.Collect => f.J == -1,
-            Phase.Update => f.J == _j,
-            Phase.Checkpoint => f.J == -2,
-            _ => false,
-        };
-        if (answersPhase) Reply(f.Agent, rows);   // no gradient, no state: excluded from this step
+            if (_round.Failed(f.Group, rows)) AfterUpdate();    // no gradients: excluded from this step
+        }
+        else if (_phase == Phase.Checkpoint && f.J == -2 && _checkpoints.Expects(f.Group))
+        {
+            Emit(rows);
+            if (_checkpoints.SaveFailed(f.Group)) AfterSaves();
+        }
         else Emit(rows);
     }
 
+    void RecordFailure(int agent, string reason)
+    {
+        _failures++;
+        _restarts++;
+        _reasons.Add($"agent {agent}: {reason}");
+        if (++_agentFailures[agent] > _o.MaxRestartsPerAgent)
+            Fail(new InvalidOperationException(
+                $"agent {agent} failed {_agentFailures[agent]} times (max_restarts_per_agent {_o.MaxRestartsPerAgent}); last: {reason}"));
+    }
+
     // ── CHECKPOINTS ──
+    bool WantsFinalCheckpoint => !_cancelled && _o.CheckpointAtEnd && _o.Checkpoints is not null;
+
     void Checkpoint(Action then)
     {
         _phase = Phase.Checkpoint;
         _afterCheckpoint = then;
-        BeginReplies();
-        Array.Clear(_saving);
-        Broadcast(new SaveStateRequest(_o.CheckpointIncludesReplay));
+        _checkpoints.BeginSave();
+        Broadcast(new SaveStatesRequest(_o.CheckpointIncludesReplay));
     }
 
-    void OnStateSaved(StateSaved s)
+    void OnStatesSaved(StatesSaved s)
     {
-        if (s.Mark >= 0) { OnAgentCheckpoint(s); return; }
-        if (_phase != Phase.Checkpoint || _replied[s.Agent]) return;
-        _saving[s.Agent] = s.State;
-        _envSteps[s.Agent] = s.EnvSteps;
-        Reply(s.Agent, Array.Empty<Metric>());
+        RecordEnvSteps(s.Group, s.EnvSteps);
+        if (s.Mark >= 0) { OnGroupMark(s); return; }
+        if (_phase == Phase.Checkpoint && _checkpoints.Expects(s.Group) && _checkpoints.Saved(s)) AfterSaves();
     }
 
     void AfterSaves()
     {
-        if (_saving.Any(s => s is null)) { _afterCheckpoint(); return; }   // an agent failed while saving: skip this one
-        if (_n > 1) _server.Tell(new ExportObjectiveState());
-        else WriteCheckpoint((byte[][])_saving.Clone(), null, _globalStep);
+        var states = _checkpoints.Gathered();
+        if (states is null) { _afterCheckpoint(); return; }   // a group failed while saving: skip this one
+        if (_o.HasServer) _server.Tell(new ExportObjectiveState());
+        else Write(states, null, _round.GlobalStep);
+    }
+
+    void OnGroupMark(StatesSaved s)
+    {
+        if (!_checkpoints.GroupMark(s, canWrite: _phase == Phase.Loop)) return;
+        if (_o.HasServer) { _server.Tell(new ExportObjectiveState()); return; }
+        var (states, mark) = _checkpoints.TakeAsyncSnapshot();
+        Write(states, null, mark);
     }
 
     void OnServerState(ObjectiveServerState m)
     {
-        if (_asyncExporting)
+        if (_checkpoints.AsyncExporting)
         {
-            _asyncExporting = false;
-            long mark = _marks.Min();
-            WriteCheckpoint(_asyncSnapshot!, m.State, mark);
-            _nextAsyncMark = mark + _o.CheckpointEvery;
-            return;
+            var (states, mark) = _checkpoints.TakeAsyncSnapshot();
+            Write(states, m.State, mark);
         }
-        if (_phase == Phase.Checkpoint) WriteCheckpoint((byte[][])_saving.Clone(), m.State, _globalStep);
+        else if (_phase == Phase.Checkpoint) Write(_checkpoints.Gathered()!, m.State, _round.GlobalStep);
     }
 
-    void WriteCheckpoint(byte[]?[] agents, byte[]? server, long envStep)
+    void Write(byte[][] agents, byte[]? server, long envStep)
     {
-        var parts = new Dictionary<string, byte[]>();
-        for (int i = 0; i < _n; i++) parts[$"agent/{i}"] = agents[i]!;
-        if (server is not null) parts["server"] = server;
-        _lastCheckpointStep = envStep;
-        long index = _nextCheckpointIndex++;
-        parts["coordinator"] = Counters();
-        // The marker row goes into the metric stream first: rows before it are the ones this checkpoint covers,
-        // so a resumed run can keep exactly those. The checkpoint is stored only once the sink has delivered
-        // everything up to the marker (FlushMetrics → Flushed), so a stored checkpoint always has its rows.
-        Emit(new Metric(envStep, CheckpointMarker, index));
-        _pendingWrites.Enqueue(((int)index, envStep, parts, agents));
+        Emit(_checkpoints.Enqueue(agents, server, envStep, _round));
         Flush();
     }
 
-    /// <summary>Stores the oldest checkpoint waiting for its rows to be delivered (the sink answers in order).</summary>
     void StorePendingCheckpoint()
     {
-        var (index, envStep, parts, agents) = _pendingWrites.Dequeue();
-        _o.Checkpoints?.Write(index, envStep, parts);
-        Array.Copy(agents, _agentState, _n);
-        _checkpoints++;
+        var states = _checkpoints.StorePending();
+        if (_o.Mode == ScheduleMode.Sync)
+            foreach (var spec in _specs) _groups[spec.Group].Tell(new RestorePoints(spec.Agents.Select(a => states[a]).ToArray()));
         if (_phase == Phase.Checkpoint) _afterCheckpoint();
     }
 
-    // ── ASYNC ──
-    void OnAgentCheckpoint(StateSaved s)
+    // ── ASYNC AND INDEPENDENT ──
+    void OnGroupFinished(GroupFinished m)
     {
-        _agentState[s.Agent] = s.State;      // a restart restores from here
-        _marks[s.Agent] = Math.Max(_marks[s.Agent], s.Mark);
-        if (_phase != Phase.Async || _asyncExporting || _marks.Any(m => m < Math.Max(_nextAsyncMark, 1))) return;
-        _asyncSnapshot = (byte[]?[])_agentState.Clone();
-        if (_n > 1) { _asyncExporting = true; _server.Tell(new ExportObjectiveState()); return; }
-        long mark = _marks.Min();
-        WriteCheckpoint(_asyncSnapshot, null, mark);
-        _nextAsyncMark = mark + _o.CheckpointEvery;
+        RecordEnvSteps(m.Group, m.EnvSteps);
+        var agents = _specs[m.Group].Agents;
+        for (int k = 0; k < agents.Length; k++) _loopRounds[agents[k]] = m.Rounds[k];
+        _finished[m.Group] = true;
+        if (_phase != Phase.Loop || _finished.Any(f => !f)) return;
+        if (_o.HasServer) { _phase = Phase.Draining; _server.Tell(new DrainObjective()); }
+        else EndLoop();
     }
 
-    void OnAgentFinished(AgentFinished m)
+    void EndLoop()
     {
-        _envSteps[m.Agent] = m.EnvSteps;
-        _asyncRounds[m.Agent] = m.Rounds;
-        _finished[m.Agent] = true;
-        if (_phase != Phase.Async || _finished.Any(f => !f)) return;
-        if (_n > 1) { _phase = Phase.Draining; _server.Tell(new DrainObjective()); }
-        else EndAsync();
-    }
-
-    void EndAsync()
-    {
-        _globalStep = _envSteps.Min();
-        _round = _asyncRounds.Sum();
-        if (!_cancelled && _o.CheckpointAtEnd && _o.Checkpoints is not null) Checkpoint(Finish);
+        _round.Set(_loopRounds.Sum(), _round.Target, _envSteps.Min());
+        if (WantsFinalCheckpoint) Checkpoint(Finish);
         else Finish();
     }
 
     void OnCancel()
     {
         _cancelled = true;
-        if (_phase == Phase.Async) Broadcast(new StopAsync());
+        if (_phase == Phase.Loop) Broadcast(new StopLoop());
         else if (_phase is Phase.Starting or Phase.ServerInit) Finish();
     }
 
@@ -402,7 +359,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     {
         if (_phase is Phase.Finishing or Phase.Done) return;
         _phase = Phase.Finishing;
-        if (_n == 1) _agents[0].Tell(new ObjectiveRequest());   // its α lives in the member
+        if (!_o.HasServer) _groups[_specs.First(g => g.Agents.Contains(0)).Group].Tell(new ObjectiveRequest());   // α lives in the agents
         else Flush();
     }
 
@@ -415,13 +372,14 @@ public sealed class PopulationCoordinator : ReceiveActor
             Fail(new InvalidOperationException($"the metric callback failed: {f.Error.Message}", f.Error));
             return;
         }
-        if (_pendingWrites.Count > 0) { StorePendingCheckpoint(); return; }
+        if (_checkpoints.HasPending) { StorePendingCheckpoint(); return; }
         if (_phase != Phase.Finishing) return;
         _phase = Phase.Done;
         if (f.Error is not null) _done.TrySetException(new InvalidOperationException($"the metric callback failed: {f.Error.Message}", f.Error));
         else if (_cancelled) _done.TrySetCanceled();
-        else _done.TrySetResult(new PopulationResult(_alpha ?? Array.Empty<float>(), _version, _round, _globalStep,
-                                                      (long[])_envSteps.Clone(), _failures, _restarts, _checkpoints));
+        else _done.TrySetResult(new PopulationResult(_alpha ?? Array.Empty<float>(), _version, _round.Round, _round.GlobalStep,
+                                                      (long[])_envSteps.Clone(), _failures, _restarts, _checkpoints.Written,
+                                                      _reasons.ToArray()));
     }
 
     void Fail(Exception e)
@@ -433,44 +391,13 @@ public sealed class PopulationCoordinator : ReceiveActor
     }
 
     // ── HELPERS ──
-    void Broadcast(object message) { foreach (var a in _agents) a.Tell(message); }
+    void Broadcast(object message) { foreach (var g in _groups) g.Tell(message); }
 
-    /// <summary>Name of the metric row emitted just before each checkpoint is written (value: its index).</summary>
-    public const string CheckpointMarker = "checkpoint";
+    void RecordEnvSteps(int group, long[] envSteps)
+    {
+        var agents = _specs[group].Agents;
+        for (int k = 0; k < agents.Length; k++) _envSteps[agents[k]] = envSteps[k];
+    }
 
     void Emit(params Metric[] rows) { if (rows.Length > 0) _sink.Tell(new MetricRows(rows)); }
-
-    const int CounterFormat = 1;
-
-    byte[] Counters()
-    {
-        using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms))
-        {
-            w.Write(CounterFormat); w.Write(_n); w.Write((int)_o.Mode);
-            w.Write(_round); w.Write(_target); w.Write(_globalStep); w.Write(_lastCheckpointStep);
-            w.Write(_nextCheckpointIndex); w.Write(_nextAsyncMark);
-        }
-        return ms.ToArray();
-    }
-
-    void Restore(int index, IReadOnlyDictionary<string, byte[]> parts)
-    {
-        if (!parts.TryGetValue("coordinator", out var counters)) throw new InvalidDataException($"checkpoint {index} has no coordinator part");
-        using (var r = new BinaryReader(new MemoryStream(counters)))
-        {
-            int format = r.ReadInt32();
-            if (format != CounterFormat) throw new InvalidDataException($"checkpoint {index}: coordinator format {format}, expected {CounterFormat}");
-            int n = r.ReadInt32();
-            if (n != _n) throw new InvalidDataException($"checkpoint {index} holds {n} agents, this population has {_n}");
-            r.ReadInt32();   // the mode it was written in; either mode can continue from it
-            _round = r.ReadInt64(); _target = r.ReadInt64(); _globalStep = r.ReadInt64(); _lastCheckpointStep = r.ReadInt64();
-            _nextCheckpointIndex = r.ReadInt64(); _nextAsyncMark = r.ReadInt64();
-        }
-        _nextCheckpointIndex = Math.Max(_nextCheckpointIndex, index + 1L);
-        for (int i = 0; i < _n; i++)
-            _agentState[i] = parts.TryGetValue($"agent/{i}", out var s) ? s : throw new InvalidDataException($"checkpoint {index} has no agent/{i}");
-        if (_n > 1) _serverState = parts.TryGetValue("server", out var sv) ? sv : throw new InvalidDataException($"checkpoint {index} has no server part");
-        _resumed = true;
-    }
 }
