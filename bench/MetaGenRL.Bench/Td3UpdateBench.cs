@@ -24,7 +24,7 @@ public static class Td3UpdateBench
     {
         Native.EnsureLoaded();
         // As every trainer does (and update-cycle unless --no-malloc-tuning): large tensors from a reused heap.
-        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Training.AllocatorTuning.Apply();
+        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Torch.AllocatorTuning.Apply();
         int? hidden = IntArg(args, "--hidden"), batch = IntArg(args, "--batch"), reps = IntArg(args, "--reps");
         string deviceName = StrArg(args, "--device") ?? "cpu";
         var device = Devices.Resolve(deviceName);

@@ -22,7 +22,7 @@ namespace MetaGenRL.Bench;
 /// side reports the best of its per-round medians. <c>--pytorch PATH</c> names the script (default:
 /// ../shared/bench/pytorch_reference.py above the repository), run with /usr/bin/python3; skipped with a note
 /// when either is absent (<c>--no-pytorch</c> skips it). <c>--reps N</c>, <c>--threads N</c> optional. Our side runs with
-/// <see cref="MetaGenRL.Core.Training.AllocatorTuning"/> as training does (<c>--no-malloc-tuning</c> turns it off).
+/// <see cref="MetaGenRL.Core.Torch.AllocatorTuning"/> as training does (<c>--no-malloc-tuning</c> turns it off).
 /// </summary>
 public static class UpdateCycleBench
 {
@@ -32,7 +32,7 @@ public static class UpdateCycleBench
     public static IEnumerable<string> Run(string[] args)
     {
         Native.EnsureLoaded();
-        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Training.AllocatorTuning.Apply();
+        bool tuned = !args.Contains("--no-malloc-tuning") && MetaGenRL.Core.Torch.AllocatorTuning.Apply();
         int? hidden = Int(args, "--hidden"), batch = Int(args, "--batch"), reps = Int(args, "--reps");
         int rounds = Int(args, "--rounds") ?? 2;
         int threads = Int(args, "--threads") ?? 2;

@@ -1,4 +1,4 @@
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

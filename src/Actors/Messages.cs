@@ -1,4 +1,5 @@
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Objective;
+using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

@@ -1,5 +1,5 @@
 using Akka.Actor;
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

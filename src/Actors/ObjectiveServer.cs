@@ -1,3 +1,4 @@
+using MetaGenRL.Core.Objective;
 using Akka.Actor;
 
 namespace MetaGenRL.Actors;

@@ -1,7 +1,7 @@
 using Akka.Actor;
 using Akka.Configuration;
 using MetaGenRL.Core.Engine;
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

@@ -1,6 +1,6 @@
 using Akka.Actor;
 using MetaGenRL.Core.Engine;
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

@@ -4,6 +4,7 @@ open System
 open System.Diagnostics
 open System.IO
 open Expecto
+open MetaGenRL.Core.Objective
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Pipeline
 open MetaGenRL.Tests.TestUtil
@@ -28,7 +29,7 @@ let private comparable (dir: string) =
 let private finalAlpha (dir: string) =
     let store = CheckpointStore dir
     let parts = (store.Load(store.Latest().Value)).Parts
-    MetaGenRL.Actors.ObjectiveAdam.Import(parts["server"]).Alpha
+    ObjectiveAdam.Import(parts["server"]).Alpha
 
 [<Tests>]
 let tests =
@@ -55,6 +56,16 @@ let tests =
                 Expect.equal (rows |> List.map (fun r -> r.agent) |> List.distinct |> List.sort) [ 0; 1 ] "both agents"
                 Expect.isTrue (rows |> List.forall (fun r -> r.phase = "meta-train")) "phase"
                 Expect.isTrue (rows |> List.forall (fun r -> r.env = (if r.agent = 0 then "Pendulum-v1" else "InvertedPendulum-v2"))) "envs round-robin"
+                // the budget is honoured exactly (collection stops at it, mid-episode if need be)
+                Expect.stringContains out "step 600," "the run ends at its 600-step budget"
+                Expect.isLessThanOrEqual (rows |> List.map (fun r -> r.env_step) |> List.max) 600L "no row beyond the budget"
+                // run.json records the config that ran
+                let cfgOf (d: string) = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(d, "run.json")))["config"]
+                let cfg = cfgOf whole
+                Expect.equal (cfg["agent_count"].GetValue<int>()) 2 "agent_count as run"
+                Expect.equal (cfg["timesteps_total"].GetValue<int64>()) 600L "timesteps_total as run"
+                Expect.equal (cfg["env_name"].ToJsonString()) "[\"Pendulum-v1\",\"InvertedPendulum-v2\"]" "env_name as run"
+                Expect.equal (cfg["checkpoint_every"].GetValue<int64>()) 200L "checkpoint_every as run"
 
                 // Same run, killed with SIGKILL once its first checkpoint is complete, then resumed.
                 let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
@@ -86,6 +97,13 @@ let tests =
                 let testRows = Results.readParquet (Path.Combine(tested, "metrics.parquet"))
                 Expect.isTrue (testRows |> List.exists (fun r -> r.metric = "episode_return")) "episodes"
                 Expect.isTrue (testRows |> List.forall (fun r -> r.phase = "meta-test" && r.env = "Reacher-v2")) "keys"
+                let testCfg = cfgOf tested
+                Expect.equal (testCfg["env_name"].ToJsonString()) "[\"Reacher-v2\"]" "meta-test records its own env, not the meta-train envs"
+                Expect.equal (testCfg["timesteps_total"].GetValue<int64>()) 300L "meta-test records its own budget"
+                Expect.equal (testCfg["agent_count"].GetValue<int>()) 1 "meta-test records its own agent count"
+                Expect.equal (testCfg["obj_func_update_delay"].GetValue<int>()) -1 "the objective is frozen"
+                Expect.equal (testCfg["obj_func_anneal_steps"].GetValue<int64>()) 0L "no anneal at meta-test"
+                Expect.equal (testCfg["policy_random_exploration_steps"].GetValue<int64>()) 100L "the override"
             finally
                 for d in [ whole; killed; tested ] do (try Directory.Delete(d, true) with _ -> ())
         }

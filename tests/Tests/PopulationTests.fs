@@ -6,7 +6,8 @@ open System.IO
 open System.Threading
 open Akka.Actor
 open Expecto
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Objective
+open MetaGenRL.Core.Engine
 open MetaGenRL.Actors
 
 // ── A DETERMINISTIC FAKE GROUP ──

@@ -13,7 +13,7 @@ open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Envs
 open MetaGenRL.Core.Randomness
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Tests.TestUtil
 
 /// A mix of every kind of draw, so a stream comparison covers each override.

@@ -8,7 +8,6 @@ open MetaGenRL.Core.Config
 open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Envs
 open MetaGenRL.Core.Torch
-open MetaGenRL.Core.Training
 open MetaGenRL.Core.Engine
 open MetaGenRL.Tests.TestUtil
 

@@ -3,8 +3,9 @@ using MetaGenRL.Core.Checkpoints;
 using MetaGenRL.Core.Config;
 using MetaGenRL.Core.Envs;
 using MetaGenRL.Core.Objective;
+using MetaGenRL.Core.Randomness;
 using MetaGenRL.Core.Torch;
-using MetaGenRL.Core.Training;
+using MetaGenRL.Core.Engine;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -204,6 +205,7 @@ public sealed class AgentGroup : IAgentGroup
     {
         int K = Size;
         var failures = new string?[K];
+        active = Sampleable(active);
         if (!active.Any(a => a)) return failures;
         bool isPolicy = j % Config.PolicyUpdateDelay == 0;
         var logNow = new bool[K];
@@ -250,6 +252,14 @@ public sealed class AgentGroup : IAgentGroup
         return failures;
     }
 
+    /// <summary>The active slots that have a finished episode to sample (a slot whose budget stopped its first
+    /// episode has none yet and sits the iteration out, as an agent alone would).</summary>
+    bool[] Sampleable(bool[] active)
+    {
+        if (active.Length != Size) throw new ArgumentException($"{active.Length} activity flags for a group of {Size}");
+        return active.Select((a, k) => a && Td3.Replay[k].EpisodeCount > 0).ToArray();
+    }
+
     // ── META-GRADIENT ──
 
     public bool ComputesObjectiveGradients => Algorithm == Algorithm.MetaTrain;
@@ -258,6 +268,7 @@ public sealed class AgentGroup : IAgentGroup
     {
         int K = Size;
         var res = new SlotGradient[K];
+        active = Sampleable(active);
         if (!ComputesObjectiveGradients || !active.Any(a => a)) return res;
         using var scope = torch.NewDisposeScope();
         var batch = Td3.SampleTensors(active, (_inner.Steps + 1) * Config.BufferSampleSize);

@@ -94,8 +94,8 @@ let printPlan (e: Experiment) (trials: Trial list) (out: string) (cores: int) =
         e.Name (Scale.name e.Scale) trials.Length (if trials.Length = 1 then "trial" else "trials") (count MetaTrainPhase) (count MetaTestPhase) (count BaselinePhase)
         (agentSteps.ToString("N0", Globalization.CultureInfo.InvariantCulture))
     printfn "rough time on %d cores: %s" cores (formatDuration (estimateSeconds e.Scale cores trials))
-    printfn "(budgets are checked between training iterations of `steps` collect/update rounds, as in the official code,"
-    printfn " so a run can exceed its budget by up to `steps` episodes per agent)"
+    printfn "(every run stops at its budget; --set budget_check_per_iteration=true restores the official check between"
+    printfn " training iterations of `steps` rounds, which can exceed the budget by up to `steps` episodes per agent)"
     printfn "folder: %s" out
 
 // ── PROGRESS ──

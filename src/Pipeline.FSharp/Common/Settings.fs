@@ -6,7 +6,7 @@ open System
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Envs
 open MetaGenRL.Core.Objective
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 
 /// The fixed algorithms a single run (`train`, an experiment's baselines) can use (Core's list).

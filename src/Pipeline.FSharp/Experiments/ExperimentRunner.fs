@@ -14,7 +14,7 @@ open Akka.Actor
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Experiment
 
@@ -46,7 +46,7 @@ type TrialRun(trial: Trial) =
     member val Clock = Diagnostics.Stopwatch() with get
     member _.Trial = trial
     member _.Steps with get () = Interlocked.Read &steps and set (v: int64) = Interlocked.Exchange(&steps, v) |> ignore
-    /// Env steps for display: the schedule can run past the budget (it is checked between iterations).
+    /// Env steps for display: only with budget_check_per_iteration can the schedule run past the budget.
     member r.ShownSteps = min r.Steps trial.Steps
     /// The last episode return, formatted ("" before the first episode).
     member r.ReturnText = if Double.IsNaN r.LastReturn then "" else sprintf "%.1f" r.LastReturn

@@ -7,6 +7,7 @@ open System.IO
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
+open MetaGenRL.Core.Objective
 open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
@@ -68,15 +69,10 @@ let metaTest (r: MetaTestRequest) (command: string) : int =
     let cfg = resolveConfigFrom trainedCfg r.Overrides
     let run = { engineRun cfg alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" variant r.Env (String.Join(",", r.Seeds))))
-    prepareOut out r.Force
-    let runs = seedRuns out r.Seeds
-    for dir in runs do prepareOut dir r.Force
-    let writers =
-        List.zip r.Seeds runs |> List.map (fun (seed, dir) ->
-            let key : Results.RunKey =
-                { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment
-                  Variant = variant; Phase = "meta-test"; Env = r.Env; Seed = seed }
-            Results.RunWriter(dir, key, run.Config.ToJson(), command))
+    let key seed : Results.RunKey =
+        { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment
+          Variant = variant; Phase = "meta-test"; Env = r.Env; Seed = seed }
+    let writers = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
     executeRuns writers (sprintf "meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) r.Steps
         (fun onMetric progress ct -> Engine.run None run (Engine.populationOptions run (CheckpointStore out) None false) onMetric progress ct)
         Engine.describe

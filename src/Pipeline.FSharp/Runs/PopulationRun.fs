@@ -11,7 +11,7 @@ open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand

@@ -6,7 +6,7 @@ open System
 open System.IO
 open System.Threading
 open MetaGenRL.Actors
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 
 /// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of the writers, then writes
@@ -72,3 +72,11 @@ let prepareOut (out: string) (force: bool) =
         usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
     try Directory.CreateDirectory out |> ignore
     with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message
+
+/// One writer per seed, each a run of its own in its seed's folder (see seedRuns), created after the folders are
+/// checked; `key seed` names the run.
+let seedWriters (out: string) (seeds: int list) (force: bool) (key: int -> Results.RunKey) (configJson: string) (command: string) =
+    prepareOut out force
+    let runs = seedRuns out seeds
+    for dir in runs do prepareOut dir force
+    List.zip seeds runs |> List.map (fun (seed, dir) -> Results.RunWriter(dir, key seed, configJson, command))

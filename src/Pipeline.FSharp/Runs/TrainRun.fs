@@ -7,7 +7,7 @@ open System.IO
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Training
+open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
@@ -56,15 +56,10 @@ let train (r: TrainRequest) (command: string) : int =
     let algorithm = Algorithms.Parse r.Algo
     let run = engineRun r (resolveConfig r.Overrides) algorithm
     let out = r.Out |> Option.defaultWith (fun () -> defaultOut r)
-    prepareOut out r.Force
-    let runs = seedRuns out r.Seeds
-    for dir in runs do prepareOut dir r.Force
-    let writers =
-        List.zip r.Seeds runs |> List.map (fun (seed, dir) ->
-            let key : Results.RunKey =
-                { RunId = Results.newRunId (sprintf "%s-%s" r.Algo r.Env) seed; Experiment = r.Experiment; Variant = r.Algo
-                  Phase = "train"; Env = r.Env; Seed = seed }
-            Results.RunWriter(dir, key, run.Config.ToJson(), command))
+    let key seed : Results.RunKey =
+        { RunId = Results.newRunId (sprintf "%s-%s" r.Algo r.Env) seed; Experiment = r.Experiment; Variant = r.Algo
+          Phase = "train"; Env = r.Env; Seed = seed }
+    let writers = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
     let store = CheckpointStore out
     let options = Engine.populationOptions run store None false
     executeRuns writers (sprintf "%s %s seed %s" r.Algo r.Env (String.Join(",", r.Seeds))) r.Steps

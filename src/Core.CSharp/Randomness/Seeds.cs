@@ -1,6 +1,5 @@
-using MetaGenRL.Core.Randomness;
 
-namespace MetaGenRL.Core.Agents;
+namespace MetaGenRL.Core.Randomness;
 
 /// <summary>
 /// The one definition of the seed streams: derives independent seeds for an agent's random streams from its one seed (SplitMix64 finaliser over

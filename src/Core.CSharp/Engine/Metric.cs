@@ -1,4 +1,4 @@
-namespace MetaGenRL.Core.Training;
+namespace MetaGenRL.Core.Engine;
 
 /// <summary>One metric observation, as it flows from a trainer to a writer (one tidy row).</summary>
 /// <param name="EnvStep">the agent's environment step count when it was observed.</param>

@@ -1,6 +1,5 @@
-using MetaGenRL.Core.Envs;
 
-namespace MetaGenRL.Core.Training;
+namespace MetaGenRL.Core.Envs;
 
 /// <summary>
 /// A tiny deterministic 1-D point mass for tests and smoke runs (not in <see cref="EnvRegistry"/>).

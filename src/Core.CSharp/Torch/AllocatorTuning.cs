@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace MetaGenRL.Core.Training;
+namespace MetaGenRL.Core.Torch;
 
 /// <summary>
 /// glibc malloc settings for training processes. libtorch allocates every tensor with malloc; tensors of a few MB

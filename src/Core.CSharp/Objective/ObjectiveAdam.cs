@@ -1,4 +1,4 @@
-namespace MetaGenRL.Actors;
+namespace MetaGenRL.Core.Objective;
 
 /// <summary>
 /// The ObjectiveServer's arithmetic in plain C#: the mean of the per-agent (already clipped) gradients, then one
