@@ -94,10 +94,13 @@ public static class PopulationBench
         double meta = 0;
         if (metaTrain)
         {
-            int h = c.ObjFuncLstmUnits, z = c.ObjFuncInputTransformUnits + c.ObjFuncInputTransformOutUnits;
-            double objective = n * (2.0 * 4 * h * (z + h) + 2.0 * 2 * c.ObjFuncInputTransformUnits * c.ObjFuncInputTransformUnits);
-            double windows = 2 * n;                                           // (S+1)·B windows, S = 1
-            meta = (windows / 2 * (pi + q + objective) * 4 + windows * (pi + q) * 3) / c.ObjFuncUpdateDelay;
+            // per row: the LSTM cell over [z, h] plus the action and reward/value nets (2 hidden layers each)
+            int h = c.ObjFuncLstmUnits, u = c.ObjFuncInputTransformUnits, z = u + c.ObjFuncInputTransformOutUnits;
+            double objective = 2.0 * 4 * h * (z + h) + 2.0 * 2 * u * u * (act + 1);
+            double rows = 2 * n;                                              // (S+1)·B·T rows, S = 1
+            // inner step on half the rows: forward, backward and the double backward (≈ 4 passes); outer value on
+            // all rows: π' and Q forward and backward to α (≈ 3 passes)
+            meta = (rows / 2 * (pi + q + objective) * 4 + rows * (pi + q) * 3) / c.ObjFuncUpdateDelay;
         }
         return critic + policy + acting + meta;
     }

@@ -77,7 +77,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
     // ── STARTING ──
     void OnRestore(RestoreGroup m) => Guard(-1, NoRequest, () =>
     {
-        if (_o.TorchThreadsPerGroup > 0) TorchSharp.torch.set_num_threads(_o.TorchThreadsPerGroup);
+        if (_o.TorchThreadsPerGroup > 0) MetaGenRL.Core.Torch.TorchThreads.Use(_o.TorchThreadsPerGroup);
         _group = _factory(_spec);
         if (!_group.Agents.SequenceEqual(_spec.Agents) || _group.Size != K)
             throw new InvalidOperationException($"group {_spec.Group}: made with agents [{string.Join(",", _group.Agents)}], expected [{string.Join(",", _spec.Agents)}]");

@@ -240,6 +240,34 @@ let tests =
             g.SaveState(0, true) |> ignore
             Expect.equal g.Td3.Replay.[0].RunningEpisodeLength 0 "abandoned when saved"
         }
+        test "a NaN in one agent is reported for that slot only; the other agent's numbers are untouched" {
+            let make () =
+                let envs : MetaGenRL.Core.Envs.IEnv[] = [| new PointMassEnv(1, 30); new PointMassEnv(2, 30) |]
+                let g = new AgentGroup(smokeConfig, envs, [| 0; 1 |], [| 1L; 2L |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)
+                g.LossLogEvery <- 1
+                g.Collect([| 40L; 40L |], [| 100L; 100L |], Action<Metric>(ignore)) |> ignore
+                g
+            let run (poison: bool) =
+                use g = make ()
+                if poison then
+                    use _ = TorchSharp.torch.no_grad()
+                    g.Td3.Q1.[0].[1L].fill_(nan) |> ignore
+                let rows = ResizeArray<Metric>()
+                let failures = [ for j in 0L .. 3L -> g.Update(j, [| true; true |], Action<Metric>(rows.Add)) ]
+                let grads = g.ObjectiveGradients([| true; true |], Action<Metric>(rows.Add))
+                failures, grads, rows |> Seq.filter (fun m -> m.Agent = 0) |> Seq.map (fun m -> m.Name, m.Value) |> List.ofSeq, g.SaveState(0, true)
+            let f0, g0, rows0, state0 = run false
+            let f1, g1, rows1, state1 = run true
+            Expect.isTrue (f0 |> List.forall (Array.forall isNull)) "no failure without the NaN"
+            Expect.isTrue (f1 |> List.forall (fun f -> isNull f.[0])) "agent 0 never fails"
+            Expect.stringContains f1.Head.[1] "non-finite critic_loss" "agent 1's failure names the loss"
+            Expect.isNull g1.[1].Gradient "agent 1's gradient is withheld"
+            Expect.isNotNull g1.[1].Failure "and its failure given"
+            // agent 0 computed in the same batch as a poisoned agent: the same computation, bitwise
+            Expect.equal rows1 rows0 "agent 0's rows"
+            Expect.sequenceEqual g1.[0].Gradient g0.[0].Gradient "agent 0's meta-gradient"
+            Expect.sequenceEqual state1 state0 "agent 0's whole state"
+        }
         test "ResetAgent puts a slot back to its initial state" {
             use g = pointMassGroup Algorithm.MetaTrain 8 8L
             let fresh = g.SaveState(0, true)

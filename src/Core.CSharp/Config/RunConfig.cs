@@ -147,7 +147,7 @@ public sealed record RunConfig
     /// GAE, and L_α's backward LSTM masking short windows after reversal. False: truncation bootstraps, no +d,
     /// per-sequence reversal.</summary>
     [ConfigKey("paper_quirks")] public bool PaperQuirks { get; init; } = true;
-    /// <summary>libtorch intra-op threads for this process; None leaves the libtorch default.</summary>
+    /// <summary>libtorch intra-op threads of each agent group; None: the cores split evenly over the groups.</summary>
     [ConfigKey("torch_threads")] public int? TorchThreads { get; init; }
     /// <summary>Env steps between population checkpoints, taken at round boundaries; 0 = max(1000, timesteps_total / 5).</summary>
     [ConfigKey("checkpoint_every")] public long CheckpointEvery { get; init; }

@@ -33,3 +33,19 @@ public static class Devices
             || File.Exists(Path.Combine(Native.AssemblyDir, "runtimes", "linux-x64", "native", "libtorch_cuda.so"))
             ? "cuda" : "cpu";
 }
+
+/// <summary>The one place that sets libtorch's intra-op thread count. libtorch also resizes process-wide pools
+/// (MKL, pthreadpool) when it changes, so a change is made only when the calling thread's count differs, and never
+/// by two threads at once.</summary>
+public static class TorchThreads
+{
+    static readonly object Gate = new();
+
+    /// <summary>Sets the calling thread's intra-op thread count to <paramref name="threads"/> (≥ 1) if it differs.</summary>
+    public static void Use(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        lock (Gate)
+            if (torch.get_num_threads() != threads) torch.set_num_threads(threads);
+    }
+}

@@ -187,10 +187,21 @@ public static class ParamOps
         if (target.Count != source.Count) throw new ArgumentException($"Polyak: {target.Count} target vs {source.Count} source tensors");
         using var _ = no_grad();
         using var scope = torch.NewDisposeScope();
+        if (tau.All(t => t == tau[0]))   // every slot alike (the usual case): scalar ops, no per-slot tensors
+        {
+            for (int i = 0; i < target.Count; i++) target[i].mul_(1.0 - tau[0]).add_(source[i], alpha: tau[0]);
+            return;
+        }
+        var coef = new Dictionary<int, (Tensor Keep, Tensor Take)>();
         for (int i = 0; i < target.Count; i++)
         {
-            var t = SlotScalars.Of(tau, (int)target[i].dim(), target[i].dtype, target[i].device);
-            target[i].mul_(t.neg().add_(1.0)).add_(source[i].mul(t));
+            int rank = (int)target[i].dim();
+            if (!coef.TryGetValue(rank, out var c))
+            {
+                var t = SlotScalars.Of(tau, rank, target[i].dtype, target[i].device);
+                coef[rank] = c = (t.neg().add_(1.0), t);
+            }
+            target[i].mul_(c.Keep).add_(source[i].mul(c.Take));
         }
     }
 
@@ -292,6 +303,17 @@ public sealed class TfAdam : IDisposable
         }
         using var _ = no_grad();
         using var scope = torch.NewDisposeScope();
+        if (lrT.All(x => x == lrT[0]) && lrT[0] > 0)   // every slot steps alike (the usual case): scalar ops
+        {
+            for (int i = 0; i < _params.Count; i++)
+            {
+                var g = grads[i];
+                _m[i].mul_(_b1).add_(g, alpha: 1 - _b1);
+                _v[i].mul_(_b2).addcmul_(g, g, value: 1 - _b2);
+                _params[i].addcdiv_(_m[i], _v[i].sqrt().add_(_eps), value: -lrT[0]);
+            }
+            return;
+        }
         var coef = new Dictionary<int, Tensor[]>();
         for (int i = 0; i < _params.Count; i++)
         {

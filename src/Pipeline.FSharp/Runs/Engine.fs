@@ -36,7 +36,7 @@ type EngineRun =
       Mode: ScheduleMode
       Device: string
       LossLogEvery: int
-      /// torch intra-op threads per group; 0: the cores split evenly over the groups.
+      /// torch intra-op threads per group; 0: the config's torch_threads, else the cores split evenly over the groups.
       TorchThreads: int }
 
     member r.Envs = List.ofSeq r.Config.EnvName
@@ -130,7 +130,10 @@ let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int o
         Resume = (resume && resumeFrom.IsSome),
         // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
         // frequent ops: the cores are split over the groups.
-        TorchThreadsPerGroup = (if r.TorchThreads > 0 then r.TorchThreads else max 1 (Environment.ProcessorCount / groups.Length)))
+        TorchThreadsPerGroup =
+            (if r.TorchThreads > 0 then r.TorchThreads
+             elif cfg.TorchThreads.HasValue then cfg.TorchThreads.Value
+             else max 1 (Environment.ProcessorCount / groups.Length)))
 
 /// Makes group `spec` of a run (on the group actor's own thread).
 let makeGroup (r: EngineRun) (spec: GroupSpec) : IAgentGroup =
