@@ -25,6 +25,7 @@ public static class PopulationBench
         var modes = (BenchArgs.Get(args, "--modes") ?? "train,meta-train").Split(',');
         long smallSteps = (long)BenchArgs.GetDouble(args, "--steps", 200);
         long paperSteps = (long)BenchArgs.GetDouble(args, "--paper-steps", 100);
+        if (Math.Min(smallSteps, paperSteps) < 2 * Episode) throw new ArgumentException($"--steps and --paper-steps: at least {2 * Episode}");
         int paperMaxK = (int)BenchArgs.GetDouble(args, "--paper-max-agents", 16);
         foreach (var size in sizes)
             foreach (var mode in modes)
@@ -56,7 +57,10 @@ public static class PopulationBench
         .With("policy_random_exploration_steps", "0").With("steps", "1").With("timesteps_total", steps.ToString())
         .With("buffer_size", "20000").With("obj_func_anneal_steps", "0");
 
-    /// <summary>Agent-steps/s of K agents as groups of <paramref name="groupSize"/> (0: one group), whole run.</summary>
+    /// <summary>Steady-state agent-steps/s of K agents as groups of <paramref name="groupSize"/> (0: one group): from the
+    /// end of the first collect (every agent at step 50, one episode) to the end of the last collect (step S), i.e.
+    /// S − 50 env steps per agent with exactly their S − 50 update iterations; startup and the first collect, which
+    /// has no updates yet, are left out.</summary>
     static double Measure(RunConfig cfg, string mode, int k, int groupSize, long steps)
     {
         var algorithm = mode == "meta-train" ? Algorithm.MetaTrain : Algorithm.Td3;
@@ -69,12 +73,26 @@ public static class PopulationBench
             ObjFuncUpdateDelay = run.ObjFuncUpdateDelay, PolicyUpdateDelay = run.PolicyUpdateDelay,
             CheckpointAtEnd = false, TorchThreadsPerGroup = Math.Max(1, Environment.ProcessorCount / groups.Length),
         };
-        var clock = Stopwatch.StartNew();
-        var result = Population.Run(options,
+        var marks = new Marks(Episode, steps);
+        Population.Run(options,
             spec => new AgentGroup(run, "Pendulum-v1", spec.Agents, spec.Agents.Select(i => (long)i).ToArray(), "cpu", algorithm),
-            _ => { });
-        double s = clock.Elapsed.TotalSeconds;
-        return result.AgentEnvSteps.Sum() / s;
+            _ => { }, marks);
+        return k * (steps - Episode) / (marks.End - marks.Start);
+    }
+
+    const long Episode = 50;
+
+    /// <summary>Times at which the population's progress (the slowest agent's env steps) reached two values.</summary>
+    sealed class Marks(long first, long last) : IProgress<long>
+    {
+        readonly Stopwatch _clock = Stopwatch.StartNew();
+        public double Start { get; private set; } = double.NaN;
+        public double End { get; private set; } = double.NaN;
+        public void Report(long value)
+        {
+            if (value >= first && double.IsNaN(Start)) Start = _clock.Elapsed.TotalSeconds;
+            if (value >= last && double.IsNaN(End)) End = _clock.Elapsed.TotalSeconds;
+        }
     }
 
     /// <summary>Analytic matmul FLOPs of one agent-step under the official schedule (one update iteration per env
