@@ -139,8 +139,10 @@ public static class Mlp
     }
 
     /// <summary>Stacked dense layer: x [K, N, in], w [K, out, in], b [K, out] → [K, N, out] (one batched matmul).
-    /// (TorchSharp 0.107's baddbmm passes its operands in another order than PyTorch's, so bmm + add.)</summary>
-    public static Tensor Linear(Tensor x, Tensor w, Tensor b) => torch.bmm(x, w.transpose(1, 2)).add(b.unsqueeze(1));
+    /// A stack of one takes libtorch's fused addmm (measured 2–3× faster than a batched matmul of one); otherwise
+    /// matmul + add (TorchSharp 0.107's baddbmm passes its operands in another order than PyTorch's).</summary>
+    public static Tensor Linear(Tensor x, Tensor w, Tensor b) =>
+        x.shape[0] == 1 ? F.linear(x[0], w[0], b[0]).unsqueeze(0) : torch.matmul(x, w.transpose(1, 2)).add(b.unsqueeze(1));
 
     /// <summary>Stacked LayerNorm over the last dim with per-slot gain and shift: x [K, N, U], gain/shift [K, U].</summary>
     public static Tensor LayerNorm(Tensor x, Tensor gain, Tensor shift, double eps) =>

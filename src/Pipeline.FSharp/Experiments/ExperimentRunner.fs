@@ -82,8 +82,7 @@ let private trialEngine (t: Trial) (mode: ScheduleMode) =
         | MetaTestPhase -> Algorithm.MetaTest
         | BaselinePhase -> Algorithms.Parse t.Variant
     let seeds = Array.init t.Agents (Engine.agentSeed t.Seed)
-    let envs = List.init t.Agents (fun i -> t.Envs[i % t.Envs.Length])
-    Engine.create (trialConfig t) algorithm envs seeds t.Steps mode
+    Engine.create (trialConfig t) algorithm t.Envs seeds t.Steps mode
 
 let trialRun (e: Experiment) (opts: RunOptions) (t: Trial) : Engine.EngineRun =
     { trialEngine t e.Mode with Device = e.Device; LossLogEvery = opts.LossLogEvery; TorchThreads = opts.TorchThreads }

@@ -39,7 +39,6 @@ type EngineRun =
       /// torch intra-op threads per group; 0: the config's torch_threads, else the cores split evenly over the groups.
       TorchThreads: int }
 
-    member r.Envs = List.ofSeq r.Config.EnvName
     member r.EnvOf(agent: int) = Grouping.EnvOf(r.Config.EnvName, agent)
     member r.Steps = r.Config.TimestepsTotal
     member r.Agents = r.AgentSeeds.Length
@@ -53,7 +52,7 @@ let agentSeed (runSeed: int) (index: int) = Seeds.AgentSeed(int64 runSeed, index
 /// Sets a key from its value (F# cannot use C#'s `with` on the record).
 let private set (key: string) (value: string) (c: RunConfig) = c.With(key, value)
 
-/// Builds a run: `cfg` with the algorithm's settings, the envs (round-robin over agents), the step budget, the
+/// Builds a run: `cfg` with the algorithm's settings, the envs (agent i runs env i mod n), the step budget, the
 /// population size and the checkpoint interval as they will run (checkpoint_every 0 ⇒ max(1000, steps / 5)).
 let create (cfg: RunConfig) (algorithm: Algorithm) (envs: string list) (agentSeeds: int64[]) (steps: int64) (mode: ScheduleMode) =
     let every = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)

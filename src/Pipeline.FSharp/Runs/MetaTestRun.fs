@@ -57,7 +57,7 @@ let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * st
 /// per seed (seeded as that seed's agent 0) on `env` with the frozen α.
 let engineRun (trainedCfg: RunConfig) (alpha: float32[]) (env: string) (seeds: int list) (steps: int64) =
     let agentSeeds = seeds |> List.map (fun s -> Engine.agentSeed s 0) |> Array.ofList
-    { Engine.create trainedCfg Algorithm.MetaTest (List.replicate agentSeeds.Length env) agentSeeds steps ScheduleMode.Independent with
+    { Engine.create trainedCfg Algorithm.MetaTest [ env ] agentSeeds steps ScheduleMode.Independent with
         Objective = Some alpha }
 
 /// Trains fresh agents on any env with a frozen objective from a meta-train run (no objective updates).

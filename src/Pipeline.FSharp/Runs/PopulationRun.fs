@@ -66,8 +66,7 @@ let validateMetaTrain (r: MetaTrainRequest) =
 /// The engine run of a meta-train request: agent i on env i mod n, seeded as the run seed's agent i.
 let engineRun (r: MetaTrainRequest) (cfg: RunConfig) =
     let seeds = Array.init r.Agents (Engine.agentSeed r.Seed)
-    let envs = List.init r.Agents (fun i -> r.Envs[i % r.Envs.Length])
-    { Engine.create cfg Algorithm.MetaTrain envs seeds r.Steps r.Mode with
+    { Engine.create cfg Algorithm.MetaTrain r.Envs seeds r.Steps r.Mode with
         Device = r.Device; LossLogEvery = r.LossLogEvery; TorchThreads = r.TorchThreads }
 
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.

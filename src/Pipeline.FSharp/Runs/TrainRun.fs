@@ -45,7 +45,7 @@ let validate (r: TrainRequest) =
 /// The engine run of a request: one agent per seed, agent k seeded as seed k's agent 0.
 let engineRun (r: TrainRequest) (cfg: RunConfig) (algorithm: Algorithm) =
     let seeds = r.Seeds |> List.map (fun s -> Engine.agentSeed s 0) |> Array.ofList
-    { Engine.create cfg algorithm (List.replicate seeds.Length r.Env) seeds r.Steps MetaGenRL.Actors.ScheduleMode.Independent with
+    { Engine.create cfg algorithm [ r.Env ] seeds r.Steps MetaGenRL.Actors.ScheduleMode.Independent with
         Device = r.Device; LossLogEvery = r.LossLogEvery }
 
 /// Trains one agent per seed with a fixed algorithm. One seed writes `<out>/metrics.parquet` and `<out>/run.json`;
