@@ -174,9 +174,6 @@ public static class SlotScalars
         for (int i = 1; i < rank; i++) shape[i] = 1;
         return torch.tensor(values, ScalarType.Float64).to(dtype, device).reshape(shape);
     }
-
-    /// <summary>[K] of 1.0 where active, 0.0 elsewhere.</summary>
-    public static double[] Mask(bool[] active) => active.Select(a => a ? 1.0 : 0.0).ToArray();
 }
 
 /// <summary>In-place parameter arithmetic over stacked tensors [K, …]: Polyak averaging and per-slot global-norm clipping.</summary>
