@@ -268,7 +268,7 @@ public static class ObjectiveNetwork
         for (long s = 0; s < T; s++)
         {
             long t = backward ? T - 1 - s : s;
-            var gates = h is null ? xw[t] : xw[t].add(torch.matmul(h, whT));
+            var gates = h is null ? xw[t] : xw[t].add(Mlp.Bmm(h, whT));
             // one sigmoid over all four gates (σ(j) is computed and unused): fewer nodes for the double backward
             var sg = gates.sigmoid().chunk(4, -1);
             var tj = gates.narrow(-1, H, H).tanh();
