@@ -118,45 +118,51 @@ public static class Mlp
     public static List<Tensor> Init(MlpSpec spec, IReadOnlyList<Generator> gens, Device device, ScalarType dtype = ScalarType.Float32) =>
         Stack(gens.Select(g => Draw(spec, g)).ToList(), device, dtype);
 
-    /// <summary>Evaluates K networks. <paramref name="x"/>: [K, N, in] → [K, N, out].</summary>
+    /// <summary>Evaluates K networks. <paramref name="x"/>: [K, N, in] → [K, N, out].
+    /// Each LayerNorm's per-slot affine (gain g, shift s) is folded into the dense layer after it,
+    /// W·(g⊙n + s) + b = (W⊙g)·n + (b + W·s): the same function, computed on [K, out, in] parameters instead of
+    /// [K, N, units] activations, which at N in the thousands makes a stacked forward and backward ≈ 1.8× faster.
+    /// A stack of one runs as a plain network (squeezed views, libtorch's fused addmm).</summary>
     public static Tensor Forward(MlpSpec spec, IReadOnlyList<Tensor> p, Tensor x)
     {
         if (p.Count != spec.ParameterCount)
             throw new ArgumentException($"MLP expects {spec.ParameterCount} parameter tensors, got {p.Count}");
         if (x.shape.Length != 3 || x.shape[0] != p[0].shape[0] || x.shape[^1] != spec.InputSize)
             throw new ArgumentException($"MLP input has shape [{string.Join(", ", x.shape)}], expected [{p[0].shape[0]}, N, {spec.InputSize}]");
-        if (x.shape[0] == 1) return ForwardOne(spec, p, x);
-        var h = x;
-        int i = 0;
-        for (int l = 0; l < spec.Hidden; l++)
+        bool one = x.shape[0] == 1;
+        var h = one ? x.squeeze(0) : x;
+        Tensor? gain = null, shift = null;
+        for (int l = 0, i = 0; ; l++, i += spec.PerHidden)
         {
-            h = Linear(h, p[i], p[i + 1]);
+            var (w, b) = FoldAffine(p[i], p[i + 1], gain, shift);
+            h = one ? F.linear(h, w.squeeze(0), b.squeeze(0)) : torch.matmul(h, w.transpose(1, 2)).add(b.unsqueeze(1));
+            if (l == spec.Hidden) break;
             h = spec.Activation == "tanh" ? h.tanh() : h.relu();
-            if (spec.LayerNorm) h = LayerNorm(h, p[i + 2], p[i + 3], MlpSpec.LayerNormEps);
-            i += spec.PerHidden;
+            (gain, shift) = spec.LayerNorm ? (p[i + 2], p[i + 3]) : (null, null);
+            if (spec.LayerNorm) h = Normalize(h, MlpSpec.LayerNormEps);
         }
-        h = Linear(h, p[i], p[i + 1]);
-        return spec.Output == MlpOutput.TanhScaled ? h.tanh().mul(spec.OutputScale) : h;
+        if (spec.Output == MlpOutput.TanhScaled) h = h.tanh().mul(spec.OutputScale);
+        return one ? h.unsqueeze(0) : h;
     }
 
-    /// <summary>A stack of one as a plain network: squeezed views of the parameters (whose backward is a reshape, not
-    /// select's scatter into zeros) and libtorch's fused addmm. Same math as the stacked path; measured ≈ 1.6× faster
-    /// than it at K = 1, where small sizes are dominated by per-op overhead.</summary>
-    static Tensor ForwardOne(MlpSpec spec, IReadOnlyList<Tensor> p, Tensor x)
+    /// <summary>The dense layer w [K, out, in], b [K, out] applied after a per-slot affine x ↦ g⊙x + s
+    /// (g, s [K, in]; none when null): (w⊙g, b + w·s).</summary>
+    static (Tensor W, Tensor B) FoldAffine(Tensor w, Tensor b, Tensor? gain, Tensor? shift) =>
+        gain is null || shift is null ? (w, b) : (w.mul(gain.unsqueeze(1)), b.add(Bmm(w, shift.unsqueeze(-1)).squeeze(-1)));
+
+    /// <summary>LayerNorm over the last dim without affine. Passes a constant weight of ones: libtorch's kernel with a
+    /// weight is ≈ 1.7× faster than without one here, and multiplying by 1 is exact.</summary>
+    static Tensor Normalize(Tensor x, double eps) => F.layer_norm(x, [x.shape[^1]], Ones(x.shape[^1], x), null, eps);
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(long, ScalarType, string), Tensor> OnesCache = new();
+
+    /// <summary>A shared constant [n] of ones with <paramref name="like"/>'s dtype and device (never disposed).</summary>
+    static Tensor Ones(long n, Tensor like) => OnesCache.GetOrAdd((n, like.dtype, like.device.ToString()), _ =>
     {
-        var h = x.squeeze(0);
-        int i = 0;
-        for (int l = 0; l < spec.Hidden; l++)
-        {
-            h = F.linear(h, p[i].squeeze(0), p[i + 1].squeeze(0));
-            h = spec.Activation == "tanh" ? h.tanh() : h.relu();
-            if (spec.LayerNorm)
-                h = torch.addcmul(p[i + 3], F.layer_norm(h, [h.shape[^1]], null, null, MlpSpec.LayerNormEps), p[i + 2], 1.0);
-            i += spec.PerHidden;
-        }
-        h = F.linear(h, p[i].squeeze(0), p[i + 1].squeeze(0));
-        return (spec.Output == MlpOutput.TanhScaled ? h.tanh().mul(spec.OutputScale) : h).unsqueeze(0);
-    }
+        var t = torch.ones(n, like.dtype, like.device);
+        t.DetachFromDisposeScope();
+        return t;
+    });
 
     /// <summary>Stacked dense layer: x [K, N, in], w [K, out, in], b [K, out] → [K, N, out] (one batched matmul).
     /// A stack of one takes libtorch's fused addmm (measured 2–3× faster than a batched matmul of one); otherwise
@@ -175,7 +181,7 @@ public static class Mlp
     /// reduces the gain and shift gradients over rows split by thread, so their rounding would depend on the thread
     /// count, and a run must give the same numbers on 1 or 2 threads.</summary>
     public static Tensor LayerNorm(Tensor x, Tensor gain, Tensor shift, double eps) =>
-        torch.addcmul(shift.unsqueeze(1), F.layer_norm(x, [x.shape[^1]], null, null, eps), gain.unsqueeze(1), 1.0);
+        torch.addcmul(shift.unsqueeze(1), Normalize(x, eps), gain.unsqueeze(1), 1.0);
 
     /// <summary>Detached copies (requires_grad) of <paramref name="src"/>, e.g. for target networks.</summary>
     public static List<Tensor> Clone(IReadOnlyList<Tensor> src)
