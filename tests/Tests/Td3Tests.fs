@@ -217,6 +217,29 @@ let tests =
             agent.ActDeterministic [| [| 0.1f; 0.0f |]; null |] |> ignore
             Expect.equal DisposeScopeManager.Statistics.ThreadTotalLiveCount live0 "live tensors unchanged after 200 updates"
         }
+        test "MLP: a stack too large for one activation runs in slot chunks with the outputs and gradients of each slot alone" {
+            // 3 slots × 30000 rows × 64 units exceed Mlp.MaxActivationElements, so slots run in chunks (2 + 1); float64,
+            // so the rounding of differently shaped kernels stays ~1e-15 relative, far below the 1e-10 asked
+            let spec = MlpSpec(3, 64, 3, 2, true, "relu", MlpOutput.TanhScaled, 2.0)
+            let n = 30000L
+            Expect.isGreaterThan (3L * n * 64L) Mlp.MaxActivationElements "the stack exceeds one activation"
+            Expect.isLessThan (2L * n * 64L) (2L * Mlp.MaxActivationElements) "and runs in more than one chunk"
+            let gens = [| for k in 1UL .. 3UL -> new torch.Generator(k, torch.CPU) |]
+            let ps = Mlp.Init(spec, gens, torch.CPU, torch.ScalarType.Float64)
+            use gen = new torch.Generator(9UL, torch.CPU)
+            let x = torch.randn([| 3L; n; 3L |], dtype = torch.ScalarType.Float64, generator = gen)
+            let y = Mlp.Forward(spec, ps, x)
+            let weights = torch.linspace(-1.0, 1.0, int64 (y.numel()), dtype = torch.ScalarType.Float64).reshape(y.shape)
+            let grads = torch.autograd.grad([| y.mul(weights).sum() |], ps)
+            for k in 0L .. 2L do
+                let pk = ResizeArray [ for p in ps -> p.[k].unsqueeze(0).detach().requires_grad_(true) ]
+                let yk = Mlp.Forward(spec, pk, x.[k].unsqueeze(0))
+                let gk = torch.autograd.grad([| yk.mul(weights.[k].unsqueeze(0)).sum() |], pk)
+                close 1e-10 ((y.[k].unsqueeze(0) - yk).abs().max().item<float>()) 0.0 (sprintf "slot %d output" k)
+                for i in 0 .. ps.Count - 1 do
+                    let scale = max 1.0 (gk.[i].abs().max().item<float>())
+                    close (1e-10 * scale) ((grads.[i].[k].unsqueeze(0) - gk.[i]).abs().max().item<float>()) 0.0 (sprintf "slot %d gradient %d" k i)
+        }
         test "a group of two computes what each agent computes alone (up to batched-kernel rounding)" {
             // same seeds, same data: slot k of a group of 2 vs a group of 1; float64 so rounding differences of the
             // batched matmul stay ~1e-15 relative, far below the 1e-9 asked here
