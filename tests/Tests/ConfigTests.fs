@@ -91,6 +91,60 @@ let tests =
             throwsWith (fun () -> box (c.With("critic_activation", "gelu"))) [ "critic_activation" ] "activation"
             Expect.equal (c.With("obj_func_update_delay", "-1").ObjFuncUpdateDelay) -1 "−1 = frozen is allowed"
         }
+        test "keys that nothing here reads are refused rather than ignored" {
+            let c = RunConfig.Default
+            throwsWith (fun () -> box (c.With("policy_reset_prob", "0.1"))) [ "policy_reset_prob"; "not implemented" ] "reset probability"
+            throwsWith (fun () -> box (c.With("policy_clip", "false"))) [ "policy_clip"; "clip_gradient" ] "policy_clip"
+            throwsWith (fun () -> box (c.With("critic_is_recurrent", "true"))) [ "critic_is_recurrent"; "not implemented" ] "recurrent critic"
+            throwsWith (fun () -> box (c.With("policy_is_recurrent", "true"))) [ "policy_is_recurrent"; "not implemented" ] "recurrent policy"
+            throwsWith (fun () -> box (RunConfig.FromJson """{"policy_reset_prob": 0.5}""")) [ "policy_reset_prob" ] "from JSON too"
+            // their official values still parse, so official configs round-trip
+            Expect.equal (c.With("policy_reset_prob", "0").With("policy_clip", "true").With("critic_is_recurrent", "false")) c "official values"
+            // obj_func_enabled / obj_func_type that contradict the algorithm
+            let algo = MetaGenRL.Core.Engine.Algorithm.MetaTrain
+            throwsWith (fun () -> box (MetaGenRL.Core.Engine.AgentGroup.EffectiveConfig(c.With("obj_func_enabled", "false"), algo)))
+                [ "obj_func_enabled"; "td3" ] "objective disabled for meta-train"
+            throwsWith (fun () -> box (MetaGenRL.Core.Engine.AgentGroup.EffectiveConfig(c.With("obj_func_type", "reinforce"), MetaGenRL.Core.Engine.Algorithm.MetaTest)))
+                [ "obj_func_type"; "reinforce-offpolicy" ] "fixed objective for meta-test"
+            Expect.isFalse (MetaGenRL.Core.Engine.AgentGroup.EffectiveConfig(c, MetaGenRL.Core.Engine.Algorithm.Td3)).ObjFuncEnabled "td3 disables it itself"
+        }
+        test "small-scale switches: LSTM masking, inner step relative to the windows" {
+            let c = RunConfig.Default
+            throwsWith (fun () -> box (c.With("obj_func_lstm_masking", "sometimes"))) [ "obj_func_lstm_masking"; "per-sequence" ] "masking value"
+            throwsWith (fun () -> box (c.With("obj_func_second_order_reference_windows", "-1"))) [ "obj_func_second_order_reference_windows" ] "negative"
+            let o = MetaGenRL.Core.Objective.InnerStepOptions.FromConfig c
+            Expect.isTrue o.OfficialMasking "official masking by default"
+            Expect.equal o.StepSize 1e-3 "the official step by default"
+            let small = c.With("obj_func_lstm_masking", "per-sequence").With("buffer_sample_size", "16")
+                         .With("obj_func_second_order_reference_windows", "100")
+            let o2 = MetaGenRL.Core.Objective.InnerStepOptions.FromConfig small
+            Expect.isFalse o2.OfficialMasking "per-sequence masking"
+            Expect.floatClose Accuracy.veryHigh o2.StepSize (1e-3 * 100.0 / 16.0) "the step of a 100-window batch"
+            Expect.isTrue (MetaGenRL.Core.Objective.InnerStepOptions.FromConfig(c.With("paper_quirks", "false"))).OfficialMasking
+                "paper_quirks no longer switches the masking"
+        }
+        test "actions: normalised to ±1 at the agent and rescaled to the env's box; a ±1 box passes through unchanged" {
+            let s = MetaGenRL.Core.Engine.ActionScaling([| -2f; 0f |], [| 2f; 10f |], true)
+            Expect.isTrue s.Rescales "rescales"
+            Expect.equal s.AgentLow [| -1f; -1f |] "agent box low"
+            Expect.equal s.AgentHigh [| 1f; 1f |] "agent box high"
+            Expect.equal (s.ToEnv [| -1f; -1f |]) [| -2f; 0f |] "low corner"
+            Expect.equal (s.ToEnv [| 1f; 1f |]) [| 2f; 10f |] "high corner"
+            Expect.equal (s.ToEnv [| 0.5f; 0f |]) [| 1f; 5f |] "interior"
+            let unit = MetaGenRL.Core.Engine.ActionScaling([| -1f |], [| 1f |], true)
+            let a = [| 0.1f |]
+            Expect.isFalse unit.Rescales "a ±1 box is left alone"
+            Expect.isTrue (obj.ReferenceEquals(unit.ToEnv a, a)) "the very same action"
+            let off = MetaGenRL.Core.Engine.ActionScaling([| -2f |], [| 2f |], false)
+            Expect.equal off.AgentLow [| -2f |] "normalize_actions=false: the env's own box"
+            Expect.isTrue (obj.ReferenceEquals(off.ToEnv a, a)) "and no rescaling"
+            throwsWith (fun () -> box (MetaGenRL.Core.Engine.ActionScaling([| 1f |], [| -1f |], true))) [ "action dim 0" ] "empty box"
+            // an agent group on Pendulum-v1 (±2) acts in ±1
+            use g = new MetaGenRL.Core.Engine.AgentGroup(RunConfig.Default.With("policy_units", "8").With("critic_units", "8"), "Pendulum-v1", [| 0 |], [| 1L |], "cpu", MetaGenRL.Core.Engine.Algorithm.Td3)
+            Expect.equal g.Td3.ActHigh [| 1f |] "normalised by default"
+            use g2 = new MetaGenRL.Core.Engine.AgentGroup(RunConfig.Default.With("policy_units", "8").With("critic_units", "8").With("normalize_actions", "false"), "Pendulum-v1", [| 0 |], [| 1L |], "cpu", MetaGenRL.Core.Engine.Algorithm.Td3)
+            Expect.equal g2.Td3.ActHigh [| 2f |] "the official box when switched off"
+        }
         test "JSON round-trips with official names" {
             let c = RunConfig.Default.With("env_name", "Hopper-v2,Ant-v2").With("critic_units", "64")
                      .With("max_episode_length", "100").With("paper_quirks", "false").With("target_network_update_speed", "0.01")

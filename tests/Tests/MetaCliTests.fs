@@ -92,7 +92,7 @@ let tests =
                 // The frozen objective trains a fresh agent on an env it never saw.
                 let rc3, out3, err3 =
                     cli [ "meta-test"; "--objective"; whole; "--env"; "Reacher-v2"; "--steps"; "300"; "--seed"; "1"
-                          "--out"; tested; "--force"; "--set"; "policy_random_exploration_steps=100" ]
+                          "--out"; tested; "--force"; "--scale"; "micro"; "--set"; "policy_random_exploration_steps=60" ]
                 Expect.equal rc3 0 (sprintf "meta-test; stdout %s stderr %s" out3 err3)
                 let testRows = Results.readParquet (Path.Combine(tested, "metrics.parquet"))
                 Expect.isTrue (testRows |> List.exists (fun r -> r.metric = "episode_return")) "episodes"
@@ -103,7 +103,13 @@ let tests =
                 Expect.equal (testCfg["agent_count"].GetValue<int>()) 1 "meta-test records its own agent count"
                 Expect.equal (testCfg["obj_func_update_delay"].GetValue<int>()) -1 "the objective is frozen"
                 Expect.equal (testCfg["obj_func_anneal_steps"].GetValue<int64>()) 0L "no anneal at meta-test"
-                Expect.equal (testCfg["policy_random_exploration_steps"].GetValue<int64>()) 100L "the override"
+                Expect.equal (testCfg["policy_random_exploration_steps"].GetValue<int64>()) 60L "the override"
+                // the fresh agent's settings come from the meta-test preset, not from the meta-train run (steps=1, T 20)
+                Expect.equal (testCfg["steps"].GetValue<int>()) 2 "steps from the micro preset"
+                Expect.equal (testCfg["recurrent_time_steps"].GetValue<int>()) 10 "recurrent_time_steps from the micro preset"
+                let trainedCfg = cfgOf whole
+                let trainedT = trainedCfg["recurrent_time_steps"].GetValue<int>()
+                Expect.equal trainedT 20 "(the meta-train run used 20)"
             finally
                 for d in [ whole; killed; tested ] do (try Directory.Delete(d, true) with _ -> ())
         }

@@ -219,6 +219,68 @@ let tests =
                 (fun () -> (use p = new AgentGroup(smokeConfig, "Pendulum-v1", [| 0 |], [| 1L |], "cpu", Algorithm.MetaTrain)
                             p.LoadState(0, state)))
         }
+        test "agent lifetimes: staggered first lives, a fresh agent from the life's seed, steps and α carry on, state round-trips" {
+            // population of 2 (members 0 and 1), lifetime 100: member 0's first life is 100 steps, member 1's 50
+            let noMetrics = Action<Metric>(ignore)
+            let cfg = withKeys smokeConfig [ "agent_lifetime", "100"; "agent_count", "2" ]
+            let group () =
+                let envs : MetaGenRL.Core.Envs.IEnv[] = [| new PointMassEnv(1, 30); new PointMassEnv(2, 30) |]
+                new AgentGroup(cfg, envs, [| 0; 1 |], [| 10L; 11L |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)
+            use g = group ()
+            Expect.equal [ g.LifeLength(0, 0); g.LifeLength(1, 0); g.LifeLength(1, 1) ] [ 100L; 50L; 100L ] "staggered first lives, then the lifetime"
+            let rows = ResizeArray<Metric>()
+            let both = [| true; true |]
+            let collect () = g.Collect([| 30L; 30L |], [| Int64.MaxValue; Int64.MaxValue |], Action<Metric>(rows.Add)) |> ignore
+            for round in 0 .. 1 do
+                collect ()
+                for j in 0L .. 29L do g.Update(j, both, noMetrics) |> ignore
+            Expect.equal g.EnvSteps [| 60L; 60L |] "two rounds of one 30-step episode"
+            Expect.isEmpty (rows |> Seq.filter (fun r -> r.Name = "agent_reset")) "no life has ended before the third collect starts"
+            let alphaBefore = g.ObjectiveParameters 1
+            collect ()   // member 1's life (50 steps) is over at 60: it starts life 1; member 0 (100) goes on
+            let resets = rows |> Seq.filter (fun r -> r.Name = "agent_reset") |> List.ofSeq
+            Expect.equal [ for r in resets -> r.Agent, r.EnvStep, r.Value ] [ 1, 60L, 1.0 ] "one reset row: member 1, at step 60, life 1"
+            Expect.equal [ g.Life 0; g.Life 1 ] [ 0; 1 ] "life indices"
+            Expect.equal g.EnvSteps [| 90L; 90L |] "env steps carry on through a reset"
+            Expect.equal (g.Td3.LifeSteps 1) 30L "the new life counts its own steps (exploration and anneal restart)"
+            Expect.equal (g.Td3.Replay.[1].EpisodeCount) 1 "the replay holds only the new life's episode"
+            Expect.sequenceEqual (g.ObjectiveParameters 1) alphaBefore "α carries on"
+            Expect.equal (g.Td3.CriticOptimizer.Steps 1) 0L "fresh optimiser"
+            // the fresh networks are those of an agent seeded with the life's seed
+            use fresh = new AgentGroup(cfg, [| new PointMassEnv(2, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 1 |],
+                                       [| MetaGenRL.Core.Randomness.Seeds.LifeSeed(11L, 1) |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)
+            for p, q in Seq.zip g.Td3.Policy fresh.Td3.Policy do
+                Expect.sequenceEqual (p.[1L].data<float32>().ToArray()) (q.[0L].data<float32>().ToArray()) "policy of the new life"
+            // a saved slot restores its life and continues identically
+            let state = g.SaveState(1, true)
+            use g2 = group ()
+            g2.LoadState(1, state)
+            Expect.equal (g2.Life 1) 1 "life index restored"
+            Expect.equal (g2.Td3.LifeSteps 1) 30L "life start restored"
+            let after (x: AgentGroup) =
+                let r = ResizeArray<Metric>()
+                x.Collect([| 0L; 30L |], [| 0L; Int64.MaxValue |], Action<Metric>(r.Add)) |> ignore
+                [ for m in r -> m.Name, m.EnvStep, m.Value ]
+            Expect.equal (after g2) (after g) "the next collect of the restored slot"
+            // lifetimes are a meta-training device: a meta-test agent lives on
+            use t = new AgentGroup(cfg, [| new PointMassEnv(3, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| 1L |], "cpu", Algorithm.MetaTest, ownsEnvs = true)
+            Expect.equal (t.LifeLength(0, 0)) Int64.MaxValue "no lifetimes at meta-test"
+        }
+        test "agent lifetimes: log-uniform lengths within their range, seeded per agent and life" {
+            let cfg = withKeys smokeConfig [ "agent_lifetime", "8000"; "agent_lifetime_min", "1000"; "agent_count", "1" ]
+            let make seed = new AgentGroup(cfg, [| new PointMassEnv(1, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| seed |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)
+            use a = make 5L
+            use b = make 5L
+            let lengths (x: AgentGroup) = [ for life in 0 .. 39 -> x.LifeLength(0, life) ]
+            Expect.equal (lengths a) (lengths b) "same seed, same lengths"
+            Expect.isTrue (lengths a |> List.forall (fun l -> l >= 1000L && l <= 8000L)) "within [min, lifetime]"
+            Expect.isGreaterThan (lengths a |> List.distinct |> List.length) 30 "drawn afresh per life"
+            // log-uniform: about half of the draws below the geometric mean sqrt(1000 · 8000) ≈ 2828
+            let below = lengths a |> List.filter (fun l -> float l < sqrt (1000.0 * 8000.0)) |> List.length
+            Expect.isTrue (below >= 10 && below <= 30) (sprintf "%d of 40 below the geometric mean" below)
+            throwsContaining<ArgumentException> "agent_lifetime_min" "min above the lifetime"
+                (fun () -> (use _ = new AgentGroup(withKeys smokeConfig [ "agent_lifetime", "100"; "agent_lifetime_min", "500" ], "Pendulum-v1", [| 0 |], [| 1L |], "cpu", Algorithm.MetaTrain) in ()))
+        }
         test "AgentGroup runs every algorithm with its metrics; unknown names are rejected" {
             for name in Algorithms.Names do
                 let algo = Algorithms.Parse name

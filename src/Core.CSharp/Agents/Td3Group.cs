@@ -12,7 +12,8 @@ namespace MetaGenRL.Core.Agents;
 /// <param name="Batch">the policy step's own trajectory batch, shapes [K, B, T, …]</param>
 /// <param name="Obs">[K, B·T, obs] the batch observations, flattened per slot</param>
 /// <param name="PolicyAction">[K, B·T, act] π_φ(s), differentiable in the policy parameters</param>
-/// <param name="EnvSteps">[K] each slot's env step count (for annealing)</param>
+/// <param name="EnvSteps">[K] each slot's env steps the anneal counts (in its current life, or over all its lives when
+/// agent_lifetime_restart_anneal is false)</param>
 public sealed record PolicyLossContext(Td3Group Group, TrajectoryTensors Batch, Tensor Obs, Tensor PolicyAction, long[] EnvSteps);
 
 /// <summary>The loss the policy step minimises. TD3 uses <see cref="CriticValueObjective"/>; the learned
@@ -88,6 +89,11 @@ public sealed class Td3Group : IDisposable
     public bool SingleCriticTarget { get; set; }
     /// <summary>Each slot's env steps seen by <see cref="Observe"/>; drives exploration and policy-LR warm-up.</summary>
     public long[] EnvSteps { get; }
+    /// <summary>Each slot's env step count when its current life began (0 until an agent lifetime ends; see
+    /// <see cref="StartLife"/>). Exploration and the policy-LR warm-up count the steps of the current life.</summary>
+    public long[] LifeStart { get; }
+    /// <summary>Env steps slot k has taken in its current life.</summary>
+    public long LifeSteps(int k) => EnvSteps[k] - LifeStart[k];
     /// <summary>Adam over Q1 then Q2 (checkpointing reads and restores its moments).</summary>
     public TfAdam CriticOptimizer => _criticOpt;
     /// <summary>Adam over the policy (checkpointing reads and restores its moments).</summary>
@@ -138,6 +144,7 @@ public sealed class Td3Group : IDisposable
         NoiseGen = AgentSeeds.Select(s => new Generator(Seeds.Derive(s, Seeds.NoiseStream), device)).ToArray();
         Rng = AgentSeeds.Select(s => Seeds.Random(s, Seeds.ExploreStream)).ToArray();
         EnvSteps = new long[K];
+        LifeStart = new long[K];
 
         _critics = Q1.Concat(Q2).ToList();
         _criticOpt = new TfAdam(_critics, cfg.CriticLearningRate);
@@ -150,7 +157,23 @@ public sealed class Td3Group : IDisposable
     /// step counts, generators, counters, empty replay).</summary>
     public void ResetSlot(int k)
     {
-        long seed = AgentSeeds[k];
+        Renew(k, AgentSeeds[k]);
+        EnvSteps[k] = 0;
+        LifeStart[k] = 0;
+    }
+
+    /// <summary>Starts a new life in slot k (agent lifetimes): fresh networks, targets, optimiser state, generators and
+    /// an empty replay, all from <paramref name="lifeSeed"/>; the env step count carries on and the new life begins at it.</summary>
+    public void StartLife(int k, long lifeSeed)
+    {
+        Renew(k, lifeSeed);
+        LifeStart[k] = EnvSteps[k];
+    }
+
+    /// <summary>Slot k's networks, targets, optimiser moments and step counts, generators and replay as a fresh agent
+    /// with <paramref name="seed"/> has them.</summary>
+    void Renew(int k, long seed)
+    {
         using var initGen = new Generator(Seeds.Derive(seed, Seeds.InitStream), torch.CPU);
         using var _ = no_grad();
         foreach (var (ps, targets, spec) in new[] { (Policy, PolicyTarget, PolicySpec), (Q1, Q1Target, CriticSpec), (Q2, Q2Target, CriticSpec) })
@@ -172,7 +195,6 @@ public sealed class Td3Group : IDisposable
         NoiseGen[k].Dispose();
         NoiseGen[k] = new Generator(Seeds.Derive(seed, Seeds.NoiseStream), Device);
         Rng[k] = Seeds.Random(seed, Seeds.ExploreStream);
-        EnvSteps[k] = 0;
         Replay[k].Clear();
     }
 
@@ -199,7 +221,7 @@ public sealed class Td3Group : IDisposable
             if (obs[k] is null) continue;
             var a = new float[ActSize];
             var rng = Rng[k];
-            if (EnvSteps[k] < Config.PolicyRandomExplorationSteps)
+            if (LifeSteps(k) < Config.PolicyRandomExplorationSteps)
                 for (int i = 0; i < ActSize; i++) a[i] = (float)(ActLow[i] + (ActHigh[i] - ActLow[i]) * rng.NextDouble());
             else
                 for (int i = 0; i < ActSize; i++)
@@ -212,7 +234,7 @@ public sealed class Td3Group : IDisposable
     bool NeedsPolicy(float[]?[] obs)
     {
         for (int k = 0; k < K; k++)
-            if (obs[k] is not null && EnvSteps[k] >= Config.PolicyRandomExplorationSteps) return true;
+            if (obs[k] is not null && LifeSteps(k) >= Config.PolicyRandomExplorationSteps) return true;
         return false;
     }
 
@@ -339,12 +361,13 @@ public sealed class Td3Group : IDisposable
         var bt = SampleTensors(active, Config.BufferSampleSize);
         long n = bt.B * bt.T;
         var s = bt.Obs.reshape(K, n, ObsSize);
-        var loss = Objective.Loss(new PolicyLossContext(this, bt, s, Pi(Policy, s), (long[])EnvSteps.Clone()));
+        var annealSteps = Enumerable.Range(0, K).Select(k => Config.AgentLifetimeRestartAnneal ? LifeSteps(k) : EnvSteps[k]).ToArray();
+        var loss = Objective.Loss(new PolicyLossContext(this, bt, s, Pi(Policy, s), annealSteps));
         if (loss.shape.Length != 1 || loss.shape[0] != K)
             throw new InvalidOperationException($"policy objective returned shape [{string.Join(", ", loss.shape)}], expected [{K}]");
         var grads = torch.autograd.grad([loss.sum()], Policy).ToList();
         ParamOps.ClipByGlobalNorm(grads, Config.ClipGradient);
-        _policyOpt.Step(grads, active, EnvSteps.Select(PolicyLearningRate).ToArray());
+        _policyOpt.Step(grads, active, Enumerable.Range(0, K).Select(k => PolicyLearningRate(LifeSteps(k))).ToArray());
         return read ? loss.detach().to(ScalarType.Float64, torch.CPU).data<double>().ToArray() : null;
     }
 

@@ -22,7 +22,7 @@ public readonly record struct AgentStateInfo(bool HasReplay, long EnvSteps, long
 /// <remarks>
 /// Format (little-endian): magic <c>MGRLAGNT</c>, int32 version, then tagged sections in fixed order:
 /// <c>HEAD</c> (obs, act, dtype code), <c>NETS</c> (six tensor lists), <c>ADAM</c> (critic, policy),
-/// <c>RNGS</c> (SeededRandom words, torch generator bytes), <c>CNTR</c> (env steps), <c>RPLY</c> or <c>NORP</c>,
+/// <c>RNGS</c> (SeededRandom words, torch generator bytes), <c>CNTR</c> (env steps; from version 2 also the step its current life began at), <c>RPLY</c> or <c>NORP</c>,
 /// <c>END!</c>. Tensors are dtype + shape + raw element bytes (see <see cref="StateIO"/>).
 /// Loading validates every size against the agent before changing anything, except that a replay section that
 /// turns out truncated or corrupt leaves the agent's replay empty.
@@ -32,7 +32,7 @@ public static class AgentState
     /// <summary>The first 8 bytes of every agent state.</summary>
     public const string Magic = "MGRLAGNT";
     /// <summary>Current format version.</summary>
-    public const int Version = 1;
+    public const int Version = 2;
 
     // ── SAVE ──
 
@@ -61,6 +61,7 @@ public static class AgentState
 
         StateIO.WriteTag(w, "CNTR");
         w.Write(agent.EnvSteps[k]);
+        w.Write(agent.LifeStart[k]);
 
         if (includeReplay) { StateIO.WriteTag(w, "RPLY"); WriteReplay(w, agent.Replay[k]); }
         else StateIO.WriteTag(w, "NORP");
@@ -114,7 +115,7 @@ public static class AgentState
         var magic = System.Text.Encoding.ASCII.GetString(StateIO.ReadExactly(r, Magic.Length, "magic"));
         if (magic != Magic) throw new InvalidDataException($"not an agent state (magic '{magic}', expected '{Magic}')");
         int version = r.ReadInt32();
-        if (version != Version) throw new InvalidDataException($"agent state version {version} is not supported (this build reads {Version})");
+        if (version is not (1 or Version)) throw new InvalidDataException($"agent state version {version} is not supported (this build reads 1 and {Version})");
 
         StateIO.ExpectTag(r, "HEAD", "agent state");
         int obs = r.ReadInt32(), act = r.ReadInt32();
@@ -144,6 +145,9 @@ public static class AgentState
         StateIO.ExpectTag(r, "CNTR", "agent state");
         long envSteps = r.ReadInt64();
         if (envSteps < 0) throw new InvalidDataException($"checkpoint env step count {envSteps} is negative");
+        long lifeStart = version >= 2 ? r.ReadInt64() : 0;   // version 1 predates agent lifetimes: one life
+        if (lifeStart < 0 || lifeStart > envSteps)
+            throw new InvalidDataException($"checkpoint life start {lifeStart} is outside [0, {envSteps}]");
 
         // Phase 2: the replay, read straight into the agent's buffer (too big to stage).
         var tag = StateIO.ReadTag(r);
@@ -169,6 +173,7 @@ public static class AgentState
         agent.Rng[k].SetState(rng);
         StateIO.Apply(agent.NoiseGen[k], noise);
         agent.EnvSteps[k] = envSteps;
+        agent.LifeStart[k] = lifeStart;
         return new AgentStateInfo(hasReplay, envSteps, agent.CriticOptimizer.Steps(k), agent.PolicyOptimizer.Steps(k));
     }
 

@@ -62,7 +62,7 @@ public sealed record RunConfig
     [ConfigKey("discount_factor")] public double DiscountFactor { get; init; } = 0.99;
     /// <summary>GAE λ; used only by the fixed REINFORCE baseline objective.</summary>
     [ConfigKey("gae_factor")] public double GaeFactor { get; init; } = 0.97;
-    /// <summary>Critic is recurrent (unused in the official runs; not implemented here).</summary>
+    /// <summary>Critic is recurrent (unused in the official runs; not implemented here: only false is accepted).</summary>
     [ConfigKey("critic_is_recurrent")] public bool CriticIsRecurrent { get; init; }
 
     // ── REPLAY ──
@@ -88,15 +88,15 @@ public sealed record RunConfig
     [ConfigKey("policy_update_delay")] public int PolicyUpdateDelay { get; init; } = 2;
     /// <summary>Env steps of policy LR warm-up; 0 disables it (every shipped config).</summary>
     [ConfigKey("policy_update_start")] public long PolicyUpdateStart { get; init; }
-    /// <summary>Unused by the official code; kept for completeness.</summary>
+    /// <summary>Unused by the official code; kept so official configs parse, and only true is accepted.</summary>
     [ConfigKey("policy_clip")] public bool PolicyClip { get; init; } = true;
     /// <summary>σ of the Gaussian exploration noise on actions.</summary>
     [ConfigKey("policy_exploration")] public double PolicyExploration { get; init; } = 0.1;
-    /// <summary>Probability of resetting the policy (an unused feature of the official code).</summary>
+    /// <summary>Probability of resetting the policy (an unused feature of the official code); only 0 is accepted.</summary>
     [ConfigKey("policy_reset_prob")] public double PolicyResetProb { get; init; }
     /// <summary>Env steps of uniform random actions at the start of each agent.</summary>
     [ConfigKey("policy_random_exploration_steps")] public long PolicyRandomExplorationSteps { get; init; } = 10_000;
-    /// <summary>Policy is recurrent (unused in the official runs; not implemented here).</summary>
+    /// <summary>Policy is recurrent (unused in the official runs; not implemented here: only false is accepted).</summary>
     [ConfigKey("policy_is_recurrent")] public bool PolicyIsRecurrent { get; init; }
 
     // ── OBJECTIVE L_α (read by the learned objective, not by TD3) ──
@@ -143,10 +143,34 @@ public sealed record RunConfig
     [ConfigKey("obj_func_variant")] public string ObjFuncVariant { get; init; } = "full";
 
     // ── THIS PORT ──
-    /// <summary>Replicate the official code's quirks: time-limit ends stored as terminal, "+d" in the TD target and in
-    /// GAE, and L_α's backward LSTM masking short windows after reversal. False: truncation bootstraps, no +d,
-    /// per-sequence reversal.</summary>
+    /// <summary>Replicate the official code's quirks: time-limit ends stored as terminal and "+d" in the TD target and
+    /// in GAE. False: truncation bootstraps, no +d. (L_α's LSTM masking has its own key, obj_func_lstm_masking.)</summary>
     [ConfigKey("paper_quirks")] public bool PaperQuirks { get; init; } = true;
+    /// <summary>The agent acts in [−1, 1] on every action dim and the env rescales linearly to its own box, so L_α's
+    /// action inputs, the exploration noise and the target smoothing mean the same on every env. The paper's envs are
+    /// all ±1 and unchanged by it; false: the agent acts in the env's own box (the official code, which never met a
+    /// box other than ±1).</summary>
+    [ConfigKey("normalize_actions")] public bool NormalizeActions { get; init; } = true;
+    /// <summary>How L_α's backward-in-time LSTM treats a window shorter than T. official: the whole padded window is
+    /// reversed and then the valid length applied, so a window of at most T/2 valid steps gets LSTM output 0 on
+    /// every valid step (no policy gradient through L_α) and longer short windows only on part of them (the
+    /// official code). per-sequence: each window's valid steps are reversed on their own and all of them count.</summary>
+    [ConfigKey("obj_func_lstm_masking")] public string ObjFuncLstmMasking { get; init; } = "official";
+    /// <summary>0 (official): the inner step obj_func_second_order_stepsize acts on the objective summed over the
+    /// sampled windows as they are. N &gt; 0: the step size is scaled by N / buffer_sample_size, so the inner step
+    /// has the size it would have on a batch of N windows (the paper's 100), whatever the batch.</summary>
+    [ConfigKey("obj_func_second_order_reference_windows")] public int ObjFuncSecondOrderReferenceWindows { get; init; }
+    /// <summary>Meta-training only: env steps an agent lives before it is reset (fresh policy, critics, targets,
+    /// optimiser state, replay and exploration; its env and its copy of α carry on), so L_α keeps meeting agents
+    /// that learn from scratch. Lives are staggered: member i of N starts with a life of L·(N − i)/N, so the
+    /// population always holds agents at every stage of learning. 0 = agents live for the whole run (the official code).</summary>
+    [ConfigKey("agent_lifetime")] public long AgentLifetime { get; init; }
+    /// <summary>&gt; 0: each life's length is drawn log-uniformly from [agent_lifetime_min, agent_lifetime] (seeded per
+    /// agent and life) instead of being agent_lifetime.</summary>
+    [ConfigKey("agent_lifetime_min")] public long AgentLifetimeMin { get; init; }
+    /// <summary>The anneal from −Q1 to L_α (obj_func_anneal_steps) starts again with each life; false: it counts the
+    /// agent's env steps over all its lives. (Random exploration always starts again: a new life is a fresh agent.)</summary>
+    [ConfigKey("agent_lifetime_restart_anneal")] public bool AgentLifetimeRestartAnneal { get; init; } = true;
     /// <summary>libtorch intra-op threads of each agent group; None: the cores split evenly over the groups.</summary>
     [ConfigKey("torch_threads")] public int? TorchThreads { get; init; }
     /// <summary>Env steps between population checkpoints, taken at round boundaries; 0 = max(1000, timesteps_total / 5).</summary>
@@ -212,6 +236,8 @@ public sealed record RunConfig
     public RunConfig Validate()
     {
         foreach (var k in Keys) CheckKey(k);
+        if (AgentLifetimeMin > 0 && AgentLifetimeMin > AgentLifetime)
+            throw new ArgumentException($"config key 'agent_lifetime_min' = {AgentLifetimeMin}: exceeds agent_lifetime = {AgentLifetime} (log-uniform lifetimes are drawn from [agent_lifetime_min, agent_lifetime])");
         return this;
     }
 
@@ -249,7 +275,10 @@ public sealed record RunConfig
             case "policy_update_delay": Need(PolicyUpdateDelay >= 1, "expected ≥ 1"); break;
             case "policy_update_start": Need(PolicyUpdateStart >= 0, "expected ≥ 0"); break;
             case "policy_exploration": Need(PolicyExploration >= 0 && double.IsFinite(PolicyExploration), "expected ≥ 0"); break;
-            case "policy_reset_prob": Need(PolicyResetProb is >= 0 and <= 1, "expected in [0, 1]"); break;
+            case "policy_reset_prob": Need(PolicyResetProb == 0, "not implemented (the official code never reads it either)"); break;
+            case "policy_clip": Need(PolicyClip, "has no effect (the official code never reads it); the policy's gradient clip is clip_gradient"); break;
+            case "critic_is_recurrent": Need(!CriticIsRecurrent, "a recurrent critic is not implemented (the official runs never use one)"); break;
+            case "policy_is_recurrent": Need(!PolicyIsRecurrent, "a recurrent policy is not implemented (the official runs never use one)"); break;
             case "policy_random_exploration_steps": Need(PolicyRandomExplorationSteps >= 0, "expected ≥ 0"); break;
             case "obj_func_type": Need(ObjFuncType is "learned-reinforce" or "reinforce", "expected learned-reinforce or reinforce"); break;
             case "obj_func_depth": Need(ObjFuncDepth >= 1, "expected ≥ 1"); break;
@@ -270,6 +299,10 @@ public sealed record RunConfig
                 "expected one of " + string.Join(", ", Objective.ObjectiveSpec.VariantNames)); break;
             case "torch_threads": Need(TorchThreads is null or >= 1, "expected None or ≥ 1"); break;
             case "checkpoint_every": Need(CheckpointEvery >= 0, "expected ≥ 0"); break;
+            case "obj_func_lstm_masking": Need(ObjFuncLstmMasking is "official" or "per-sequence", "expected official or per-sequence"); break;
+            case "obj_func_second_order_reference_windows": Need(ObjFuncSecondOrderReferenceWindows >= 0, "expected ≥ 0 (0: the official step on the batch as sampled)"); break;
+            case "agent_lifetime": Need(AgentLifetime >= 0, "expected ≥ 0 (0: no resets)"); break;
+            case "agent_lifetime_min": Need(AgentLifetimeMin >= 0, "expected ≥ 0 (0: fixed lifetimes)"); break;
             case "group_size": Need(GroupSize >= 0, "expected ≥ 0 (0: every agent of an env in one group)"); break;
         }
     }

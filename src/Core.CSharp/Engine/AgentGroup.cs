@@ -41,6 +41,7 @@ public sealed class AgentGroup : IAgentGroup
     public int DiagnosticsEvery { get; set; } = 10;
 
     readonly IEnv[] _envs;
+    readonly ActionScaling _actions;
     readonly bool _ownsEnvs;
     readonly List<Tensor> _alpha = new();
     readonly InnerStepOptions _inner;
@@ -51,6 +52,8 @@ public sealed class AgentGroup : IAgentGroup
     readonly bool[] _policyLossWanted;
     readonly long[] _seeds;
     readonly ulong[]?[] _initialEnvRng;
+    readonly int[] _life;
+    readonly long[] _lifeEnd;
 
     /// <summary>K agents on registry env <paramref name="envId"/>; agent k's seed is <paramref name="seeds"/>[k] (its env
     /// is seeded from it too).</summary>
@@ -78,7 +81,8 @@ public sealed class AgentGroup : IAgentGroup
         _initialEnvRng = _envs.Select(e => e is EnvBase { AtEpisodeBoundary: true } b ? b.GetRngState() : null).ToArray();
         var dev = Devices.Resolve(device);
         AllocatorTuning.Apply();   // process-wide, once: large tensors from a reused heap instead of fresh mmaps
-        Td3 = new Td3Group(Config, first.ObservationSize, first.ActionLow, first.ActionHigh, _seeds, dev, dtype,
+        _actions = new ActionScaling(first.ActionLow, first.ActionHigh, Config.NormalizeActions);
+        Td3 = new Td3Group(Config, first.ObservationSize, _actions.AgentLow, _actions.AgentHigh, _seeds, dev, dtype,
                            replayCapacity: ReplayCapacity(Config, first.MaxEpisodeSteps));
         _inner = InnerStepOptions.FromConfig(Config);
         if (Algorithms.UsesObjectiveNetwork(algorithm))
@@ -89,7 +93,7 @@ public sealed class AgentGroup : IAgentGroup
             finally { foreach (var g in gens) g.Dispose(); }
             if (algorithm != Algorithm.MetaTrain) foreach (var a in _alpha) a.requires_grad_(false);   // frozen: no graph into α
             long anneal = algorithm == Algorithm.MetaTrain ? Config.ObjFuncAnnealSteps : 0;
-            Td3.Objective = new LearnedObjective(Spec, _alpha, anneal, Config.PaperQuirks);
+            Td3.Objective = new LearnedObjective(Spec, _alpha, anneal, Config.ObjFuncLstmMasking == "official");
         }
         else if (algorithm == Algorithm.Reinforce)
             Td3.Objective = new ReinforceObjective(Config.DiscountFactor, Config.GaeFactor, Config.PaperQuirks);
@@ -103,6 +107,53 @@ public sealed class AgentGroup : IAgentGroup
         _updates = new long[K];
         _metaGradients = new long[K];
         _policyLossWanted = new bool[K];
+        _life = new int[K];
+        _lifeEnd = Enumerable.Range(0, K).Select(k => LifeLength(k, 0)).ToArray();
+    }
+
+    // ── LIFETIMES ──
+
+    /// <summary>Whether agents are reset at the end of a lifetime (agent_lifetime &gt; 0, meta-training only).</summary>
+    bool HasLifetimes => Algorithm == Algorithm.MetaTrain && Config.AgentLifetime > 0;
+
+    /// <summary>The index of slot k's current life (0 for the first).</summary>
+    public int Life(int slot) => _life[slot];
+
+    /// <summary>The length in env steps of life <paramref name="life"/> of slot k: agent_lifetime, or drawn
+    /// log-uniformly from [agent_lifetime_min, agent_lifetime] with the life's own generator; a first life is
+    /// shortened to L·(N − i)/N for population member i of N, which staggers the population. Unbounded without
+    /// lifetimes.</summary>
+    public long LifeLength(int slot, int life)
+    {
+        if (!HasLifetimes) return long.MaxValue;
+        double L = Config.AgentLifetime;
+        if (Config.AgentLifetimeMin > 0)
+        {
+            double u = Seeds.Random(Seeds.LifeSeed(_seeds[slot], life), Seeds.LifetimeStream).NextDouble();
+            double lo = Math.Log(Config.AgentLifetimeMin);
+            L = Math.Exp(lo + u * (Math.Log(Config.AgentLifetime) - lo));
+        }
+        if (life == 0)
+        {
+            int n = Math.Max(Config.AgentCount, 1), i = Agents[slot] % n;
+            L = L * (n - i) / n;
+        }
+        return Math.Max(1, (long)Math.Round(L));
+    }
+
+    /// <summary>Starts a new life in every slot about to collect whose life is over (at an episode boundary): a fresh
+    /// agent from the life's own seed, its env and α carrying on; reports <c>agent_reset</c> with the new life's index.</summary>
+    void EndLives(long[] limits, List<Metric>[] rows)
+    {
+        if (!HasLifetimes) return;
+        for (int k = 0; k < Size; k++)
+        {
+            if (limits[k] <= 0 || _obs[k] != null || Td3.EnvSteps[k] < _lifeEnd[k]) continue;
+            _life[k]++;
+            Td3.StartLife(k, Seeds.LifeSeed(_seeds[k], _life[k]));
+            _lifeEnd[k] = Td3.EnvSteps[k] + LifeLength(k, _life[k]);
+            rows[k].Add(new Metric(Td3.EnvSteps[k], "agent_reset", _life[k], Agents[k]));
+        }
     }
 
     static IEnv[] MakeEnvs(string envId, IReadOnlyList<long> seeds)
@@ -132,7 +183,18 @@ public sealed class AgentGroup : IAgentGroup
 
     /// <summary>The config an algorithm runs with: meta-test and the baselines freeze the objective (update delay −1)
     /// and do not anneal; DDPG has no smoothing noise and updates the policy every iteration.</summary>
-    public static RunConfig EffectiveConfig(RunConfig cfg, Algorithm algorithm) => algorithm switch
+    public static RunConfig EffectiveConfig(RunConfig cfg, Algorithm algorithm)
+    {
+        // obj_func_enabled and obj_func_type name the algorithm in the official configs; here the algorithm does, so
+        // a value that contradicts it would be silently ignored: it is refused instead
+        if (Algorithms.UsesObjectiveNetwork(algorithm) && !cfg.ObjFuncEnabled)
+            throw new ArgumentException($"config key 'obj_func_enabled' = false contradicts algorithm {Algorithms.Name(algorithm)}, which trains the policy on L_α (for the DDPG/TD3 baseline use the algorithm td3)");
+        if (Algorithms.UsesObjectiveNetwork(algorithm) && cfg.ObjFuncType != "learned-reinforce")
+            throw new ArgumentException($"config key 'obj_func_type' = {cfg.ObjFuncType} contradicts algorithm {Algorithms.Name(algorithm)} (for the fixed REINFORCE objective use the algorithm reinforce-offpolicy)");
+        return Effective(cfg, algorithm);
+    }
+
+    static RunConfig Effective(RunConfig cfg, Algorithm algorithm) => algorithm switch
     {
         Algorithm.MetaTrain => cfg,
         Algorithm.Ddpg => cfg with { ObjFuncEnabled = false, ObjFuncUpdateDelay = -1, ObjFuncAnnealSteps = 0, CriticNoise = 0, PolicyUpdateDelay = 1 },
@@ -153,6 +215,7 @@ public sealed class AgentGroup : IAgentGroup
         var failure = new string?[K];
         var rows = new List<Metric>[K];
         for (int k = 0; k < K; k++) rows[k] = new List<Metric>();
+        EndLives(limits, rows);
         bool Wants(int k) => failure[k] is null && collected[k] < limits[k] && (collected[k] < targets[k] || _obs[k] != null);
         var stepping = new float[]?[K];
         while (true)
@@ -178,7 +241,7 @@ public sealed class AgentGroup : IAgentGroup
                 if (stepping[k] is not { } obs) continue;
                 var act = acts[k]!;
                 StepResult step;
-                try { step = _envs[k].Step(act); }
+                try { step = _envs[k].Step(_actions.ToEnv(act)); }
                 catch (Exception e) { failure[k] = $"{EnvId} step: {e.Message}"; continue; }
                 _epLen[k]++;
                 if (!step.Done && _epLen[k] >= episodeLimit) step = step with { Truncated = true };   // max_episode_length
@@ -311,7 +374,7 @@ public sealed class AgentGroup : IAgentGroup
     // ── STATE ──
 
     const string StateMagic = "MMBR";
-    const int StateVersion = 2;
+    const int StateVersion = 3;
 
     public byte[] SaveState(int slot, bool includeReplay)
     {
@@ -337,6 +400,8 @@ public sealed class AgentGroup : IAgentGroup
             w.Write(_updates[slot]);
             w.Write(_policyLossWanted[slot]);
             w.Write(_metaGradients[slot]);
+            w.Write(_life[slot]);
+            w.Write(_lifeEnd[slot]);
         }
         return ms.ToArray();
     }
@@ -346,7 +411,7 @@ public sealed class AgentGroup : IAgentGroup
         using var r = new BinaryReader(new MemoryStream(state));
         StateIO.ExpectTag(r, StateMagic, "agent state");
         int version = r.ReadInt32();
-        if (version != StateVersion) throw new InvalidDataException($"agent state version {version}, expected {StateVersion}");
+        if (version is not (2 or StateVersion)) throw new InvalidDataException($"agent state version {version}, expected 2 or {StateVersion}");
         string env = r.ReadString();
         if (env != EnvId) throw new InvalidDataException($"agent {Agents[slot]}: state is for env {env}, this agent runs {EnvId}");
         string algo = r.ReadString();
@@ -358,6 +423,9 @@ public sealed class AgentGroup : IAgentGroup
         _updates[slot] = r.ReadInt64();
         _policyLossWanted[slot] = r.ReadBoolean();
         _metaGradients[slot] = r.ReadInt64();
+        _life[slot] = version >= 3 ? r.ReadInt32() : 0;   // version 2 predates agent lifetimes: the first life
+        _lifeEnd[slot] = version >= 3 ? r.ReadInt64() : LifeLength(slot, 0);
+        if (_life[slot] < 0) throw new InvalidDataException($"agent {Agents[slot]}: life index {_life[slot]} is negative");
         _obs[slot] = null;
         _epReturn[slot] = 0;
         _epLen[slot] = 0;
@@ -375,6 +443,7 @@ public sealed class AgentGroup : IAgentGroup
         // agent's own random one), not part of what it learned
         _obs[slot] = null; _epReturn[slot] = 0; _epLen[slot] = 0;
         _updates[slot] = 0; _policyLossWanted[slot] = false; _metaGradients[slot] = 0;
+        _life[slot] = 0; _lifeEnd[slot] = LifeLength(slot, 0);
     }
 
     public void Dispose()

@@ -8,16 +8,25 @@ namespace MetaGenRL.Core.Objective;
 
 /// <summary>How the inner (differentiable) policy update of the meta-gradient runs.</summary>
 /// <param name="Steps">obj_func_second_order_steps (≥ 1); each step uses its own slice of B windows</param>
-/// <param name="StepSize">obj_func_second_order_stepsize, applied to the gradient of the SUMMED objective</param>
+/// <param name="StepSize">obj_func_second_order_stepsize (scaled by obj_func_second_order_reference_windows /
+/// buffer_sample_size when that key is set), applied to the gradient of the SUMMED objective</param>
 /// <param name="Adam">obj_func_second_order_adam: differentiable Adam (fresh moments) instead of plain SGD</param>
 /// <param name="Clip">clip_gradient: global-norm clip of the α-gradient</param>
-/// <param name="PaperQuirks">L_α's short-window LSTM masking (see <see cref="ObjectiveNetwork.Forward"/>)</param>
+/// <param name="OfficialMasking">L_α's short-window LSTM masking as the official code (obj_func_lstm_masking; see
+/// <see cref="ObjectiveNetwork.Forward"/>)</param>
 /// <param name="Diagnostics">also compute policy_value_gain (one more policy and critic forward on the held-out slice)
 /// and the correlation; NaN otherwise</param>
-public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, double Clip, bool PaperQuirks, bool Diagnostics = true)
+public sealed record InnerStepOptions(int Steps, double StepSize, bool Adam, double Clip, bool OfficialMasking, bool Diagnostics = true)
 {
     public static InnerStepOptions FromConfig(RunConfig c) =>
-        new(c.ObjFuncSecondOrderSteps, c.ObjFuncSecondOrderStepsize, c.ObjFuncSecondOrderAdam, c.ClipGradient, c.PaperQuirks);
+        new(c.ObjFuncSecondOrderSteps, StepSizeOf(c), c.ObjFuncSecondOrderAdam, c.ClipGradient, c.ObjFuncLstmMasking == "official");
+
+    /// <summary>The inner step size: obj_func_second_order_stepsize, times reference windows / buffer_sample_size when
+    /// obj_func_second_order_reference_windows is set.</summary>
+    public static double StepSizeOf(RunConfig c) =>
+        c.ObjFuncSecondOrderReferenceWindows > 0
+            ? c.ObjFuncSecondOrderStepsize * c.ObjFuncSecondOrderReferenceWindows / c.BufferSampleSize
+            : c.ObjFuncSecondOrderStepsize;
 }
 
 /// <summary>One slot's meta-gradient and the diagnostics.</summary>
@@ -64,7 +73,7 @@ public static class FuturePolicyValue
             Tensor? valueAct = null;
             if (k > 0) using (no_grad()) valueAct = group.Pi(group.Policy, s);
             var (x, q) = ObjectiveBatch.Build(group, group.Policy, slice, aPi, qWithGrad: spec.UseQ, spec.UseQ, valueAct);
-            var l = ObjectiveNetwork.Forward(spec, alpha, x, o.PaperQuirks);                      // [K, B, T]
+            var l = ObjectiveNetwork.Forward(spec, alpha, x, o.OfficialMasking);                      // [K, B, T]
             var inner = l.mul(slice.Mask).sum();                                                     // Σ over slots: each φ_k sees its own sum
             if (k == 0 && o.Diagnostics) corr = Correlation(q.detach().neg(), l.detach().flatten(1), slice.Mask.flatten(1));
             if (!inner.requires_grad)   // checked here: a c10::Error inside autograd.grad would abort the process

@@ -185,11 +185,11 @@ public static class ObjectiveNetwork
 
     // ── FORWARD ──
 
-    /// <summary>L_α per step. <paramref name="paperQuirks"/>: true reverses whole windows before the LSTM and
+    /// <summary>L_α per step. <paramref name="officialMasking"/> (obj_func_lstm_masking official): true reverses whole windows before the LSTM and
     /// applies the valid length afterwards, as TF's dynamic_rnn did in the official code (valid early steps of
     /// a short window get zero LSTM outputs); false reverses each window within its valid length.</summary>
     /// <returns>[K, B, T] per-step losses (padding steps included; mask them).</returns>
-    public static Tensor Forward(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, ObjectiveInputs x, bool paperQuirks)
+    public static Tensor Forward(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, ObjectiveInputs x, bool officialMasking)
     {
         var (K, B, T, A) = CheckInputs(spec, alpha, x);
         int i = 0;
@@ -226,7 +226,7 @@ public static class ObjectiveNetwork
         Tensor core;
         if (spec.UseLstm)
         {
-            core = Lstm(z, alpha[i], alpha[i + 1], x.Mask, spec.BackwardInTime, paperQuirks);
+            core = Lstm(z, alpha[i], alpha[i + 1], x.Mask, spec.BackwardInTime, officialMasking);
             i += 2;
         }
         else core = Dense(z, alpha, ref i, spec.Activations, spec.HeadLayerNorm);
@@ -242,11 +242,11 @@ public static class ObjectiveNetwork
     /// Hand-written TF LSTMCell (gates i, j, f, o; c' = σ(f + 1)·c + σ(i)·tanh(j); h' = σ(o)·tanh(c'); zero initial
     /// state) run over <paramref name="z"/> [K, B, T, Z] with per-slot weights <paramref name="w"/> [K, 4H, Z+H] (over
     /// [z, h]) and <paramref name="b"/> [K, 4H]. Steps outside a window's valid length leave the state unchanged and
-    /// output 0 (TF dynamic_rnn's sequence_length). Backward: t = T−1 … 0. With <paramref name="paperQuirks"/> the valid
+    /// output 0 (TF dynamic_rnn's sequence_length). Backward: t = T−1 … 0. With <paramref name="officialMasking"/> (obj_func_lstm_masking official) the valid
     /// length is counted along the reversed whole window (the official behaviour), else along each window's own
     /// reversal (padding skipped). Returns [K, B, T, H] in time order.
     /// </summary>
-    public static Tensor Lstm(Tensor z, Tensor w, Tensor b, Tensor mask, bool backward, bool paperQuirks)
+    public static Tensor Lstm(Tensor z, Tensor w, Tensor b, Tensor mask, bool backward, bool officialMasking)
     {
         if (z.shape.Length != 4) throw new ArgumentException($"LSTM: input must be [K, B, T, Z], got [{string.Join(", ", z.shape)}]");
         long K = z.shape[0], B = z.shape[1], T = z.shape[2], Z = z.shape[3], H = b.shape[^1] / 4;
@@ -275,7 +275,7 @@ public static class ObjectiveNetwork
             var cNew = c is null ? sg[0].mul(tj) : torch.addcmul(sg[2].mul(c), sg[0], tj, 1.0);
             var hNew = sg[3].mul(cNew.tanh());
             if (m is null) { h = hNew; c = cNew; outs[t] = hNew; continue; }
-            var valid = m[paperQuirks && backward ? s : t];                                 // [K, B, 1]
+            var valid = m[officialMasking && backward ? s : t];                                 // [K, B, 1]
             outs[t] = torch.where(valid, hNew, 0.0);
             h = h is null ? outs[t] : torch.where(valid, hNew, h);
             c = c is null ? torch.where(valid, cNew, 0.0) : torch.where(valid, cNew, c);

@@ -67,14 +67,14 @@ public static class ObjectiveBatch
 /// keeps its gradient; V inside L_α is stop-gradient, so with p = 1 the policy enters only through the action pairs.
 /// α (stacked [K, …], one copy per slot) is read, never updated here.
 /// </summary>
-public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, long annealSteps, bool paperQuirks)
+public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> alpha, long annealSteps, bool officialMasking)
     : IDiagnosedObjective
 {
     public ObjectiveSpec Spec { get; } = spec;
     public IReadOnlyList<Tensor> Alpha { get; } = alpha;
     /// <summary>obj_func_anneal_steps (0 at meta-test).</summary>
     public long AnnealSteps { get; } = annealSteps;
-    public bool PaperQuirks { get; } = paperQuirks;
+    public bool OfficialMasking { get; } = officialMasking;
     public Tensor? LastValueLoss => _lastValueLoss;
     Tensor? _lastValueLoss;
 
@@ -98,7 +98,7 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
         var (x, q) = ObjectiveBatch.Build(group, group.Policy, ctx.Batch, ctx.PolicyAction, qWithGrad: p.Any(v => v < 1.0) || Spec.UseQ, Spec.UseQ);
         var mask = ctx.Batch.Mask.flatten(1);
         Diagnostic.Keep(ref _lastValueLoss, Td3Group.MaskedMean(q.detach(), mask).neg());
-        var l = ObjectiveNetwork.Forward(Spec, Alpha, x, PaperQuirks).flatten(1);    // [K, B·T]
+        var l = ObjectiveNetwork.Forward(Spec, Alpha, x, OfficialMasking).flatten(1);    // [K, B·T]
         return Td3Group.MaskedMean(Anneal(l, q, p), mask);
     }
 }

@@ -18,6 +18,14 @@ public static class Seeds
     /// <summary>The initial values of the agent's copy of α (a random objective's α; at meta-train agent 0's α is
     /// copied to every agent).</summary>
     public const int ObjectiveInitStream = 101;
+    /// <summary>The lengths of an agent's lives under log-uniform lifetimes (<see cref="SeededRandom"/>, one per life).</summary>
+    public const int LifetimeStream = 102;
+    /// <summary>Life ℓ ≥ 1 of an agent starts from stream <c>LifeStreamBase + ℓ</c> of its agent seed (fresh networks,
+    /// noise and exploration); life 0 is the agent seed itself.</summary>
+    public const int LifeStreamBase = 2000;
+    /// <summary>The seed life <paramref name="life"/> of the agent with seed <paramref name="agentSeed"/> starts from.</summary>
+    public static long LifeSeed(long agentSeed, int life) =>
+        life == 0 ? agentSeed : unchecked((long)Derive(agentSeed, LifeStreamBase + life));
     /// <summary>Population member i's agent seed is stream <c>MemberStreamBase + i</c> of the run seed.</summary>
     public const int MemberStreamBase = 1000;
 

@@ -92,6 +92,7 @@ type MetaTestArgs =
     | Device of device: string
     | Loss_Log_Every of updates: int
     | Experiment of name: string
+    | Scale of name: string
     | Force
 
     interface IArgParserTemplate with
@@ -104,10 +105,11 @@ type MetaTestArgs =
             | Seed _ -> "seed of the fresh agent (default 0)."
             | Seeds _ -> "several seeds, e.g. 0,1,2,3: one fresh agent and run each (in <out>/s<seed>), computed as one batched group."
             | Out _ -> "output folder (default results/<experiment>/<variant>-<env>-s<seeds>)."
-            | Set _ -> "override a config key (the objective's architecture comes from the meta-train run)."
+            | Set _ -> "override a config key. The fresh agent's settings come from --scale's meta-test preset (default: the paper's test config), not from the meta-train run; only the objective's own keys (obj_func_*, paper_quirks, normalize_actions) come from there."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Loss_Log_Every _ -> "write losses every N updates (default 100)."
             | Experiment _ -> "experiment name stamped on every row (default meta-test)."
+            | Scale _ -> scaleUsage
             | Force -> "overwrite a completed run in --out."
 
 type ReportArgs =
@@ -144,10 +146,12 @@ type CliArgs =
 
 let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl")
 
-/// The `key=value` overrides of a scale preset.
-let private scaleOverrides (scale: string option) =
+/// The `key=value` overrides of a scale preset (with its meta-test settings for a meta-test or a baseline `train`).
+let private scaleOverrides (test: bool) (scale: string option) =
     match scale with
-    | Some s -> (Experiment.preset (Experiment.Scale.parse s)).Set |> List.map (fun (k, v) -> k + "=" + v)
+    | Some s ->
+        let p = Experiment.preset (Experiment.Scale.parse s)
+        (if test then p.Set @ p.TestSet else p.Set) |> List.map (fun (k, v) -> k + "=" + v)
     | None -> []
 
 /// `--seeds 0,1,2` or `--seed 0` (not both); `fallback` when neither is given.
@@ -168,7 +172,7 @@ let private trainRequest (a: ParseResults<TrainArgs>) : TrainRun.TrainRequest =
       Steps = a.GetResult(TrainArgs.Steps, d.Steps)
       Seeds = seedList (a.TryGetResult TrainArgs.Seed) (a.TryGetResult TrainArgs.Seeds) d.Seeds
       Out = a.TryGetResult TrainArgs.Out
-      Overrides = scaleOverrides (a.TryGetResult TrainArgs.Scale) @ a.GetResults TrainArgs.Set
+      Overrides = scaleOverrides true (a.TryGetResult TrainArgs.Scale) @ a.GetResults TrainArgs.Set
       Device = a.GetResult(TrainArgs.Device, d.Device)
       LossLogEvery = a.GetResult(TrainArgs.Loss_Log_Every, d.LossLogEvery)
       Experiment = a.GetResult(TrainArgs.Experiment, d.Experiment)
@@ -192,7 +196,7 @@ let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : PopulationRun.Me
       Variant = a.GetResult(Variant, d.Variant)
       Mode = mode
       Resume = a.Contains Resume
-      Overrides = scaleOverrides (a.TryGetResult MetaTrainArgs.Scale) @ a.GetResults MetaTrainArgs.Set
+      Overrides = scaleOverrides false (a.TryGetResult MetaTrainArgs.Scale) @ a.GetResults MetaTrainArgs.Set
       Device = a.GetResult(MetaTrainArgs.Device, d.Device)
       CheckpointEvery = a.TryGetResult Checkpoint_Every
       LossLogEvery = a.GetResult(MetaTrainArgs.Loss_Log_Every, d.LossLogEvery)
@@ -207,6 +211,7 @@ let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaTestRun.MetaTe
       Steps = a.GetResult(MetaTestArgs.Steps, 15_000L)
       Seeds = seedList (a.TryGetResult MetaTestArgs.Seed) (a.TryGetResult MetaTestArgs.Seeds) [ 0 ]
       Out = a.TryGetResult MetaTestArgs.Out
+      Preset = scaleOverrides true (a.TryGetResult MetaTestArgs.Scale)
       Overrides = a.GetResults MetaTestArgs.Set
       Device = a.GetResult(MetaTestArgs.Device, "cpu")
       LossLogEvery = a.GetResult(MetaTestArgs.Loss_Log_Every, 100)

@@ -35,7 +35,11 @@ module Scale =
 
 /// What a scale sets before the experiment's own overrides.
 type Preset =
-    { Set: (string * string) list
+    { /// Every trial's settings (networks, batch, exploration, anneal).
+      Set: (string * string) list
+      /// What meta-tests and baselines change on top of Set: the test protocol, not the meta-train run's settings
+      /// (the official test config explores at random for its first 10k steps at paper scale).
+      TestSet: (string * string) list
       Agents: int
       MetaTrainSteps: int64
       MetaTestSteps: int64 }
@@ -45,16 +49,19 @@ let preset =
     | Micro ->
         { Set = [ "policy_units", "16"; "critic_units", "16"; "buffer_sample_size", "4"; "recurrent_time_steps", "10"
                   "steps", "2"; "policy_random_exploration_steps", "100"; "obj_func_anneal_steps", "100" ]
+          TestSet = []
           Agents = 2; MetaTrainSteps = 400L; MetaTestSteps = 400L }
     | Tiny ->
         { Set = [ "policy_units", "32"; "critic_units", "32"; "buffer_sample_size", "16"
                   "policy_random_exploration_steps", "1000"; "obj_func_anneal_steps", "2000" ]
+          TestSet = []
           Agents = 2; MetaTrainSteps = 5_000L; MetaTestSteps = 6_000L }
     | Small ->
         { Set = [ "policy_units", "64"; "critic_units", "64"; "buffer_sample_size", "32"
                   "policy_random_exploration_steps", "2000"; "obj_func_anneal_steps", "10000" ]
+          TestSet = [ "policy_random_exploration_steps", "5000" ]
           Agents = 4; MetaTrainSteps = 50_000L; MetaTestSteps = 50_000L }
-    | Paper -> { Set = []; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
+    | Paper -> { Set = []; TestSet = [ "policy_random_exploration_steps", "10000" ]; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
 
 /// A variant of the learned objective: a name and the config keys it changes (a small diff from the defaults).
 type Variant = { Name: string; Set: (string * string) list }
@@ -208,7 +215,8 @@ let jsonText (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
 /// What an external objective folder says about itself (its run.json).
 type private External = { Variant: string; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
 
-/// Reads an objective folder's run.json; the objective's own keys (obj_func_*, paper_quirks) carry over to its tests.
+/// Reads an objective folder's run.json; the objective's own keys (obj_func_*, paper_quirks, normalize_actions) carry
+/// over to its tests.
 let private readExternal (dir: string) : External =
     let fail why = usageError "Objectives: '%s' %s" dir why
     if not (IO.Directory.Exists dir) then fail "is not a folder (meta-train first, e.g. with experiments/meta_train.fsx, or pass --objective DIR)"
@@ -218,15 +226,7 @@ let private readExternal (dir: string) : External =
     let cfg =
         try RunConfig.FromJson(j["config"].ToJsonString())
         with ex -> fail (sprintf "has no readable config in run.json (%s)" ex.Message)
-    let json = JsonNode.Parse(cfg.ToJson()).AsObject()
-    let defaults = JsonNode.Parse(RunConfig.Default.ToJson()).AsObject()
-    let keys =
-        [ for kv in json do
-            let differs = not (defaults.ContainsKey kv.Key) || jsonText defaults[kv.Key] <> jsonText kv.Value
-            if (kv.Key.StartsWith "obj_func_" || kv.Key = "paper_quirks") && differs then
-                let v = kv.Value
-                let text = if isNull v then "null" elif v.GetValueKind() = Text.Json.JsonValueKind.String then v.GetValue<string>() else v.ToJsonString()
-                kv.Key, text ]
+    let keys = objectiveKeys cfg
     { Variant = str "variant"; Envs = (str "env").Split(',') |> List.ofArray; Seed = j["seed"].GetValue<int>(); ObjectiveKeys = keys }
 
 /// The objective folders of `Objectives`: run folders as given, other folders searched for complete meta-train trials.
@@ -268,6 +268,7 @@ let expand (e: Experiment) : Trial list =
                                 yield { mt with
                                           Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
                                           Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
+                                          Overrides = p.Set @ p.TestSet @ e.Set @ v.Set @ point
                                           Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
     let baselinePoints =
         grid (e.Sweep |> List.filter (fun a -> not (isMetaKey a.Key)))
@@ -278,7 +279,7 @@ let expand (e: Experiment) : Trial list =
                     for s in e.BaselineSeeds do
                         { Id = trialId [ algo; env; sprintf "s%d" s ] point
                           Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
-                          Seen = None; Swept = point; Overrides = p.Set @ e.Set @ point; Agents = 1; Steps = testSteps
+                          Seen = None; Swept = point; Overrides = p.Set @ p.TestSet @ e.Set @ point; Agents = 1; Steps = testSteps
                           DependsOn = None; ObjectiveDir = None } ]
     let external =
         [ for dir in objectiveDirs e do
@@ -288,7 +289,7 @@ let expand (e: Experiment) : Trial list =
                     { Id = trialId [ "test"; o.Variant; envList o.Envs; sprintf "s%d" o.Seed; env; sprintf "t%d" t ] []
                       Phase = MetaTestPhase; Variant = o.Variant; Envs = [ env ]; TrainEnvs = Some o.Envs; Seed = t
                       MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
-                      Overrides = p.Set @ e.Set @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
+                      Overrides = p.Set @ p.TestSet @ e.Set @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
                       ObjectiveDir = Some dir } ]
     // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
     (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))

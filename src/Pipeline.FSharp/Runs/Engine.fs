@@ -57,7 +57,7 @@ let private set (key: string) (value: string) (c: RunConfig) = c.With(key, value
 let create (cfg: RunConfig) (algorithm: Algorithm) (envs: string list) (agentSeeds: int64[]) (steps: int64) (mode: ScheduleMode) =
     let every = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
     let config =
-        AgentGroup.EffectiveConfig(cfg, algorithm)
+        (try AgentGroup.EffectiveConfig(cfg, algorithm) with :? ArgumentException as e -> raise (Errors.UsageError e.Message))
         |> set "env_name" (String.Join(",", envs))
         |> set "timesteps_total" (string steps)
         |> set "agent_count" (string agentSeeds.Length)

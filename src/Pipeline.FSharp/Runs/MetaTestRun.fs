@@ -22,6 +22,9 @@ type MetaTestRequest =
       /// One run per seed; several seeds run as one group.
       Seeds: int list
       Out: string option
+      /// The scale preset's meta-test settings (key=value), applied first; then the objective's own keys from its
+      /// meta-train run, then Overrides.
+      Preset: string list
       Overrides: string list
       Device: string
       LossLogEvery: int
@@ -53,11 +56,11 @@ let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * st
     let variant = match runJson["variant"] with | null -> "full" | v -> v.GetValue<string>()
     alpha, cfg, variant
 
-/// The engine run of a meta-test: the objective's meta-train config with the user's overrides, one fresh agent
-/// per seed (seeded as that seed's agent 0) on `env` with the frozen α.
-let engineRun (trainedCfg: RunConfig) (alpha: float32[]) (env: string) (seeds: int list) (steps: int64) =
+/// The engine run of a meta-test: `cfg` (the test preset, the objective's own keys, the user's overrides), one fresh
+/// agent per seed (seeded as that seed's agent 0) on `env` with the frozen α.
+let engineRun (cfg: RunConfig) (alpha: float32[]) (env: string) (seeds: int list) (steps: int64) =
     let agentSeeds = seeds |> List.map (fun s -> Engine.agentSeed s 0) |> Array.ofList
-    { Engine.create trainedCfg Algorithm.MetaTest [ env ] agentSeeds steps ScheduleMode.Independent with
+    { Engine.create cfg Algorithm.MetaTest [ env ] agentSeeds steps ScheduleMode.Independent with
         Objective = Some alpha }
 
 /// Trains fresh agents on any env with a frozen objective from a meta-train run (no objective updates).
@@ -66,7 +69,7 @@ let metaTest (r: MetaTestRequest) (command: string) : int =
     validateRun r.Steps r.LossLogEvery r.Device
     validateSeeds r.Seeds
     let alpha, trainedCfg, variant = loadObjective r.Objective r.Checkpoint
-    let cfg = resolveConfigFrom trainedCfg r.Overrides
+    let cfg = resolveConfig (r.Preset @ (objectiveKeys trainedCfg |> List.map (fun (k, v) -> k + "=" + v)) @ r.Overrides)
     let run = { engineRun cfg alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" variant r.Env (String.Join(",", r.Seeds))))
     let key seed : Results.RunKey =
