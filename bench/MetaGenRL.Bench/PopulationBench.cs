@@ -3,7 +3,6 @@ using System.Text.Json.Nodes;
 using MetaGenRL.Actors;
 using MetaGenRL.Core.Config;
 using MetaGenRL.Core.Engine;
-using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Bench;
 

@@ -87,7 +87,8 @@ public sealed class Td3Group : IDisposable
     public long[] AgentSeeds { get; }
     /// <summary>DDPG: the TD target uses Q1_target alone instead of the twin minimum (Q2 is still trained, unused).</summary>
     public bool SingleCriticTarget { get; set; }
-    /// <summary>Each slot's env steps seen by <see cref="Observe"/>; drives exploration and policy-LR warm-up.</summary>
+    /// <summary>Each slot's env steps seen by <see cref="Observe"/>, over all its lives (the budget and the rows count
+    /// these).</summary>
     public long[] EnvSteps { get; }
     /// <summary>Each slot's env step count when its current life began (0 until an agent lifetime ends; see
     /// <see cref="StartLife"/>). Exploration and the policy-LR warm-up count the steps of the current life.</summary>

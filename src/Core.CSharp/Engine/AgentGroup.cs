@@ -5,7 +5,6 @@ using MetaGenRL.Core.Envs;
 using MetaGenRL.Core.Objective;
 using MetaGenRL.Core.Randomness;
 using MetaGenRL.Core.Torch;
-using MetaGenRL.Core.Engine;
 using TorchSharp;
 using static TorchSharp.torch;
 

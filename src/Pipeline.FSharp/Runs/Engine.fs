@@ -15,8 +15,6 @@ open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Engine
 open MetaGenRL.Core.Randomness
-open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Randomness
 
 /// The metric row written just before each checkpoint: its position in the row stream marks which rows the
 /// checkpoint already covers, so a resumed run keeps exactly those and regenerates the rest.
