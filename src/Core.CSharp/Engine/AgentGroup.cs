@@ -52,7 +52,6 @@ public sealed class AgentGroup : IAgentGroup
     readonly long[] _seeds;
     readonly ulong[]?[] _initialEnvRng;
     readonly int[] _life;
-    readonly long[] _lifeEnd;
 
     /// <summary>K agents on registry env <paramref name="envId"/>; agent k's seed is <paramref name="seeds"/>[k] (its env
     /// is seeded from it too).</summary>
@@ -107,7 +106,6 @@ public sealed class AgentGroup : IAgentGroup
         _metaGradients = new long[K];
         _policyLossWanted = new bool[K];
         _life = new int[K];
-        _lifeEnd = Enumerable.Range(0, K).Select(k => LifeLength(k, 0)).ToArray();
     }
 
     // ── LIFETIMES ──
@@ -147,10 +145,9 @@ public sealed class AgentGroup : IAgentGroup
         if (!HasLifetimes) return;
         for (int k = 0; k < Size; k++)
         {
-            if (limits[k] <= 0 || _obs[k] != null || Td3.EnvSteps[k] < _lifeEnd[k]) continue;
+            if (limits[k] <= 0 || _obs[k] != null || Td3.LifeSteps(k) < LifeLength(k, _life[k])) continue;
             _life[k]++;
             Td3.StartLife(k, Seeds.LifeSeed(_seeds[k], _life[k]));
-            _lifeEnd[k] = Td3.EnvSteps[k] + LifeLength(k, _life[k]);
             rows[k].Add(new Metric(Td3.EnvSteps[k], "agent_reset", _life[k], Agents[k]));
         }
     }
@@ -400,7 +397,6 @@ public sealed class AgentGroup : IAgentGroup
             w.Write(_policyLossWanted[slot]);
             w.Write(_metaGradients[slot]);
             w.Write(_life[slot]);
-            w.Write(_lifeEnd[slot]);
         }
         return ms.ToArray();
     }
@@ -423,7 +419,6 @@ public sealed class AgentGroup : IAgentGroup
         _policyLossWanted[slot] = r.ReadBoolean();
         _metaGradients[slot] = r.ReadInt64();
         _life[slot] = version >= 3 ? r.ReadInt32() : 0;   // version 2 predates agent lifetimes: the first life
-        _lifeEnd[slot] = version >= 3 ? r.ReadInt64() : LifeLength(slot, 0);
         if (_life[slot] < 0) throw new InvalidDataException($"agent {Agents[slot]}: life index {_life[slot]} is negative");
         _obs[slot] = null;
         _epReturn[slot] = 0;
@@ -442,7 +437,7 @@ public sealed class AgentGroup : IAgentGroup
         // agent's own random one), not part of what it learned
         _obs[slot] = null; _epReturn[slot] = 0; _epLen[slot] = 0;
         _updates[slot] = 0; _policyLossWanted[slot] = false; _metaGradients[slot] = 0;
-        _life[slot] = 0; _lifeEnd[slot] = LifeLength(slot, 0);
+        _life[slot] = 0;
     }
 
     public void Dispose()

@@ -122,7 +122,7 @@ public static class Mlp
     /// Each LayerNorm's per-slot affine (gain g, shift s) is folded into the dense layer after it,
     /// W·(g⊙n + s) + b = (W⊙g)·n + (b + W·s): the same function, computed on [K, out, in] parameters instead of
     /// [K, N, units] activations, which at N in the thousands makes a stacked forward and backward ≈ 1.8× faster.
-    /// A stack of one runs as a plain network (squeezed views, libtorch's fused addmm).</summary>
+    /// A stack of one runs as a plain network (see <see cref="Linear"/>).</summary>
     public static Tensor Forward(MlpSpec spec, IReadOnlyList<Tensor> p, Tensor x)
     {
         if (p.Count != spec.ParameterCount)
@@ -142,20 +142,18 @@ public static class Mlp
             }
             return torch.cat(outs, 0);
         }
-        bool one = k == 1;
-        var h = one ? x.squeeze(0) : x;
+        var h = x;
         Tensor? gain = null, shift = null;
         for (int l = 0, i = 0; ; l++, i += spec.PerHidden)
         {
             var (w, b) = FoldAffine(p[i], p[i + 1], gain, shift);
-            h = one ? F.linear(h, w.squeeze(0), b.squeeze(0)) : torch.matmul(h, w.transpose(1, 2)).add(b.unsqueeze(1));
+            h = Linear(h, w, b);
             if (l == spec.Hidden) break;
             h = spec.Activation == "tanh" ? h.tanh() : h.relu();
             (gain, shift) = spec.LayerNorm ? (p[i + 2], p[i + 3]) : (null, null);
             if (spec.LayerNorm) h = Normalize(h, MlpSpec.LayerNormEps);
         }
-        if (spec.Output == MlpOutput.TanhScaled) h = h.tanh().mul(spec.OutputScale);
-        return one ? h.unsqueeze(0) : h;
+        return spec.Output == MlpOutput.TanhScaled ? h.tanh().mul(spec.OutputScale) : h;
     }
 
     /// <summary>The most elements one stacked activation may hold (16 MB of float32): glibc serves larger blocks by

@@ -29,6 +29,9 @@ let resolveConfigFrom (baseConfig: RunConfig) (overrides: string list) : RunConf
         try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v e.Message)))
         baseConfig
 
+/// A JSON value as compact text ("null" for null), for comparing config values.
+let jsonText (n: Text.Json.Nodes.JsonNode) = if isNull n then "null" else n.ToJsonString()
+
 /// The keys of a trained objective that its meta-tests keep, where they differ from the defaults: L_α's shape and
 /// settings (obj_func_*), paper_quirks and normalize_actions, as (key, value text) pairs. Everything else a
 /// meta-test takes from its own preset, not from the meta-train run.
@@ -39,7 +42,6 @@ let objectiveKeys (cfg: RunConfig) : (string * string) list =
         if isNull n then "null"
         elif n.GetValueKind() = Text.Json.JsonValueKind.String then n.GetValue<string>()
         else n.ToJsonString()
-    let jsonText (n: Text.Json.Nodes.JsonNode) = if isNull n then "null" else n.ToJsonString()
     [ for kv in json do
         let differs = not (defaults.ContainsKey kv.Key) || jsonText defaults[kv.Key] <> jsonText kv.Value
         if (kv.Key.StartsWith "obj_func_" || kv.Key = "paper_quirks" || kv.Key = "normalize_actions") && differs then

@@ -209,9 +209,6 @@ let rec private grid (axes: Axis list) : (string * string) list list =
     | [] -> [ [] ]
     | a :: rest -> [ for v in a.Values do for tail in grid rest -> (a.Key, v) :: tail ]
 
-/// A JSON value as compact text ("null" for null), for comparing config values.
-let jsonText (n: JsonNode) = if isNull n then "null" else n.ToJsonString()
-
 /// What an external objective folder says about itself (its run.json).
 type private External = { Variant: string; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
 

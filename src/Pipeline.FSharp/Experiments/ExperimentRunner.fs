@@ -14,8 +14,8 @@ open Akka.Actor
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
+open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.Experiment
 
 /// Where a trial stands.
