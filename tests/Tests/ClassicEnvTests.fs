@@ -114,6 +114,51 @@ let tests =
             Expect.isFalse last.Terminated "not terminated"
             throwsContaining<InvalidOperationException> "Reset" "step after the end" (fun () -> env.Step [| 0f |] |> ignore)
 
+        testCase "Pendulum family: gravity, mass, length and torque enter the dynamics (hand-computed)" <| fun () ->
+            use env = new PendulumEnv(0)
+            env.SetParameters [| 12.0; 0.8; 1.2; 2.4 |]
+            env.Reset() |> ignore
+            env.SetState(1.0, 0.5) |> ignore
+            let r = env.Step [| 1.5f |]
+            // u = 1.5·2.4/2 = 1.8; cost = 1 + 0.1·0.25 + 0.001·1.8²; θ̇' = 0.5 + (3·12/(2·1.2)·sin 1 + 3/(0.8·1.2²)·1.8)·0.05
+            close 1e-12 r.Reward -1.0282399999999998 "reward on the applied torque"
+            close 1e-12 env.ThetaDot 1.3654782386059225 "θ̇'"
+            close 1e-12 env.Theta 1.0682739119302962 "θ'"
+            Expect.equal env.ActionHigh [| 2f |] "the action box stays ±2"
+            Expect.equal (List.ofSeq env.ParameterValues) [ 12.0; 0.8; 1.2; 2.4 ] "values"
+
+        testCase "Env families: parameters change only between episodes, with named errors" <| fun () ->
+            use env = new PendulumEnv(0)
+            Expect.equal [ for p in env.Parameters -> p.Name ] [ "gravity"; "mass"; "length"; "torque" ] "names"
+            Expect.equal (List.ofSeq env.ParameterValues) [ 10.0; 1.0; 1.0; 2.0 ] "nominal at construction"
+            env.Reset() |> ignore
+            env.Step [| 0f |] |> ignore
+            throwsContaining<InvalidOperationException> "between episodes" "mid-episode"
+                (fun () -> env.SetParameters [| 10.0; 1.0; 1.0; 2.0 |])
+            env.AbandonEpisode()
+            throwsContaining<ArgumentException> "4 parameter" "wrong count" (fun () -> env.SetParameters [| 10.0 |])
+            throwsContaining<ArgumentException> "mass" "non-positive" (fun () -> env.SetParameters [| 10.0; 0.0; 1.0; 2.0 |])
+            throwsContaining<ArgumentException> "length" "NaN" (fun () -> env.SetParameters [| 10.0; 1.0; nan; 2.0 |])
+            throwsContaining<ArgumentException> "env_params" "unknown mode" (fun () -> EnvFamily.ParseMode "heldout" |> ignore)
+
+        testCase "Env families: training draws stay in their ranges, held-out draws outside them, seeded per agent and life" <| fun () ->
+            let ps = PendulumEnv.FamilyParameters
+            let draws mode = [ for seed in 0L .. 99L do for life in 0 .. 4 -> EnvFamily.Draw(ps, mode, seed, life) ]
+            for d in draws EnvParams.Train do
+                Seq.iteri2 (fun i (p: EnvParameter) x -> Expect.isTrue (x >= p.TrainLow && x <= p.TrainHigh) $"{p.Name} = {x} in its training range") ps d
+            let held = draws EnvParams.HeldOut
+            for d in held do
+                Seq.iteri2 (fun i (p: EnvParameter) x ->
+                    Expect.isTrue (x >= p.OuterLow && x <= p.OuterHigh) $"{p.Name} = {x} within its band"
+                    Expect.isFalse (x > p.TrainLow && x < p.TrainHigh) $"{p.Name} = {x} outside the training range") ps d
+            // the band below and the band above (equal widths) are both drawn, about equally often
+            let below = held |> List.filter (fun d -> d.[0] < ps.[0].TrainLow) |> List.length
+            Expect.isTrue (below > 175 && below < 325) $"{below} of 500 gravity draws below the training range"
+            Expect.equal (EnvFamily.Draw(ps, EnvParams.Train, 7L, 3)) (EnvFamily.Draw(ps, EnvParams.Train, 7L, 3)) "same agent and life, same draw"
+            Expect.notEqual (EnvFamily.Draw(ps, EnvParams.Train, 7L, 3)) (EnvFamily.Draw(ps, EnvParams.Train, 7L, 4)) "a new life, a new draw"
+            Expect.notEqual (EnvFamily.Draw(ps, EnvParams.Train, 7L, 3)) (EnvFamily.Draw(ps, EnvParams.Train, 8L, 3)) "another agent, another draw"
+            Expect.equal (EnvFamily.Draw(ps, EnvParams.Nominal, 7L, 3)) [| 10.0; 1.0; 1.0; 2.0 |] "nominal"
+
         // ── MOUNTAIN CAR ──
         testCase "MountainCar: reset draws x in [−0.6, −0.4) with v = 0" <| fun () ->
             use env = new MountainCarContinuousEnv(1)
@@ -132,6 +177,17 @@ let tests =
             close 1e-7 r.Reward -0.064 "reward"
             close 1e-7 (float r.Observation.[0]) -0.48897684300416927 "obs x"
             Expect.isFalse r.Done "not done"
+
+        testCase "MountainCar family: the engine's power enters the dynamics (hand-computed)" <| fun () ->
+            use env = new MountainCarContinuousEnv(0)
+            Expect.equal [ for p in env.Parameters -> p.Name ] [ "power" ] "names"
+            env.SetParameters [| 0.001 |]
+            env.Reset() |> ignore
+            env.SetState(-0.5, 0.01) |> ignore
+            env.Step [| 0.5f |] |> ignore
+            // v' = 0.01 + 0.5·0.001 − 0.0025·cos(−1.5) (0.5 is exact in float32)
+            close 1e-15 env.Velocity 0.010323156995830744 "v'"
+            close 1e-15 env.Position -0.48967684300416925 "x'"
 
         testCase "MountainCar: the cost uses the raw action, the force the clipped one; speed and position clip" <| fun () ->
             use env = car ()

@@ -96,6 +96,15 @@ let dslTests =
             Expect.equal seenTest.Seen (Some true) "Pendulum is seen"
         }
 
+        test "TestSet reaches the meta-test and baseline trials only, after Set" {
+            let e = { grid with Set = [ "env_params", "train" ]; TestSet = [ "env_params", "held-out" ] }
+            for t in expand e do
+                let expected = if t.Phase = MetaTrainPhase then "train" else "held-out"
+                Expect.equal (trialConfig t).EnvParams expected (sprintf "%s: env_params" t.Id)
+            expectUsage "a bad key is named by its field" "TestSet"
+                (fun () -> validate { grid with TestSet = [ "env_parms", "held-out" ] })
+        }
+
         test "baselines follow axes that are not objective or population keys" {
             let e = { grid with Sweep = [ axis "critic_learning_rate" [ 0.001; 0.0003 ]; axis "agent_count" [ 2; 4 ] ] }
             let baselines = expand e |> List.filter (fun t -> t.Phase = BaselinePhase)

@@ -266,6 +266,37 @@ let tests =
             use t = new AgentGroup(cfg, [| new PointMassEnv(3, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| 1L |], "cpu", Algorithm.MetaTest, ownsEnvs = true)
             Expect.equal (t.LifeLength(0, 0)) Int64.MaxValue "no lifetimes at meta-test"
         }
+        test "env families: each life's parameters drawn, reported once as env_param rows, restored with the slot" {
+            // Pendulum episodes are 200 steps; lives of 200 (member 0) and 100 → 200 (member 1)
+            let cfg = withKeys smokeConfig [ "agent_lifetime", "200"; "agent_count", "2"; "env_params", "train" ]
+            let group () = new AgentGroup(cfg, "Pendulum-v1", [| 0; 1 |], [| 10L; 11L |], "cpu", Algorithm.MetaTrain)
+            let envOf (g: AgentGroup) k = g.Envs.[k] :?> MetaGenRL.Core.Envs.PendulumEnv
+            use g = group ()
+            let ps = MetaGenRL.Core.Envs.PendulumEnv.FamilyParameters
+            let drawn seed life = List.ofArray (MetaGenRL.Core.Envs.EnvFamily.Draw(ps, MetaGenRL.Core.Envs.EnvParams.Train, seed, life))
+            Expect.equal (List.ofSeq (envOf g 0).ParameterValues) (drawn 10L 0) "slot 0: life 0's draw"
+            Expect.equal (List.ofSeq (envOf g 1).ParameterValues) (drawn 11L 0) "slot 1: life 0's draw"
+            let rows = ResizeArray<Metric>()
+            let collect () = g.Collect([| 200L; 200L |], [| Int64.MaxValue; Int64.MaxValue |], Action<Metric>(rows.Add)) |> ignore
+            let paramRows () = [ for r in rows do if r.Name.StartsWith "env_param_" then r.Agent, r.EnvStep, r.Name, r.Value ]
+            collect ()
+            let first = [ for a, seed in [ 0, 10L; 1, 11L ] do for p, v in List.zip (List.ofSeq ps) (drawn seed 0) -> a, 0L, "env_param_" + p.Name, v ]
+            Expect.equal (paramRows ()) first "one row per parameter and agent, at the life's first step"
+            collect ()   // member 1's first life (100 steps) ended at 200: life 1 draws anew; member 0's (200) too
+            Expect.equal (List.ofSeq (envOf g 1).ParameterValues) (drawn 11L 1) "slot 1: life 1's draw"
+            Expect.notEqual (drawn 11L 1) (drawn 11L 0) "a new life, new physics"
+            Expect.equal (paramRows () |> List.filter (fun (_, step, _, _) -> step = 200L) |> List.length) 8 "both new lives reported"
+            // a restored slot runs its life's physics; nominal runs leave the env as gym defines it
+            let state = g.SaveState(1, true)
+            use g2 = group ()
+            g2.LoadState(1, state)
+            Expect.equal (List.ofSeq (envOf g2 1).ParameterValues) (drawn 11L 1) "restored life's draw"
+            use n = new AgentGroup(withKeys smokeConfig [ "agent_count", "1" ], "Pendulum-v1", [| 0 |], [| 10L |], "cpu", Algorithm.MetaTest)
+            Expect.equal (List.ofSeq (envOf n 0).ParameterValues) [ 10.0; 1.0; 1.0; 2.0 ] "nominal"
+            let nrows = ResizeArray<Metric>()
+            n.Collect([| 200L |], [| Int64.MaxValue |], Action<Metric>(nrows.Add)) |> ignore
+            Expect.isFalse (nrows |> Seq.exists (fun r -> r.Name.StartsWith "env_param_")) "no env_param rows when nominal"
+        }
         test "agent lifetimes: log-uniform lengths within their range, seeded per agent and life" {
             let cfg = withKeys smokeConfig [ "agent_lifetime", "8000"; "agent_lifetime_min", "1000"; "agent_count", "1" ]
             let make seed = new AgentGroup(cfg, [| new PointMassEnv(1, 30) :> MetaGenRL.Core.Envs.IEnv |], [| 0 |], [| seed |], "cpu", Algorithm.MetaTrain, ownsEnvs = true)

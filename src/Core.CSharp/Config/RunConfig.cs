@@ -171,6 +171,12 @@ public sealed record RunConfig
     /// <summary>The anneal from −Q1 to L_α (obj_func_anneal_steps) starts again with each life; false: it counts the
     /// agent's env steps over all its lives. (Random exploration always starts again: a new life is a fresh agent.)</summary>
     [ConfigKey("agent_lifetime_restart_anneal")] public bool AgentLifetimeRestartAnneal { get; init; } = true;
+    /// <summary>Env families: nominal (gym's physics), train (each agent life draws its env's physical parameters
+    /// uniformly from the family's training ranges) or held-out (from bands outside every training range, for
+    /// meta-test). Applies to envs with parameters (Pendulum-v1: gravity, mass, length, torque;
+    /// MountainCarContinuous-v0: power); the others always run nominal. The draws are seeded per agent and life
+    /// and reported as env_param_* rows.</summary>
+    [ConfigKey("env_params")] public string EnvParams { get; init; } = "nominal";
     /// <summary>libtorch intra-op threads of each agent group; None: the cores split evenly over the groups.</summary>
     [ConfigKey("torch_threads")] public int? TorchThreads { get; init; }
     /// <summary>Env steps between population checkpoints, taken at round boundaries; 0 = max(1000, timesteps_total / 5).</summary>
@@ -303,6 +309,7 @@ public sealed record RunConfig
             case "obj_func_second_order_reference_windows": Need(ObjFuncSecondOrderReferenceWindows >= 0, "expected ≥ 0 (0: the official step on the batch as sampled)"); break;
             case "agent_lifetime": Need(AgentLifetime >= 0, "expected ≥ 0 (0: no resets)"); break;
             case "agent_lifetime_min": Need(AgentLifetimeMin >= 0, "expected ≥ 0 (0: fixed lifetimes)"); break;
+            case "env_params": Need(Envs.EnvFamily.ModeNames.Contains(EnvParams), "expected one of " + string.Join(", ", Envs.EnvFamily.ModeNames)); break;
             case "group_size": Need(GroupSize >= 0, "expected ≥ 0 (0: every agent of an env in one group)"); break;
         }
     }

@@ -52,6 +52,8 @@ public sealed class AgentGroup : IAgentGroup
     readonly long[] _seeds;
     readonly ulong[]?[] _initialEnvRng;
     readonly int[] _life;
+    readonly EnvParams _envParams;
+    readonly bool[] _envParamsReported;
 
     /// <summary>K agents on registry env <paramref name="envId"/>; agent k's seed is <paramref name="seeds"/>[k] (its env
     /// is seeded from it too).</summary>
@@ -106,12 +108,42 @@ public sealed class AgentGroup : IAgentGroup
         _metaGradients = new long[K];
         _policyLossWanted = new bool[K];
         _life = new int[K];
+        _envParams = EnvFamily.ParseMode(Config.EnvParams);
+        _envParamsReported = new bool[K];
+        for (int k = 0; k < K; k++) ApplyEnvParams(k);
+    }
+
+    // ── ENV FAMILIES ──
+
+    /// <summary>Sets slot k's env to the physical parameters of its current life (env_params; nominal leaves the env
+    /// as made). Called at an episode boundary: at a life's start, after a restore and after a reset.</summary>
+    void ApplyEnvParams(int slot)
+    {
+        if (_envParams == EnvParams.Nominal || _envs[slot] is not IParameterisedEnv env) return;
+        env.SetParameters(EnvFamily.Draw(env.Parameters, _envParams, _seeds[slot], _life[slot]));
+    }
+
+    /// <summary>Reports each slot's env parameters once per life, as env_param_&lt;name&gt; rows at the life's first step.</summary>
+    void ReportEnvParams(long[] limits, List<Metric>[] rows)
+    {
+        if (_envParams == EnvParams.Nominal) return;
+        for (int k = 0; k < Size; k++)
+        {
+            if (_envParamsReported[k] || limits[k] <= 0 || _envs[k] is not IParameterisedEnv env) continue;
+            var values = env.ParameterValues;
+            for (int i = 0; i < values.Count; i++)
+                rows[k].Add(new Metric(Td3.EnvSteps[k], "env_param_" + env.Parameters[i].Name, values[i], Agents[k]));
+            _envParamsReported[k] = true;
+        }
     }
 
     // ── LIFETIMES ──
 
     /// <summary>Whether agents are reset at the end of a lifetime (agent_lifetime &gt; 0, meta-training only).</summary>
     bool HasLifetimes => Algorithm == Algorithm.MetaTrain && Config.AgentLifetime > 0;
+
+    /// <summary>Each slot's env.</summary>
+    public IReadOnlyList<IEnv> Envs => _envs;
 
     /// <summary>The index of slot k's current life (0 for the first).</summary>
     public int Life(int slot) => _life[slot];
@@ -148,6 +180,8 @@ public sealed class AgentGroup : IAgentGroup
             if (limits[k] <= 0 || _obs[k] != null || Td3.LifeSteps(k) < LifeLength(k, _life[k])) continue;
             _life[k]++;
             Td3.StartLife(k, Seeds.LifeSeed(_seeds[k], _life[k]));
+            ApplyEnvParams(k);
+            _envParamsReported[k] = false;
             rows[k].Add(new Metric(Td3.EnvSteps[k], "agent_reset", _life[k], Agents[k]));
         }
     }
@@ -212,6 +246,7 @@ public sealed class AgentGroup : IAgentGroup
         var rows = new List<Metric>[K];
         for (int k = 0; k < K; k++) rows[k] = new List<Metric>();
         EndLives(limits, rows);
+        ReportEnvParams(limits, rows);
         bool Wants(int k) => failure[k] is null && collected[k] < limits[k] && (collected[k] < targets[k] || _obs[k] != null);
         var stepping = new float[]?[K];
         while (true)
@@ -420,6 +455,8 @@ public sealed class AgentGroup : IAgentGroup
         _metaGradients[slot] = r.ReadInt64();
         _life[slot] = version >= 3 ? r.ReadInt32() : 0;   // version 2 predates agent lifetimes: the first life
         if (_life[slot] < 0) throw new InvalidDataException($"agent {Agents[slot]}: life index {_life[slot]} is negative");
+        ApplyEnvParams(slot);
+        _envParamsReported[slot] = true;   // reported at the life's first step, before the checkpoint
         _obs[slot] = null;
         _epReturn[slot] = 0;
         _epLen[slot] = 0;
@@ -438,6 +475,8 @@ public sealed class AgentGroup : IAgentGroup
         _obs[slot] = null; _epReturn[slot] = 0; _epLen[slot] = 0;
         _updates[slot] = 0; _policyLossWanted[slot] = false; _metaGradients[slot] = 0;
         _life[slot] = 0;
+        ApplyEnvParams(slot);
+        _envParamsReported[slot] = false;
     }
 
     public void Dispose()

@@ -20,6 +20,8 @@ public static class Seeds
     public const int ObjectiveInitStream = 101;
     /// <summary>The lengths of an agent's lives under log-uniform lifetimes (<see cref="SeededRandom"/>, one per life).</summary>
     public const int LifetimeStream = 102;
+    /// <summary>The physical parameters of an agent's env family, one draw per life (<see cref="SeededRandom"/>).</summary>
+    public const int EnvParamsStream = 103;
     /// <summary>Life ℓ ≥ 1 of an agent starts from stream <c>LifeStreamBase + ℓ</c> of its agent seed (fresh networks,
     /// noise and exploration); life 0 is the agent seed itself.</summary>
     public const int LifeStreamBase = 2000;

@@ -104,6 +104,9 @@ type Experiment =
       MetaTestSteps: int64 option
       /// Config overrides for every trial, applied after the scale's.
       Set: (string * string) list
+      /// Config overrides for the meta-test and baseline trials only, applied after Set (e.g. env_params=held-out
+      /// when the meta-train env families draw from their training ranges).
+      TestSet: (string * string) list
       /// Changes made when running at a scale (e.g. cheaper envs or fewer seeds at tiny scale).
       AtScale: (Scale * (Experiment -> Experiment)) list
       Mode: ScheduleMode
@@ -136,6 +139,7 @@ let create (name: string) =
       MetaTrainSteps = None
       MetaTestSteps = None
       Set = []
+      TestSet = []
       AtScale = []
       Mode = ScheduleMode.Sync
       Device = "cpu" }
@@ -265,7 +269,7 @@ let expand (e: Experiment) : Trial list =
                                 yield { mt with
                                           Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
                                           Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
-                                          Overrides = p.Set @ p.TestSet @ e.Set @ v.Set @ point
+                                          Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ v.Set @ point
                                           Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
     let baselinePoints =
         grid (e.Sweep |> List.filter (fun a -> not (isMetaKey a.Key)))
@@ -276,7 +280,7 @@ let expand (e: Experiment) : Trial list =
                     for s in e.BaselineSeeds do
                         { Id = trialId [ algo; env; sprintf "s%d" s ] point
                           Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
-                          Seen = None; Swept = point; Overrides = p.Set @ p.TestSet @ e.Set @ point; Agents = 1; Steps = testSteps
+                          Seen = None; Swept = point; Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ point; Agents = 1; Steps = testSteps
                           DependsOn = None; ObjectiveDir = None } ]
     let external =
         [ for dir in objectiveDirs e do
@@ -286,7 +290,7 @@ let expand (e: Experiment) : Trial list =
                     { Id = trialId [ "test"; o.Variant; envList o.Envs; sprintf "s%d" o.Seed; env; sprintf "t%d" t ] []
                       Phase = MetaTestPhase; Variant = o.Variant; Envs = [ env ]; TrainEnvs = Some o.Envs; Seed = t
                       MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
-                      Overrides = p.Set @ p.TestSet @ e.Set @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
+                      Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
                       ObjectiveDir = Some dir } ]
     // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
     (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))
@@ -358,6 +362,7 @@ let validate (e: Experiment) =
     checkBudget "MetaTrainSteps" e.MetaTrainSteps
     checkBudget "MetaTestSteps" e.MetaTestSteps
     checkOverrides "Set" e.Set
+    checkOverrides "TestSet" e.TestSet
     for v in e.Variants do
         checkSafeName "Variants" v.Name
         checkOverrides (sprintf "Variants[%s].Set" v.Name) v.Set
@@ -400,6 +405,7 @@ let toJson (e: Experiment) (trials: Trial list) : JsonObject =
     o["mode"] <- JsonValue.Create(string e.Mode)
     o["device"] <- JsonValue.Create e.Device
     o["set"] <- pairs e.Set
+    if not e.TestSet.IsEmpty then o["test_set"] <- pairs e.TestSet   // only when used: earlier experiments keep their identity
     o["variants"] <- JsonArray(e.Variants |> List.map (fun v -> let x = pairs v.Set in x["name"] <- JsonValue.Create v.Name; x :> JsonNode) |> Array.ofList)
     o["sweep"] <- JsonArray(e.Sweep |> List.map (fun a -> let x = JsonObject() in x["key"] <- JsonValue.Create a.Key; x["values"] <- strs a.Values; x :> JsonNode) |> Array.ofList)
     o["baselines"] <- strs e.Baselines

@@ -4,9 +4,14 @@ namespace MetaGenRL.Core.Envs;
 /// MountainCarContinuous-v0: an under-powered car in a valley (height ∝ sin 3x) must rock back and forth to
 /// reach the flag at x = 0.45. Reaching it with non-negative velocity terminates with +100; every step costs
 /// 0.1·a² on the <i>raw</i> action, while the force itself uses the clipped one. Truncated at 999 steps.
+/// As an env family (<see cref="IParameterisedEnv"/>) the engine's power varies.
 /// </summary>
-public sealed class MountainCarContinuousEnv : EnvBase
+public sealed class MountainCarContinuousEnv : ParameterisedEnvBase
 {
+    /// <summary>power: training range ±1/6 of nominal, held-out bands out to ±1/3.</summary>
+    public static IReadOnlyList<EnvParameter> FamilyParameters { get; } =
+        [new("power", Power, 0.00125, 0.00175, 0.001, 0.002)];
+
     public const double MinPosition = -1.2, MaxPosition = 0.6, MaxSpeed = 0.07, GoalPosition = 0.45,
         GoalVelocity = 0.0, Power = 0.0015;
 
@@ -14,7 +19,7 @@ public sealed class MountainCarContinuousEnv : EnvBase
 
     double _position, _velocity;
 
-    public MountainCarContinuousEnv(int seed) : base("MountainCarContinuous-v0", seed, maxEpisodeSteps: 999) { }
+    public MountainCarContinuousEnv(int seed) : base("MountainCarContinuous-v0", seed, maxEpisodeSteps: 999, FamilyParameters) { }
 
     public override int ObservationSize => 2;
     public override int ActionSize => 1;
@@ -44,7 +49,7 @@ public sealed class MountainCarContinuousEnv : EnvBase
         double raw = action[0];
         double force = Math.Clamp(raw, -1.0, 1.0);
 
-        _velocity += force * Power - 0.0025 * Math.Cos(3.0 * _position);
+        _velocity += force * Param(0) - 0.0025 * Math.Cos(3.0 * _position);
         _velocity = Math.Clamp(_velocity, -MaxSpeed, MaxSpeed);
         _position = Math.Clamp(_position + _velocity, MinPosition, MaxPosition);
         // The left wall is inelastic: the car stops dead instead of bouncing.
