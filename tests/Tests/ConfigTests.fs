@@ -139,6 +139,12 @@ let tests =
             Expect.equal off.AgentLow [| -2f |] "normalize_actions=false: the env's own box"
             Expect.isTrue (obj.ReferenceEquals(off.ToEnv a, a)) "and no rescaling"
             throwsWith (fun () -> box (MetaGenRL.Core.Engine.ActionScaling([| 1f |], [| -1f |], true))) [ "action dim 0" ] "empty box"
+            // extremity: mean over dims of |a| in the agent's box (0 centre, 1 a face)
+            Expect.floatClose Accuracy.veryHigh (s.Extremity [| -1f; 0.5f |]) 0.75 "normalised box: (1 + 0.5)/2"
+            Expect.floatClose Accuracy.veryHigh (off.Extremity [| 1f |]) 0.5 "±2 box: |1|/2"
+            let skew = MetaGenRL.Core.Engine.ActionScaling([| 0f |], [| 10f |], false)
+            Expect.floatClose Accuracy.veryHigh (skew.Extremity [| 10f |]) 1.0 "[0, 10] box: 10 is on a face"
+            Expect.floatClose Accuracy.veryHigh (skew.Extremity [| 5f |]) 0.0 "[0, 10] box: 5 is the centre"
             // an agent group on Pendulum-v1 (±2) acts in ±1
             use g = new MetaGenRL.Core.Engine.AgentGroup(RunConfig.Default.With("policy_units", "8").With("critic_units", "8"), "Pendulum-v1", [| 0 |], [| 1L |], "cpu", MetaGenRL.Core.Engine.Algorithm.Td3)
             Expect.equal g.Td3.ActHigh [| 1f |] "normalised by default"

@@ -167,8 +167,11 @@ let tests =
             Expect.isTrue (g1 |> Array.exists (fun x -> x <> 0f)) "non-zero"
             Expect.sequenceEqual g2 g1 "deterministic"
             let names = metrics |> Seq.map (fun m -> m.Name) |> set
-            for n in [ "episode_return"; "episode_length"; "critic_loss"; "objective_loss"; "policy_value_gain"; "objective_critic_correlation" ] do
+            for n in [ "episode_return"; "episode_length"; "episode_action_extremity"; "critic_loss"; "objective_loss"; "policy_value_gain"; "objective_critic_correlation" ] do
                 Expect.contains names n (sprintf "metric %s" n)
+            for m in metrics do
+                if m.Name = "episode_action_extremity" then
+                    Expect.isTrue (m.Value >= 0.0 && m.Value <= 1.0) (sprintf "extremity %g in [0, 1] (actions are clipped to the box)" m.Value)
         }
         test "AgentGroup: frozen and fixed algorithms return no gradient; α loads and flattens" {
             let g, size, _, _ = twoRounds Algorithm.MetaTest 4

@@ -34,6 +34,15 @@ public sealed class ActionScaling
         AgentHigh = Rescales ? Enumerable.Repeat(1f, envHigh.Length).ToArray() : (float[])envHigh.Clone();
     }
 
+    /// <summary>Mean over dims of |a| measured in the agent's box: 0 at its centre, 1 on its faces (a saturated action).</summary>
+    public double Extremity(float[] a)
+    {
+        double sum = 0;
+        for (int i = 0; i < a.Length; i++)
+            sum += Math.Abs((2.0 * a[i] - AgentHigh[i] - AgentLow[i]) / (AgentHigh[i] - AgentLow[i]));
+        return sum / a.Length;
+    }
+
     /// <summary>The env's action for the agent's action <paramref name="a"/> (the same array when nothing is rescaled).</summary>
     public float[] ToEnv(float[] a)
     {

@@ -45,7 +45,7 @@ public sealed class AgentGroup : IAgentGroup
     readonly List<Tensor> _alpha = new();
     readonly InnerStepOptions _inner;
     readonly float[]?[] _obs;
-    readonly double[] _epReturn;
+    readonly double[] _epReturn, _epExtremity;
     readonly int[] _epLen;
     readonly long[] _updates, _metaGradients;
     readonly bool[] _policyLossWanted;
@@ -103,6 +103,7 @@ public sealed class AgentGroup : IAgentGroup
 
         _obs = new float[]?[K];
         _epReturn = new double[K];
+        _epExtremity = new double[K];
         _epLen = new int[K];
         _updates = new long[K];
         _metaGradients = new long[K];
@@ -260,7 +261,7 @@ public sealed class AgentGroup : IAgentGroup
                 {
                     try { _obs[k] = _envs[k].Reset(); }
                     catch (Exception e) { failure[k] = $"{EnvId} reset: {e.Message}"; continue; }
-                    _epReturn[k] = 0; _epLen[k] = 0;
+                    _epReturn[k] = 0; _epLen[k] = 0; _epExtremity[k] = 0;
                 }
                 stepping[k] = _obs[k];
                 any = true;
@@ -278,12 +279,14 @@ public sealed class AgentGroup : IAgentGroup
                 if (!step.Done && _epLen[k] >= episodeLimit) step = step with { Truncated = true };   // max_episode_length
                 Td3.Observe(k, obs, act, step);
                 _epReturn[k] += step.Reward;
+                _epExtremity[k] += _actions.Extremity(act);
                 collected[k]++;
                 _obs[k] = step.Observation;
                 if (step.Done)
                 {
                     rows[k].Add(new Metric(Td3.EnvSteps[k], "episode_return", _epReturn[k], Agents[k]));
                     rows[k].Add(new Metric(Td3.EnvSteps[k], "episode_length", _epLen[k], Agents[k]));
+                    rows[k].Add(new Metric(Td3.EnvSteps[k], "episode_action_extremity", _epExtremity[k] / _epLen[k], Agents[k]));
                     shortest[k] = Math.Min(shortest[k] ?? int.MaxValue, _epLen[k]);
                     _obs[k] = null;
                 }

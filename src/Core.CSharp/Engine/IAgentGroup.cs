@@ -39,7 +39,7 @@ public interface IAgentGroup : IDisposable
     /// <summary>Per slot k: collects whole episodes until at least <paramref name="targets"/>[k] new steps were
     /// taken, but never more than <paramref name="limits"/>[k] steps (the step budget: the collect may then stop
     /// mid-episode; that partial episode is never sampled). A limit of 0 skips the slot. Reports
-    /// <c>episode_return</c> and <c>episode_length</c> per finished episode.</summary>
+    /// <c>episode_return</c>, <c>episode_length</c> and <c>episode_action_extremity</c> (mean |a| in the agent's box, 1 = saturated) per finished episode.</summary>
     SlotCollect[] Collect(long[] targets, long[] limits, Action<Metric> onMetric);
 
     /// <summary>Update iteration <paramref name="j"/> for the slots with <paramref name="active"/>[k] (the others are

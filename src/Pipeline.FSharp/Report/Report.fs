@@ -123,6 +123,23 @@ let private table3 (sb: StringBuilder) (data: Data) =
         sb.AppendLine(sprintf "| %s | %d | %s | %s | %s | %s |" m present.Length (num (Stats.aggregateIqm strata))
                           (ci (Stats.stratifiedBootstrapCI bootstrap Stats.aggregateIqm strata)) p pci) |> ignore
 
+/// Final mean |a| in the agent's box per method and env (1: the policy sits on the box's faces), when recorded.
+let private extremityTable (sb: StringBuilder) (data: Data) =
+    let finals = finalValues data "episode_action_extremity" isEvaluation
+    if finals.Length > 0 then
+        let envs = finals |> Array.map (fun (_, e, _) -> e) |> Array.distinct |> Array.sort
+        let methods = finals |> Array.map (fun (r, _, _) -> data.Runs.[r].Method) |> Array.distinct |> Array.sort
+        sb.AppendLine("\n## Final action extremity (mean |a| in the agent's box: 0 centre, 1 saturated)\n") |> ignore
+        sb.AppendLine("| method | " + String.Join(" | ", envs) + " |") |> ignore
+        sb.AppendLine("|---|" + String.replicate envs.Length "---|") |> ignore
+        for m in methods do
+            let cells =
+                envs |> Array.map (fun env ->
+                    match finals |> Array.filter (fun (r, e, _) -> e = env && data.Runs.[r].Method = m) |> Array.map (fun (_, _, v) -> v) with
+                    | [||] -> "—"
+                    | xs -> num (Stats.mean xs))
+            sb.AppendLine(sprintf "| %s | %s |" m (String.Join(" | ", cells))) |> ignore
+
 let diagnosticMetrics = [ "objective_loss"; "policy_value_gain"; "objective_critic_correlation" ]
 
 let private diagnosticsLines (sb: StringBuilder) (data: Data) =
@@ -203,6 +220,7 @@ let write (dir: string) (opts: ReportOptions) : ReportResult =
     table1 sb data
     table2 sb data
     table3 sb data
+    extremityTable sb data
     diagnosticsLines sb data
     sb.AppendLine("\n## Figures\n") |> ignore
     for f in files do
