@@ -136,7 +136,7 @@ let tests =
             throwsContaining<InvalidOperationException> "between episodes" "mid-episode"
                 (fun () -> env.SetParameters [| 10.0; 1.0; 1.0; 2.0 |])
             env.AbandonEpisode()
-            throwsContaining<ArgumentException> "4 parameter" "wrong count" (fun () -> env.SetParameters [| 10.0 |])
+            throwsContaining<ArgumentException> "expected 4 (gravity" "wrong count" (fun () -> env.SetParameters [| 10.0 |])
             throwsContaining<ArgumentException> "mass" "non-positive" (fun () -> env.SetParameters [| 10.0; 0.0; 1.0; 2.0 |])
             throwsContaining<ArgumentException> "length" "NaN" (fun () -> env.SetParameters [| 10.0; 1.0; nan; 2.0 |])
             throwsContaining<ArgumentException> "env_params" "unknown mode" (fun () -> EnvFamily.ParseMode "heldout" |> ignore)
