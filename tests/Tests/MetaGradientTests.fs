@@ -315,6 +315,22 @@ let tests =
             throwsContaining<ArgumentException> "agent_lifetime_min" "min above the lifetime"
                 (fun () -> (use _ = new AgentGroup(withKeys smokeConfig [ "agent_lifetime", "100"; "agent_lifetime_min", "500" ], "Pendulum-v1", [| 0 |], [| 1L |], "cpu", Algorithm.MetaTrain) in ()))
         }
+        test "policy_objective_alignment: 1 for L = −Q1, −1 for L = +Q1, over valid steps only" {
+            use g = pointMassGroup Algorithm.MetaTrain 1 1L
+            let td3 = g.Td3
+            use gen = new TorchSharp.torch.Generator(5UL)
+            let n = 12L
+            let obs = TorchSharp.torch.randn([| 1L; n; int64 td3.ObsSize |], generator = gen)
+            let act = td3.Pi(td3.Policy, obs)                                    // [1, n, act], differentiable
+            let q = td3.Q(td3.Q1, obs, act)                                        // [1, n]
+            let mask = TorchSharp.torch.cat([| TorchSharp.torch.ones(1L, 8L); TorchSharp.torch.zeros(1L, 4L) |], 1L)
+            let value (t: TorchSharp.torch.Tensor) = t.item<float32>() |> float
+            close 1e-6 (value (LearnedObjective.Alignment(td3, q.neg(), act, obs, mask))) 1.0 "L = −Q1: the DDPG direction"
+            close 1e-6 (value (LearnedObjective.Alignment(td3, q, act, obs, mask))) -1.0 "L = +Q1: against it"
+            // padding steps do not count: L = −Q1 on valid steps and +Q1 on padding still gives 1
+            let mixed = TorchSharp.torch.where(mask.gt(TorchSharp.Scalar.op_Implicit 0.5), q.neg(), q)
+            close 1e-6 (value (LearnedObjective.Alignment(td3, mixed, act, obs, mask))) 1.0 "padding ignored"
+        }
         test "AgentGroup runs every algorithm with its metrics; unknown names are rejected" {
             for name in Algorithms.Names do
                 let algo = Algorithms.Parse name
@@ -329,6 +345,10 @@ let tests =
                 Expect.contains names "policy_loss" (name + ": policy_loss")
                 if name <> "td3" && name <> "ddpg" then Expect.contains names "policy_obj_loss" (name + ": policy_obj_loss")
                 Expect.equal (name = "meta-train") (names.Contains "objective_loss") (name + ": objective_loss only when meta-training")
+                Expect.equal (Algorithms.UsesObjectiveNetwork algo) (names.Contains "policy_objective_alignment") (name + ": alignment for L_α-driven policies")
+                for m in metrics do
+                    if m.Name = "policy_objective_alignment" then
+                        Expect.isTrue (m.Value >= -1.0 - 1e-6 && m.Value <= 1.0 + 1e-6) (sprintf "%s: alignment %g is a mean of cosines" name m.Value)
                 Expect.isTrue (metrics |> Seq.forall (fun m -> Double.IsFinite m.Value)) (name + ": finite")
             throwsContaining<ArgumentException> "unknown algorithm" "bad algo" (fun () -> Algorithms.Parse "ppo" |> ignore)
         }

@@ -315,10 +315,14 @@ public sealed class AgentGroup : IAgentGroup
             read |= logNow[k] || (_policyLossWanted[k] && isPolicy);
         }
         using var scope = torch.NewDisposeScope();
+        var learned = Td3.Objective as LearnedObjective;
+        if (learned is not null) learned.MeasureAlignment = read && isPolicy;
         var res = Td3.Update(j, active, read);
-        double[]? valueLoss = null;
+        double[]? valueLoss = null, alignment = null;
         if (res.PolicyLoss is not null && Td3.Objective is IDiagnosedObjective { LastValueLoss: { } v } && Td3.Objective is not DiagnosedCriticValueObjective)
             valueLoss = v.to(ScalarType.Float64, torch.CPU).data<double>().ToArray();
+        if (res.PolicyLoss is not null && learned is { MeasureAlignment: true, LastAlignment: { } al })
+            alignment = al.to(ScalarType.Float64, torch.CPU).data<double>().ToArray();
         for (int k = 0; k < K; k++)
         {
             if (!active[k]) continue;
@@ -336,6 +340,7 @@ public sealed class AgentGroup : IAgentGroup
                 {
                     rows.Add(new Metric(Td3.EnvSteps[k], "policy_obj_loss", pl[k], Agents[k]));
                     if (valueLoss is not null) rows.Add(new Metric(Td3.EnvSteps[k], "policy_loss", valueLoss[k], Agents[k]));
+                    if (alignment is not null) rows.Add(new Metric(Td3.EnvSteps[k], "policy_objective_alignment", alignment[k], Agents[k]));
                 }
                 _policyLossWanted[k] = false;
             }

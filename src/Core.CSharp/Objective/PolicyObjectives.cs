@@ -78,6 +78,32 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
     public Tensor? LastValueLoss => _lastValueLoss;
     Tensor? _lastValueLoss;
 
+    /// <summary>When set, each <see cref="Loss"/> call also measures <see cref="LastAlignment"/> (one more backward
+    /// through L_α and a critic forward and backward).</summary>
+    public bool MeasureAlignment { get; set; }
+    /// <summary>[K] the last measured alignment (see <see cref="Alignment"/>); null before the first measurement.
+    /// Detached, owned by the objective like <see cref="LastValueLoss"/>.</summary>
+    public Tensor? LastAlignment => _lastAlignment;
+    Tensor? _lastAlignment;
+
+    /// <summary>Whether L_α pushes each policy action the way the critic says it improves: per slot [K], the masked
+    /// mean over steps of cos(−∂L_α/∂π(s), ∂Q1(s, a)/∂a at a = π(s)) over action dims. 1: every step moves up the
+    /// critic's slope (the DDPG direction); 0: unrelated; −1: against it. Steps where L_α has no gradient count 0.</summary>
+    /// <param name="l">[K, N] per-step L_α, differentiable in <paramref name="policyAct"/></param>
+    /// <param name="policyAct">[K, N, act] π(s)</param>
+    /// <param name="obs">[K, N, obs]</param>
+    /// <param name="mask">[K, N]</param>
+    public static Tensor Alignment(Td3Group group, Tensor l, Tensor policyAct, Tensor obs, Tensor mask)
+    {
+        // checked here: a c10::Error inside autograd.grad would abort the process
+        if (!l.requires_grad) throw new InvalidOperationException("alignment: L_α has no graph to the policy actions");
+        var gl = torch.autograd.grad([l.mul(mask).sum()], [policyAct], retain_graph: true)[0];   // [K, N, act]
+        var a = policyAct.detach().requires_grad_(true);
+        var gq = torch.autograd.grad([group.Q(group.Q1, obs, a).sum()], [a])[0];
+        var cos = torch.nn.functional.cosine_similarity(gl.neg(), gq, dim: -1, eps: 1e-12);     // [K, N]
+        return cos.detach().mul(mask).sum(1).div(mask.sum(1).clamp_min(1.0));   // over valid steps
+    }
+
     /// <summary>p = min(1, t_env / annealSteps); 1 when annealSteps is 0.</summary>
     public static double AnnealFraction(long envStep, long annealSteps) =>
         annealSteps <= 0 ? 1.0 : Math.Min(1.0, (double)envStep / annealSteps);
@@ -99,6 +125,8 @@ public sealed class LearnedObjective(ObjectiveSpec spec, IReadOnlyList<Tensor> a
         var mask = ctx.Batch.Mask.flatten(1);
         Diagnostic.Keep(ref _lastValueLoss, Td3Group.MaskedMean(q.detach(), mask).neg());
         var l = ObjectiveNetwork.Forward(Spec, Alpha, x, OfficialMasking).flatten(1);    // [K, B·T]
+        if (MeasureAlignment && ctx.PolicyAction.requires_grad)
+            Diagnostic.Keep(ref _lastAlignment, Alignment(group, l, ctx.PolicyAction, ctx.Obs, mask));
         return Td3Group.MaskedMean(Anneal(l, q, p), mask);
     }
 }

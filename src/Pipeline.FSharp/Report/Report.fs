@@ -123,13 +123,13 @@ let private table3 (sb: StringBuilder) (data: Data) =
         sb.AppendLine(sprintf "| %s | %d | %s | %s | %s | %s |" m present.Length (num (Stats.aggregateIqm strata))
                           (ci (Stats.stratifiedBootstrapCI bootstrap Stats.aggregateIqm strata)) p pci) |> ignore
 
-/// Final mean |a| in the agent's box per method and env (1: the policy sits on the box's faces), when recorded.
-let private extremityTable (sb: StringBuilder) (data: Data) =
-    let finals = finalValues data "episode_action_extremity" isEvaluation
+/// Final value of a per-agent metric per method and env (meta-tests and baselines), when recorded.
+let private finalMetricTable (sb: StringBuilder) (data: Data) (metric: string) (title: string) =
+    let finals = finalValues data metric isEvaluation
     if finals.Length > 0 then
         let envs = finals |> Array.map (fun (_, e, _) -> e) |> Array.distinct |> Array.sort
         let methods = finals |> Array.map (fun (r, _, _) -> data.Runs.[r].Method) |> Array.distinct |> Array.sort
-        sb.AppendLine("\n## Final action extremity (mean |a| in the agent's box: 0 centre, 1 saturated)\n") |> ignore
+        sb.AppendLine(sprintf "\n## %s\n" title) |> ignore
         sb.AppendLine("| method | " + String.Join(" | ", envs) + " |") |> ignore
         sb.AppendLine("|---|" + String.replicate envs.Length "---|") |> ignore
         for m in methods do
@@ -140,7 +140,7 @@ let private extremityTable (sb: StringBuilder) (data: Data) =
                     | xs -> num (Stats.mean xs))
             sb.AppendLine(sprintf "| %s | %s |" m (String.Join(" | ", cells))) |> ignore
 
-let diagnosticMetrics = [ "objective_loss"; "policy_value_gain"; "objective_critic_correlation" ]
+let diagnosticMetrics = [ "objective_loss"; "policy_value_gain"; "objective_critic_correlation"; "policy_objective_alignment" ]
 
 let private diagnosticsLines (sb: StringBuilder) (data: Data) =
     let finals = diagnosticMetrics |> List.map (fun m -> m, finalValues data m isMetaTrain)
@@ -220,7 +220,8 @@ let write (dir: string) (opts: ReportOptions) : ReportResult =
     table1 sb data
     table2 sb data
     table3 sb data
-    extremityTable sb data
+    finalMetricTable sb data "episode_action_extremity" "Final action extremity (mean |a| in the agent's box: 0 centre, 1 saturated)"
+    finalMetricTable sb data "policy_objective_alignment" "Final objective alignment (cos(−∂L_α/∂a, ∂Q1/∂a) at π(s): 1 the critic's ascent direction, 0 unrelated)"
     diagnosticsLines sb data
     sb.AppendLine("\n## Figures\n") |> ignore
     for f in files do
