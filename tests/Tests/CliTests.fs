@@ -144,4 +144,35 @@ let tests =
                 expectError [ "train"; "--seed"; "1"; "--seeds"; "2,3" ] [ "--seed and --seeds" ]
             finally Directory.Delete(root, true)
         }
+
+        test "two writers on one folder: the second exits 2 naming the holder; a killed holder's folder is free again" {
+            let dir = tempDir "cli-lock"
+            let args steps = [ "train"; "--env"; "Pendulum-v1"; "--steps"; string steps; "--out"; dir; "--scale"; "micro"
+                               "--set"; "policy_random_exploration_steps=200" ]
+            try
+                // the first writer: long enough to be killed while it holds the folder
+                let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
+                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                psi.ArgumentList.Add exe
+                for a in args 1_000_000 do psi.ArgumentList.Add a
+                use first = Process.Start psi
+                first.OutputDataReceived.Add ignore; first.ErrorDataReceived.Add ignore
+                first.BeginOutputReadLine(); first.BeginErrorReadLine()
+                let holder = Path.Combine(dir, MetaGenRL.Pipeline.FolderLock.holderFile)
+                let clock = Stopwatch.StartNew()
+                while not (File.Exists holder) && not first.HasExited && clock.Elapsed.TotalSeconds < 120.0 do Threading.Thread.Sleep 100
+                Expect.isFalse first.HasExited "the first writer is running"
+                Expect.isTrue (File.Exists holder) "the holder is described"
+                expectError (args 300) [ dir; sprintf "in use by pid %d" first.Id; Environment.MachineName ]
+                Expect.isFalse first.HasExited "the refused writer did not disturb the first"
+                first.Kill true
+                first.WaitForExit()
+                // the kernel released the lock with the process: the folder can be taken over at once
+                let rc, out, err = cli (args 300)
+                Expect.equal rc 0 (sprintf "a new run takes over the folder of a killed one; stdout %s stderr %s" out err)
+                Expect.isTrue (MetaGenRL.Pipeline.Results.isComplete dir) "and completes"
+                Expect.isFalse (File.Exists holder) "a finished run leaves no holder description"
+                expectError (args 300) [ dir; "completed run" ]
+            finally Directory.Delete(dir, true)
+        }
     ]

@@ -311,6 +311,22 @@ let runTests =
             finally Directory.Delete(out, true)
         }
 
+        test "an experiment folder held by another writer is refused with its holder named, before anything is written" {
+            let out = tempDir "held"
+            try
+                let e = atScale (micro "held")
+                let opts : ExperimentRunner.RunOptions = { Out = out; Cores = 2; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                do
+                    use _held = FolderLock.acquire out
+                    expectUsage "a second writer" (sprintf "in use by pid %d" Environment.ProcessId)
+                        (fun () -> ExperimentRunner.run e (expand e) opts Threading.CancellationToken.None (fun _ w -> w.Wait()) |> ignore)
+                    Expect.isFalse (File.Exists(Path.Combine(out, "experiment.json"))) "nothing written by the refused writer"
+                // released: the folder can be taken again
+                use again = FolderLock.acquire out
+                Expect.equal again.Dir out "taken after release"
+            finally Directory.Delete(out, true)
+        }
+
         test "an interrupted experiment resumes: completed trials are skipped, interrupted ones finish" {
             let out = tempDir "resume"
             try

@@ -194,6 +194,7 @@ let checkExisting (trials: Trial list) (out: string) =
 /// Runs every unfinished trial; `watch` gets the live trial states and the work, and returns when the work is done
 /// (a display). Returns the trial states and the experiment's status: complete, failed or interrupted.
 let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
+    use _lock = FolderLock.acquire opts.Out   // one writer per experiment folder (see FolderLock)
     Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
     let started = DateTimeOffset.Now
     let runs = trials |> List.map TrialRun

@@ -75,7 +75,8 @@ let metaTest (r: MetaTestRequest) (command: string) : int =
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment
           Variant = variant; Phase = "meta-test"; Env = r.Env; Seed = seed }
-    let writers = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
+    let writers, locks = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
+    use _locks = locks
     executeRuns writers (sprintf "meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) r.Steps
         (fun onMetric progress ct -> Engine.run None run (Engine.populationOptions run (CheckpointStore out) None false) onMetric progress ct)
         Engine.describe

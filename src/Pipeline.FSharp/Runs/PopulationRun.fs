@@ -74,14 +74,14 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     validateMetaTrain r
     let cfg = metaTrainConfig r
     let out = r.Out |> Option.defaultWith (fun () -> defaultMetaTrainOut r)
+    use _lock = FolderLock.acquire out   // before the checks: another writer cannot slip in between
     let store = CheckpointStore out
     let previous = Results.readRunJson out
     if not r.Resume && not r.Force && (Results.isComplete out || store.Latest().HasValue) then
         usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
     if r.Resume && Results.isComplete out && not r.Force then
         usageError "--out '%s' holds a completed run; nothing to resume" out
-    if r.Force && not r.Resume && Directory.Exists out then Directory.Delete(out, true)
-    prepareOut out true
+    if r.Force && not r.Resume then FolderLock.clear out
     let run = engineRun r cfg
     let resumeFrom, keptRows = if r.Resume then Engine.resumePoint out store else None, []
     if r.Resume then

@@ -66,17 +66,25 @@ let seedRuns (out: string) (seeds: int list) =
     | [ _ ] -> [ out ]
     | _ -> seeds |> List.map (fun s -> Path.Combine(out, sprintf "s%d" s))
 
-/// Refuses to overwrite a completed run unless forced, and creates the folder.
+/// Takes the folder for this process (creating it; see FolderLock), then refuses to overwrite a completed run
+/// unless forced. The lock is held until the returned value is disposed.
 let prepareOut (out: string) (force: bool) =
+    let lock = FolderLock.acquire out
     if Results.isComplete out && not force then
+        (lock :> IDisposable).Dispose()
         usageError "--out '%s' already holds a completed run; pass --force to overwrite it or choose another folder" out
-    try Directory.CreateDirectory out |> ignore
-    with e -> usageError "--out '%s': cannot create the folder (%s)" out e.Message
+    lock
 
 /// One writer per seed, each a run of its own in its seed's folder (see seedRuns), created after the folders are
-/// checked; `key seed` names the run.
+/// taken and checked; `key seed` names the run. The folders stay locked until the second value is disposed.
 let seedWriters (out: string) (seeds: int list) (force: bool) (key: int -> Results.RunKey) (configJson: string) (command: string) =
-    prepareOut out force
-    let runs = seedRuns out seeds
-    for dir in runs do prepareOut dir force
-    List.zip seeds runs |> List.map (fun (seed, dir) -> Results.RunWriter(dir, key seed, configJson, command))
+    let locks = Collections.Generic.List<FolderLock.Lock>()
+    try
+        locks.Add(prepareOut out force)
+        let runs = seedRuns out seeds
+        for dir in runs do if dir <> out then locks.Add(prepareOut dir force)
+        let writers = List.zip seeds runs |> List.map (fun (seed, dir) -> Results.RunWriter(dir, key seed, configJson, command))
+        writers, FolderLock.all (List.ofSeq locks)
+    with _ ->
+        (FolderLock.all (List.ofSeq locks)).Dispose()
+        reraise ()

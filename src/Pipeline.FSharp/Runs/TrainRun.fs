@@ -59,7 +59,8 @@ let train (r: TrainRequest) (command: string) : int =
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "%s-%s" r.Algo r.Env) seed; Experiment = r.Experiment; Variant = r.Algo
           Phase = "train"; Env = r.Env; Seed = seed }
-    let writers = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
+    let writers, locks = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
+    use _locks = locks
     let store = CheckpointStore out
     let options = Engine.populationOptions run store None false
     executeRuns writers (sprintf "%s %s seed %s" r.Algo r.Env (String.Join(",", r.Seeds))) r.Steps
