@@ -447,6 +447,45 @@ let runTests =
             finally Directory.Delete(root, true)
         }
 
+        test "kill -9 of the dotnet fsi parent alone: its script process stops within seconds and frees the folder" {
+            let out = tempDir "orphan"
+            try
+                let psi = Diagnostics.ProcessStartInfo("dotnet", UseShellExecute = false, WorkingDirectory = repoRoot,
+                                                       RedirectStandardOutput = true, RedirectStandardError = true)
+                for x in [ "fsi"; Path.Combine(repoRoot, "experiments", "meta_train.fsx"); "--"; "--scale"; "micro"; "--out"; out
+                           "--no-report"; "--meta-train-steps"; "1000000" ] do psi.ArgumentList.Add x
+                use p = Diagnostics.Process.Start psi
+                p.OutputDataReceived.Add ignore
+                p.ErrorDataReceived.Add ignore
+                p.BeginOutputReadLine()
+                p.BeginErrorReadLine()
+                let holder = Path.Combine(out, FolderLock.holderFile)
+                let clock = Diagnostics.Stopwatch.StartNew()
+                while not (File.Exists holder) && not p.HasExited && clock.Elapsed.TotalMinutes < 3.0 do Threading.Thread.Sleep 100
+                Expect.isTrue (File.Exists holder) "the experiment holds its folder"
+                // the script runs in a child of `dotnet fsi`; find it by its parent pid
+                let parentOf (pid: string) =
+                    try
+                        let stat = File.ReadAllText(sprintf "/proc/%s/stat" pid)
+                        int (stat.Substring(stat.LastIndexOf ')' + 2).Split(' ').[1])
+                    with _ -> -1
+                let children =
+                    Directory.GetDirectories "/proc" |> Array.map Path.GetFileName
+                    |> Array.filter (fun d -> d |> Seq.forall Char.IsDigit && parentOf d = p.Id)
+                Expect.equal children.Length 1 "one script process under dotnet fsi"
+                let child = children.[0]
+                p.Kill false   // SIGKILL to the parent only
+                p.WaitForExit()
+                clock.Restart()
+                while Directory.Exists(sprintf "/proc/%s" child) && clock.Elapsed.TotalSeconds < 60.0 do Threading.Thread.Sleep 100
+                Expect.isFalse (Directory.Exists(sprintf "/proc/%s" child)) "the orphaned script process stopped within a minute"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                Expect.equal (exp["status"].GetValue<string>()) "interrupted" "stopped as on Ctrl-C"
+                use _again = FolderLock.acquire out
+                ()
+            finally Directory.Delete(out, true)
+        }
+
         test "every script answers --help and --dry-run" {
             for script in [ "ablation.fsx"; "meta_train.fsx"; "table1.fsx"; "sweep.fsx"; "baselines.fsx" ] do
                 let rc, text = fsiScript script [ "--help" ]

@@ -220,6 +220,10 @@ let main (experiment: Experiment) (argv: string[]) : int =
                 use cts = new CancellationTokenSource()
                 let onCancel = ConsoleCancelEventHandler(fun _ ev -> ev.Cancel <- true; cts.Cancel())
                 Console.CancelKeyPress.AddHandler onCancel
+                // `dotnet fsi` runs this script in a child process: if that parent is killed, stop as on Ctrl-C
+                use _orphan = ParentWatch.start (fun () ->
+                    eprintfn "the parent process is gone: stopping as on Ctrl-C"
+                    cts.Cancel())
                 let runs, status =
                     try ExperimentRunner.run e trials opts cts.Token (watch e)
                     finally Console.CancelKeyPress.RemoveHandler onCancel
