@@ -83,6 +83,10 @@ let tests =
                 p.Kill()   // SIGKILL
                 p.WaitForExit()
                 Expect.isFalse (Results.isComplete killed) "a killed run is not complete"
+                // a resume must continue the same run: another seed or another setting is refused by name
+                let withSeed (seed: string) = metaTrainArgs killed [ "--resume" ] |> List.map (fun a -> if a = "5" then seed else a)
+                expectError (withSeed "6") [ "--resume"; "seed 5"; "seed 6" ]
+                expectError (metaTrainArgs killed [ "--resume"; "--set"; "policy_learning_rate=1e30" ]) [ "policy_learning_rate"; "was 0.001" ]
                 let rc2, out2, err2 = cli (metaTrainArgs killed [ "--resume" ])
                 Expect.equal rc2 0 (sprintf "resumed run; stdout %s stderr %s" out2 err2)
                 Expect.stringContains out2 "resuming from checkpoint" "it resumed rather than restarted"

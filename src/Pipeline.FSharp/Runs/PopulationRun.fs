@@ -11,7 +11,6 @@ open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Engine
-open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
@@ -69,6 +68,30 @@ let engineRun (r: MetaTrainRequest) (cfg: RunConfig) =
     { Engine.create cfg Algorithm.MetaTrain r.Envs seeds r.Steps r.Mode with
         Device = r.Device; LossLogEvery = r.LossLogEvery; TorchThreads = r.TorchThreads }
 
+/// Refuses a resume whose seed, variant or config (envs, population, budget and every other key) differs from the
+/// run it continues: the rows would mix two runs under one run_id. No key is exempt.
+let private checkResume (out: string) (r: MetaTrainRequest) (configJson: string) (previous: JsonObject) =
+    let text (n: JsonNode) = if isNull n then "(absent)" else n.ToJsonString()
+    match previous["seed"] with
+    | null -> ()
+    | s when s.GetValue<int>() <> r.Seed ->
+        usageError "--resume: '%s' holds a run with seed %d, this command gives seed %d; resume with --seed %d or start a new run elsewhere" out (s.GetValue<int>()) r.Seed (s.GetValue<int>())
+    | _ -> ()
+    match previous["variant"] with
+    | null -> ()
+    | v when v.GetValue<string>() <> r.Variant ->
+        usageError "--resume: '%s' holds a run of variant %s, this command gives %s" out (v.GetValue<string>()) r.Variant
+    | _ -> ()
+    match previous["config"] with
+    | :? JsonObject as stored ->
+        let now = JsonNode.Parse(configJson).AsObject()
+        let keys = Seq.append (stored |> Seq.map (fun kv -> kv.Key)) (now |> Seq.map (fun kv -> kv.Key)) |> Seq.distinct |> Seq.sort
+        for k in keys do
+            let a, b = text stored[k], text now[k]
+            if a <> b then
+                usageError "--resume: config key '%s' was %s in the run in '%s', this command gives %s; resume with the run's settings, or start a new run (--force, or another --out)" k a out b
+    | _ -> usageError "--resume: '%s'/run.json has no config to check the resume against" out
+
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
     validateMetaTrain r
@@ -83,6 +106,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
         usageError "--out '%s' holds a completed run; nothing to resume" out
     if r.Force && not r.Resume then FolderLock.clear out
     let run = engineRun r cfg
+    if r.Resume then previous |> Option.iter (checkResume out r (run.Config.ToJson()))
     let resumeFrom, keptRows = if r.Resume then Engine.resumePoint out store else None, []
     if r.Resume then
         match resumeFrom with
