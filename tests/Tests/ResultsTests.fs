@@ -67,6 +67,20 @@ let tests =
             finally Directory.Delete(dir, true)
         }
 
+        test "why agents failed is kept in run.json, and only when something failed" {
+            let dir = tempDir "results"
+            try
+                let w = writeSample dir "complete"
+                Expect.isFalse ((Text.Json.Nodes.JsonNode.Parse(File.ReadAllText w.RunJsonPath)).AsObject().ContainsKey "failures") "no failures, no list"
+                w.AddFailures [ "agent 1: non-finite critic_loss = NaN at update 7"; "agent 3: InvertedPendulum-v2 step: boom" ]
+                w.Flush "complete"
+                let runJson = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText w.RunJsonPath)
+                let failures = runJson["failures"].AsArray()
+                Expect.equal [ for f in failures -> f.GetValue<string>() ]
+                    [ "agent 1: non-finite critic_loss = NaN at update 7"; "agent 3: InvertedPendulum-v2 step: boom" ] "reasons in order"
+            finally Directory.Delete(dir, true)
+        }
+
         test "writes are atomic: no temp files remain and a rewrite replaces the file" {
             let dir = tempDir "results"
             try

@@ -133,6 +133,7 @@ let readParquet (path: string) : Row list =
 type RunWriter(dir: string, key: RunKey, configJson: string, command: string, envOfAgent: int -> string, initialRows: Row seq,
                trial: (TrialColumns * SweptColumn list) option) =
     let rows = List<Row>(initialRows)
+    let failures = List<string>()
     // A resumed run continues the wall clock where its kept rows stop.
     let clockOffset = if rows.Count = 0 then 0.0 else rows |> Seq.map (fun r -> r.wall_time_s) |> Seq.max
     let gate = obj ()
@@ -160,6 +161,8 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
         | Some f -> o["finished"] <- JsonValue.Create(f.ToString "o")
         | None -> ()
         o["rows"] <- JsonValue.Create rows.Count
+        if failures.Count > 0 then
+            o["failures"] <- JsonArray(failures |> Seq.map (fun f -> JsonValue.Create f :> JsonNode) |> Array.ofSeq)
         let versions = JsonObject()
         for (k, v) in Provenance.packageVersions () do versions[k] <- JsonValue.Create v
         o["versions"] <- versions
@@ -185,6 +188,10 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
               wall_time_s = clockOffset + clock.Elapsed.TotalSeconds; metric = metric; value = value }
         lock gate (fun () -> rows.Add row)
 
+
+    /// Thread-safe: records why agents failed ("agent i: reason", as the population reports them), for run.json's
+    /// `failures` list; the rows hold only the agent_failure and agent_restart markers.
+    member _.AddFailures(reasons: string seq) = lock gate (fun () -> failures.AddRange reasons)
 
     /// Writes everything recorded so far; `status` is "running", "complete", "interrupted" or "failed".
     member _.Flush(status: string) =

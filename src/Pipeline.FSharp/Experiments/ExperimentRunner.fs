@@ -122,7 +122,8 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
                 if m.Name = Engine.CheckpointMarker then writer.Flush "running")
         let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
         use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
-        Engine.run (Some system) engine options onMetric progress ct |> ignore
+        let res = Engine.run (Some system) engine options onMetric progress ct
+        writer.AddFailures res.FailureReasons
         writer.Flush "complete"
         Complete
     with

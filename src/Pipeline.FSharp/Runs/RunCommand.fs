@@ -12,10 +12,11 @@ open MetaGenRL.Pipeline.Errors
 /// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of the writers, then writes
 /// the final status. One writer holds every agent's rows; several hold one agent each (agent k's rows go to
 /// writer k as agent 0, and checkpoint markers to all). On each checkpoint marker the writers flush, so the rows a
-/// checkpoint covers are on disk soon after it. Returns 0 when complete, 130 when interrupted; a failure is
-/// flushed as "failed" and rethrown.
+/// checkpoint covers are on disk soon after it. Why agents failed goes to every run.json (`failures`). Returns 0
+/// when complete, 130 when interrupted; a failure is flushed as "failed" and rethrown.
 let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
-                (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> 'T) (describe: 'T -> string) : int =
+                (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult)
+                (describe: PopulationResult -> string) : int =
     use cts = new CancellationTokenSource()
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; cts.Cancel())
     Console.CancelKeyPress.AddHandler onCancel
@@ -43,6 +44,7 @@ let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
                 try Some(Progress.run title total status (fun progress -> work onMetric progress cts.Token))
                 with :? OperationCanceledException when cts.IsCancellationRequested -> None
             let finalStatus = if cts.IsCancellationRequested then "interrupted" else "complete"
+            result |> Option.iter (fun r -> for w in ws do w.AddFailures r.FailureReasons)
             flushAll finalStatus
             match result with
             | Some r -> printfn "%s: %s" finalStatus (describe r)
