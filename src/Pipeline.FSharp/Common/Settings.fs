@@ -32,6 +32,12 @@ let resolveConfigFrom (baseConfig: RunConfig) (overrides: string list) : RunConf
 /// A JSON value as compact text ("null" for null), for comparing config values.
 let jsonText (n: Text.Json.Nodes.JsonNode) = if isNull n then "null" else n.ToJsonString()
 
+/// The first of `keys` whose value differs between a stored config and a wanted one, as (key, stored text, wanted
+/// text), "(absent)" standing for a key one side lacks.
+let differingKey (keys: string seq) (stored: Text.Json.Nodes.JsonObject) (wanted: Text.Json.Nodes.JsonObject) =
+    let text (o: Text.Json.Nodes.JsonObject) k = if o.ContainsKey k then jsonText o[k] else "(absent)"
+    keys |> Seq.tryPick (fun k -> let a, b = text stored k, text wanted k in if a <> b then Some(k, a, b) else None)
+
 /// The keys of a trained objective that its meta-tests keep, where they differ from the defaults: L_α's shape and
 /// settings (obj_func_*), paper_quirks and normalize_actions, as (key, value text) pairs. Everything else a
 /// meta-test takes from its own preset, not from the meta-train run.

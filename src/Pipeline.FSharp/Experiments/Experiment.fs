@@ -252,6 +252,8 @@ let expand (e: Experiment) : Trial list =
     let mtSteps = defaultArg e.MetaTrainSteps p.MetaTrainSteps
     let testSteps = defaultArg e.MetaTestSteps p.MetaTestSteps
     let points = grid e.Sweep
+    // meta-test and baseline trials: the scale's test protocol, then the experiment's keys and its test-only keys
+    let testSet = p.Set @ p.TestSet @ e.Set @ e.TestSet
     let metaTrials =
         [ for point in points do
             for v in e.Variants do
@@ -269,7 +271,7 @@ let expand (e: Experiment) : Trial list =
                                 yield { mt with
                                           Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
                                           Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
-                                          Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ v.Set @ point
+                                          Overrides = testSet @ v.Set @ point
                                           Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
     let baselinePoints =
         grid (e.Sweep |> List.filter (fun a -> not (isMetaKey a.Key)))
@@ -280,7 +282,7 @@ let expand (e: Experiment) : Trial list =
                     for s in e.BaselineSeeds do
                         { Id = trialId [ algo; env; sprintf "s%d" s ] point
                           Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
-                          Seen = None; Swept = point; Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ point; Agents = 1; Steps = testSteps
+                          Seen = None; Swept = point; Overrides = testSet @ point; Agents = 1; Steps = testSteps
                           DependsOn = None; ObjectiveDir = None } ]
     let external =
         [ for dir in objectiveDirs e do
@@ -290,7 +292,7 @@ let expand (e: Experiment) : Trial list =
                     { Id = trialId [ "test"; o.Variant; envList o.Envs; sprintf "s%d" o.Seed; env; sprintf "t%d" t ] []
                       Phase = MetaTestPhase; Variant = o.Variant; Envs = [ env ]; TrainEnvs = Some o.Envs; Seed = t
                       MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
-                      Overrides = p.Set @ p.TestSet @ e.Set @ e.TestSet @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
+                      Overrides = testSet @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
                       ObjectiveDir = Some dir } ]
     // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
     (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))

@@ -183,12 +183,10 @@ let checkExisting (trials: Trial list) (out: string) =
         | Some j when not (isNull j["config"]) ->
             let stored = j["config"].AsObject()
             let wanted = JsonNode.Parse((trialEngine t ScheduleMode.Sync).Config.ToJson()).AsObject()
-            let differing =
-                wanted |> Seq.tryFind (fun kv -> not (stored.ContainsKey kv.Key) || jsonText stored[kv.Key] <> jsonText kv.Value)
-            match differing with
-            | Some kv ->
+            match differingKey (wanted |> Seq.map (fun kv -> kv.Key)) stored wanted with
+            | Some (k, was, want) ->
                 usageError "--out '%s': trial %s was run with %s=%s, this declaration gives %s; choose another --out (or move the folder away)"
-                    out t.Id kv.Key (if stored.ContainsKey kv.Key then jsonText stored[kv.Key] else "(absent)") (jsonText kv.Value)
+                    out t.Id k was want
             | None -> ()
         | _ -> ()
 

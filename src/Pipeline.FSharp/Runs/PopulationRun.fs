@@ -71,7 +71,6 @@ let engineRun (r: MetaTrainRequest) (cfg: RunConfig) =
 /// Refuses a resume whose seed, variant or config (envs, population, budget and every other key) differs from the
 /// run it continues: the rows would mix two runs under one run_id. No key is exempt.
 let private checkResume (out: string) (r: MetaTrainRequest) (configJson: string) (previous: JsonObject) =
-    let text (n: JsonNode) = if isNull n then "(absent)" else n.ToJsonString()
     match previous["seed"] with
     | null -> ()
     | s when s.GetValue<int>() <> r.Seed ->
@@ -86,10 +85,10 @@ let private checkResume (out: string) (r: MetaTrainRequest) (configJson: string)
     | :? JsonObject as stored ->
         let now = JsonNode.Parse(configJson).AsObject()
         let keys = Seq.append (stored |> Seq.map (fun kv -> kv.Key)) (now |> Seq.map (fun kv -> kv.Key)) |> Seq.distinct |> Seq.sort
-        for k in keys do
-            let a, b = text stored[k], text now[k]
-            if a <> b then
-                usageError "--resume: config key '%s' was %s in the run in '%s', this command gives %s; resume with the run's settings, or start a new run (--force, or another --out)" k a out b
+        match differingKey keys stored now with
+        | Some (k, was, want) ->
+            usageError "--resume: config key '%s' was %s in the run in '%s', this command gives %s; resume with the run's settings, or start a new run (--force, or another --out)" k was out want
+        | None -> ()
     | _ -> usageError "--resume: '%s'/run.json has no config to check the resume against" out
 
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
