@@ -14,6 +14,6 @@ let baselines =
         MetaTest = [ "HalfCheetah-v2"; "Hopper-v2"; "LunarLanderContinuous-v2" ]
         Baselines = [ "td3"; "ddpg"; "reinforce-offpolicy"; "random-objective" ]
         BaselineSeeds = [ 0 .. 5 ]
-        AtScale = [ Tiny, fun e -> { e with MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ]; BaselineSeeds = [ 0; 1 ] } ] }
+        AtScale = [ (Tiny, fun e -> { e with MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ]; BaselineSeeds = [ 0; 1 ] }) ] }
 
 exit (Script.main baselines fsi.CommandLineArgs)

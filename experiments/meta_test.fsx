@@ -17,6 +17,6 @@ let metaTest =
         MetaTestSeeds = [ 0; 1 ]
         Baselines = [ "td3" ]
         BaselineSeeds = [ 0; 1 ]
-        AtScale = [ Tiny, fun e -> { e with MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ]; MetaTestSeeds = [ 0 ]; BaselineSeeds = [ 0 ] } ] }
+        AtScale = [ (Tiny, fun e -> { e with MetaTest = [ "Pendulum-v1"; "InvertedDoublePendulum-v2" ]; MetaTestSeeds = [ 0 ]; BaselineSeeds = [ 0 ] }) ] }
 
 exit (Script.main metaTest fsi.CommandLineArgs)

@@ -57,6 +57,10 @@ public sealed class CheckpointAssembly
     /// <summary>The last checkpointed states of a group's slots (null: none yet).</summary>
     public byte[]?[] StatesOf(GroupSpec g) => g.Agents.Select(a => _agentStates[a]).ToArray();
 
+    /// <summary>Where a failed agent goes back to, for its failure message.</summary>
+    public string RestorePointOf(int agent) =>
+        _agentStates[agent] is null ? "restarted from its initial state (no checkpoint yet)" : "restored from its last checkpoint";
+
     // ── GATHERING (sync, and the end of a loop run) ──
     public void BeginSave()
     {

@@ -7,6 +7,14 @@ namespace MetaGenRL.Actors;
 /// <summary>Thrown by a group actor after it reported <see cref="GroupFailed"/>, so that its parent restarts it.</summary>
 public sealed class GroupFaultException(string message, Exception? inner = null) : Exception(message, inner);
 
+/// <summary>A population that gave up: an agent failed more often than allowed. The message names the agent and its
+/// first and last causes; <see cref="Reasons"/> lists every failure in order.</summary>
+public sealed class PopulationFailedException(string message, IReadOnlyList<string> reasons) : Exception(message)
+{
+    /// <summary>"agent i: cause; …" for every failure of the run, in order.</summary>
+    public IReadOnlyList<string> Reasons { get; } = reasons;
+}
+
 /// <summary>
 /// Owns one <see cref="IAgentGroup"/> (K agents computed as one batch). Runs on its own pinned thread (dispatcher
 /// <see cref="Population.GroupDispatcher"/>): the group is created, used and disposed on that thread, because
@@ -266,9 +274,16 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         long env = Group.EnvSteps[k];
         _rows.Add(new Metric(env, "agent_failure", 1, agent));
         _rows.Add(new Metric(env, "agent_restart", 1, agent));
-        Context.Parent.Tell(new AgentFailed(agent, reason));
-        if (_restore[k] is { } state) Group.LoadState(k, state);
-        else Group.ResetAgent(k);
+        if (_restore[k] is { } state)
+        {
+            Context.Parent.Tell(new AgentFailed(agent, reason + "; restored from its last checkpoint"));
+            Group.LoadState(k, state);
+        }
+        else
+        {
+            Context.Parent.Tell(new AgentFailed(agent, reason + "; restarted from its initial state (no checkpoint yet)"));
+            Group.ResetAgent(k);
+        }
         if (_loadedAlpha is not null) Group.LoadObjective(_loadedAlpha);
     }
 

@@ -53,6 +53,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     // per agent
     readonly long[] _envSteps, _loopRounds;
     readonly int[] _agentFailures;
+    readonly string?[] _firstReason;
     // run statistics
     int _failures, _restarts;
     readonly List<string> _reasons = new();
@@ -71,13 +72,14 @@ public sealed class PopulationCoordinator : ReceiveActor
         _ready = new bool[_specs.Length]; _finished = new bool[_specs.Length];
         _envSteps = new long[options.AgentCount]; _loopRounds = new long[options.AgentCount];
         _agentFailures = new int[options.AgentCount];
+        _firstReason = new string?[options.AgentCount];
 
         Receive<GroupStarted>(m => Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group]))));
         Receive<GroupReady>(OnGroupReady);
         Receive<ObjectivePublished>(OnPublished);
         Receive<Collected>(OnCollected);
         Receive<Updated>(OnUpdated);
-        Receive<AgentFailed>(m => RecordFailure(m.Agent, m.Reason));
+        Receive<AgentFailed>(m => RecordFailure(m.Agent, m.Reason));   // the group adds where the slot restarts from
         Receive<GroupFailed>(OnGroupFailed);
         Receive<StatesSaved>(OnStatesSaved);
         Receive<ObjectiveServerState>(OnServerState);
@@ -241,7 +243,7 @@ public sealed class PopulationCoordinator : ReceiveActor
             new Metric(_envSteps[a], "agent_failure", 1, a),
             new Metric(_envSteps[a], "agent_restart", 1, a),
         })).ToArray();
-        foreach (int a in agents) RecordFailure(a, f.Reason);
+        foreach (int a in agents) RecordFailure(a, $"{f.Reason}; group {f.Group} rebuilt, agent {_checkpoints.RestorePointOf(a)}");
         if (_phase == Phase.Done) return;
         bool thisRound = f.Round == _round.Round;
         if (_phase == Phase.Collect && thisRound && f.J == -1 && _round.Expects(f.Group))
@@ -264,10 +266,15 @@ public sealed class PopulationCoordinator : ReceiveActor
     {
         _failures++;
         _restarts++;
-        _reasons.Add($"agent {agent}: {reason}");
+        string line = $"agent {agent}: {reason}";
+        _reasons.Add(line);
+        _firstReason[agent] ??= reason;
+        try { _o.OnAgentFailure?.Invoke(line); } catch { /* a console that fails must not change the run */ }
         if (++_agentFailures[agent] > _o.MaxRestartsPerAgent)
-            Fail(new InvalidOperationException(
-                $"agent {agent} failed {_agentFailures[agent]} times (max_restarts_per_agent {_o.MaxRestartsPerAgent}); last: {reason}"));
+            Fail(new PopulationFailedException(
+                $"agent {agent} failed {_agentFailures[agent]} times, more than max_restarts_per_agent ({_o.MaxRestartsPerAgent}); " +
+                $"first cause: {_firstReason[agent]}" + (_agentFailures[agent] > 1 ? $"; last: {reason}" : ""),
+                _reasons.ToArray()));
     }
 
     // ── CHECKPOINTS ──

@@ -59,6 +59,9 @@ public sealed record PopulationOptions
     public int TorchThreadsPerGroup { get; init; }
     /// <summary>Failures allowed per agent (each is followed by a restore or a group restart) before the run fails.</summary>
     public int MaxRestartsPerAgent { get; init; } = 10;
+    /// <summary>Called (on the coordinator's thread) with "agent i: cause; where it restarts from" at each agent
+    /// failure, as it happens, for a console or a log; null: none.</summary>
+    public Action<string>? OnAgentFailure { get; init; }
     /// <summary>Async: the server steps when this long has passed since the first gradient it holds, even with fewer than AgentCount.</summary>
     public TimeSpan AsyncServerMaxWait { get; init; } = TimeSpan.FromMilliseconds(200);
 

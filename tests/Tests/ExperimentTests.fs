@@ -494,6 +494,16 @@ let runTests =
                 let rc2, text2 = fsiScript script [ "--dry-run" ]
                 Expect.equal rc2 0 (sprintf "%s --dry-run: %s" script text2)
                 Expect.stringContains text2 "dry run: nothing was written" script
+            // no script makes the compiler speak (warnings or notes such as FS3886)
+            for script in [ "ablation.fsx"; "meta_train.fsx"; "meta_test.fsx"; "table1.fsx"; "sweep.fsx"; "baselines.fsx"; "transfer.fsx" ] do
+                let _, text = fsiScript script [ "--help" ]
+                Expect.isFalse (Text.RegularExpressions.Regex.IsMatch(text, @"\b(warning|info|error) FS\d+")) (sprintf "%s compiles silently: %s" script text)
+            // a bad flag is named as the flag the user typed, in one line, exit 2
+            for flag, value, named in [ "--meta-train-steps", "0", "--meta-train-steps: 0"; "--set", "nokey=1", "--set: nokey=1" ] do
+                let rc, text = fsiScript "ablation.fsx" [ flag; value; "--dry-run" ]
+                Expect.equal rc 2 (sprintf "%s %s: exit code" flag value)
+                Expect.stringContains text ("error: " + named) (sprintf "%s %s is named as the flag" flag value)
+                Expect.isFalse (text.Contains "MetaTrainSteps" || text.Contains "Set:" || text.Contains "   at ") "no internal field names, no stack trace"
             // meta_test.fsx needs objectives: without any it says where they come from
             let rc, text = fsiScript "meta_test.fsx" [ "--dry-run"; "--objective"; "/nonexistent/objective" ]
             Expect.equal rc 2 "meta_test.fsx with a missing objective"

@@ -31,6 +31,15 @@ let private finalAlpha (dir: string) =
     let parts = (store.Load(store.Latest().Value)).Parts
     ObjectiveAdam.Import(parts["server"]).Alpha
 
+/// Flips one byte in the middle of a checkpoint's first agent part (its manifest still lists the old hash).
+let private damage (store: CheckpointStore) (index: int) =
+    let part = Path.Combine(store.PathOf index, "agent__0")
+    let bytes = File.ReadAllBytes part
+    bytes[bytes.Length / 2] <- bytes[bytes.Length / 2] ^^^ 0xFFuy
+    File.WriteAllBytes(part, bytes)
+
+let private runJson (dir: string) = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "run.json")))
+
 [<Tests>]
 let tests =
     testSequenced <| testList "MetaCLI" [
@@ -67,7 +76,8 @@ let tests =
                 Expect.equal (cfg["env_name"].ToJsonString()) "[\"Pendulum-v1\",\"InvertedPendulum-v2\"]" "env_name as run"
                 Expect.equal (cfg["checkpoint_every"].GetValue<int64>()) 200L "checkpoint_every as run"
 
-                // Same run, killed with SIGKILL once its first checkpoint is complete, then resumed.
+                // Same run, killed with SIGKILL once its second checkpoint is complete; that newest checkpoint is then
+                // damaged, so the resume must fall back to the first one, say so, and still give the same numbers.
                 let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
                 let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
                 psi.ArgumentList.Add exe
@@ -77,27 +87,61 @@ let tests =
                 p.BeginOutputReadLine(); p.BeginErrorReadLine()
                 let store = CheckpointStore killed
                 let clock = Stopwatch.StartNew()
-                while not p.HasExited && store.Latest().HasValue |> not && clock.Elapsed.TotalSeconds < 240.0 do
+                while not p.HasExited && store.Latest().GetValueOrDefault(-1) < 1 && clock.Elapsed.TotalSeconds < 240.0 do
                     Threading.Thread.Sleep 50
-                Expect.isFalse p.HasExited "the run was still going when its first checkpoint appeared"
+                Expect.isFalse p.HasExited "the run was still going when its second checkpoint appeared"
                 p.Kill()   // SIGKILL
                 p.WaitForExit()
                 Expect.isFalse (Results.isComplete killed) "a killed run is not complete"
+                let newest = store.Latest().Value
+                damage store newest
+                Expect.isNotNull (store.Validate newest) "the newest checkpoint no longer verifies"
                 // a resume must continue the same run: another seed or another setting is refused by name
                 let withSeed (seed: string) = metaTrainArgs killed [ "--resume" ] |> List.map (fun a -> if a = "5" then seed else a)
                 expectError (withSeed "6") [ "--resume"; "seed 5"; "seed 6" ]
                 expectError (metaTrainArgs killed [ "--resume"; "--set"; "policy_learning_rate=1e30" ]) [ "policy_learning_rate"; "was 0.001" ]
                 let rc2, out2, err2 = cli (metaTrainArgs killed [ "--resume" ])
                 Expect.equal rc2 0 (sprintf "resumed run; stdout %s stderr %s" out2 err2)
-                Expect.stringContains out2 "resuming from checkpoint" "it resumed rather than restarted"
+                Expect.stringContains out2 (sprintf "skipping checkpoint %d: " newest) "the damaged checkpoint is named"
+                Expect.stringContains out2 "does not match its SHA-256" "with why it was skipped"
+                Expect.stringContains out2 (sprintf "resuming from checkpoint %d " (newest - 1)) "it resumed from the one before"
+                let resumes = (runJson killed).["resumes"].AsArray()
+                Expect.equal resumes.Count 1 "run.json records the resume"
+                Expect.equal (resumes.[0].["checkpoint"].GetValue<int>()) (newest - 1) "…its checkpoint"
+                Expect.equal (resumes.[0].["sha256"].GetValue<string>().Length) 64 "…and that checkpoint's manifest hash"
+                Expect.equal (resumes.[0].["skipped"].[0].["checkpoint"].GetValue<int>()) newest "…and the skipped one"
                 Expect.equal (finalAlpha killed) (finalAlpha whole) "same final objective"
                 Expect.equal (comparable killed) (comparable whole) "same metric rows"
+
+                // meta-test loads the newest checkpoint that verifies and records which one, and a named damaged
+                // checkpoint or a truncated run.json is a one-line error
+                let wholeStore = CheckpointStore whole
+                let last = wholeStore.Latest().Value
+                damage wholeStore last
+                let rc4, _, err4 = cli [ "meta-test"; "--objective"; whole; "--checkpoint"; string last; "--env"; "Pendulum-v1"; "--steps"; "10"; "--out"; tested ]
+                Expect.equal rc4 2 "a named damaged checkpoint is refused"
+                Expect.stringContains err4 (sprintf "--checkpoint %d: damaged" last) "named"
+                Expect.equal (err4.Trim().Split('\n').Length) 1 (sprintf "one line: %s" err4)
+                let truncated = tempDir "meta-truncated"
+                try
+                    File.WriteAllText(Path.Combine(truncated, "run.json"), (File.ReadAllText(Path.Combine(whole, "run.json"))).Substring(0, 100))
+                    let rc5, _, err5 = cli [ "meta-test"; "--objective"; truncated; "--env"; "Pendulum-v1"; "--steps"; "10"; "--out"; tested ]
+                    Expect.equal rc5 2 "a truncated run.json is refused"
+                    Expect.stringContains err5 (Path.Combine(truncated, "run.json") + " is damaged") "named"
+                    Expect.equal (err5.Trim().Split('\n').Length) 1 (sprintf "one line: %s" err5)
+                finally Directory.Delete(truncated, true)
 
                 // The frozen objective trains a fresh agent on an env it never saw.
                 let rc3, out3, err3 =
                     cli [ "meta-test"; "--objective"; whole; "--env"; "Reacher-v2"; "--steps"; "300"; "--seed"; "1"
                           "--out"; tested; "--force"; "--scale"; "micro"; "--set"; "policy_random_exploration_steps=60" ]
                 Expect.equal rc3 0 (sprintf "meta-test; stdout %s stderr %s" out3 err3)
+                Expect.stringContains out3 (sprintf "skipping checkpoint %d of %s" last whole) "the damaged checkpoint is named"
+                let objective = (runJson tested).["objective"]
+                Expect.equal (objective.["checkpoint"].GetValue<int>()) (last - 1) "run.json: the checkpoint loaded"
+                Expect.equal (objective.["sha256"].GetValue<string>()) (wholeStore.ManifestHash(last - 1)) "run.json: its hash"
+                Expect.isTrue (objective.["meta_train_complete"].GetValue<bool>()) "run.json: the meta-train run was complete"
+                Expect.equal (objective.["skipped"].[0].["checkpoint"].GetValue<int>()) last "run.json: the skipped checkpoint"
                 let testRows = Results.readParquet (Path.Combine(tested, "metrics.parquet"))
                 Expect.isTrue (testRows |> List.exists (fun r -> r.metric = "episode_return")) "episodes"
                 Expect.isTrue (testRows |> List.forall (fun r -> r.phase = "meta-test" && r.env = "Reacher-v2")) "keys"

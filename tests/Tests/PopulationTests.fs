@@ -390,7 +390,7 @@ let tests =
             let faulty = Fakes(lengths, [ { Agent = 2; Call = "update"; At = 20; Kind = SlotFail; Fired = false } ])
             let r, rows = run (o -1 sink) faulty
             Expect.equal (r.Failures, r.Restarts) (1, 1) "one failure, one restore"
-            Expect.equal r.FailureReasons [| "agent 2: injected update failure" |] "the reason is kept for the log"
+            Expect.equal r.FailureReasons [| "agent 2: injected update failure; restored from its last checkpoint" |] "the reason and the restore point are kept for the log"
             Expect.equal (rows |> List.filter (fun m -> m.Name = "agent_failure") |> List.map (fun m -> m.Agent, m.Value)) [ (2, 1.0) ] "agent_failure row"
             Expect.equal (count "agent_restart" rows) 1 "agent_restart row"
             Expect.equal faulty.Made.Length 1 "the group was not rebuilt"

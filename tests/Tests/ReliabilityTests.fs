@@ -76,7 +76,7 @@ let private runFaulty (run: Engine.EngineRun) (fault: FaultAt) =
         let log = FaultLog()
         let make = Func<GroupSpec, IAgentGroup>(fun spec -> faulty (Engine.makeGroup run spec) fault log)
         let store = MetaGenRL.Core.Checkpoints.CheckpointStore dir
-        let options = Engine.populationOptions run store None false
+        let options = Engine.populationOptions run store None false ignore
         let rows = ResizeArray<Metric>()
         let res =
             try Ok(Population.Run(options, make, Action<Metric>(rows.Add), null, CancellationToken.None))
@@ -85,6 +85,52 @@ let private runFaulty (run: Engine.EngineRun) (fault: FaultAt) =
             [ for i in store.List() -> i, (store.Load i).Parts ]
         res, List.ofSeq rows, log, parts
     finally Directory.Delete(dir, true)
+
+// ── PROCESS FAULTS ON A REAL FILE SYSTEM ──
+
+let private cliDll = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
+
+/// Runs `command` (argv; "{disk}" stands for the folder) in a private mount namespace where a fresh tmpfs of
+/// `sizeKb` is mounted on a folder, after the shell lines `prepare` ran in it, read-only when `readOnly`. The files
+/// `save` (paths relative to the tmpfs, globs allowed) are copied out before the namespace ends. As root the
+/// namespace is a plain one (unshare -m); otherwise an unprivileged user namespace (unshare -rm). Returns the exit
+/// code, stdout, stderr and the folder holding the saved copies, and a temp folder the caller deletes.
+let private onTmpfs (sizeKb: int) (prepare: string) (readOnly: bool) (command: string list) (save: string list) =
+    let root = tempDir "tmpfs"
+    let disk = Path.Combine(root, "disk")
+    let saved = Path.Combine(root, "saved")
+    Directory.CreateDirectory disk |> ignore
+    Directory.CreateDirectory saved |> ignore
+    let script =
+        String.concat "\n"
+            [ sprintf "mount -t tmpfs -o size=%dk tmpfs \"$DISK\" || exit 97" sizeKb
+              "cd \"$DISK\" || exit 97"
+              prepare
+              (if readOnly then "mount -o remount,ro \"$DISK\" || exit 97" else "")
+              "\"$@\"; rc=$?"
+              "cd \"$DISK\" && for f in $SAVE; do if [ -f \"$f\" ]; then mkdir -p \"$SAVED/$(dirname \"$f\")\" && cp \"$f\" \"$SAVED/$f\"; fi; done"
+              "exit $rc" ]
+    let psi = Diagnostics.ProcessStartInfo("unshare", RedirectStandardOutput = true, RedirectStandardError = true,
+                                           UseShellExecute = false, WorkingDirectory = repoRoot)
+    let asRoot = Environment.UserName = "root"
+    for a in (if asRoot then [ "-m" ] else [ "-r"; "-m" ]) @ [ "sh"; "-c"; script; "sh" ] @ (command |> List.map (fun a -> a.Replace("{disk}", disk))) do
+        psi.ArgumentList.Add a
+    psi.Environment["DISK"] <- disk
+    psi.Environment["SAVED"] <- saved
+    psi.Environment["SAVE"] <- String.Join(" ", save)
+    use p = Diagnostics.Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    if not (p.WaitForExit 300_000) then (p.Kill true; failtest "the command on the tmpfs timed out")
+    if p.ExitCode = 97 then
+        failtestf "could not mount a tmpfs in a private mount namespace (needs root or unprivileged user namespaces): %s" err.Result
+    (p.ExitCode, out.Result, err.Result, saved), root
+
+let private json (path: string) = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText path)
+
+/// The lines of stderr that say "error: …".
+let private errorLines (err: string) =
+    err.Split('\n') |> Array.filter (fun l -> l.StartsWith "error:") |> List.ofArray
 
 [<Tests>]
 let tests =
@@ -124,5 +170,83 @@ let tests =
                 Expect.equal res.AgentEnvSteps.Length 2 "the run completed"
                 let after = rows |> List.skip failedAt |> List.filter (fun m -> m.Agent = 1 && m.Name = "episode_return")
                 Expect.isNonEmpty after "agent 1 went on after its restart"
+        }
+
+        test "a run that gives up says why: exit 1, the first cause in one line, run.json failed with every failure" {
+            let dir = tempDir "gives-up"
+            try
+                let rc, out, err =
+                    CliTests.cli [ "train"; "--steps"; "600"; "--scale"; "micro"; "--set"; "critic_learning_rate=1e30"
+                                   "--set"; "policy_random_exploration_steps=100"; "--out"; dir ]
+                Expect.equal rc 1 (sprintf "a failed run exits 1; stdout %s stderr %s" out err)
+                match errorLines err with
+                | [ line ] ->
+                    Expect.stringContains line "agent 0 failed 11 times, more than max_restarts_per_agent (10); first cause: non-finite" "the original cause"
+                | other -> failtestf "expected one error line, got %A" other
+                Expect.isFalse (err.Contains "   at ") "no stack trace without --verbose"
+                Expect.stringContains err "agent failure: agent 0: non-finite" "each failure is shown as it happens"
+                Expect.stringContains err "restarted from its initial state (no checkpoint yet)" "with where the agent restarts from"
+                let j = json (Path.Combine(dir, "run.json"))
+                Expect.equal (j["status"].GetValue<string>()) "failed" "run.json says failed"
+                Expect.stringContains (j["error"].GetValue<string>()) "first cause: non-finite" "…with the cause"
+                Expect.equal (j["failures"].AsArray().Count) 11 "…and every failure"
+                let rc2, _, err2 =
+                    CliTests.cli [ "train"; "--steps"; "600"; "--scale"; "micro"; "--set"; "critic_learning_rate=1e30"; "--force"; "--out"; dir; "--verbose" ]
+                Expect.equal rc2 1 "--verbose: still exit 1"
+                Expect.stringContains err2 "   at " "--verbose prints the stack trace"
+            finally Directory.Delete(dir, true)
+        }
+
+        test "a full disk: the run fails in one line naming the file, and run.json says failed, not running" {
+            let (rc, out, err, saved), root =
+                onTmpfs 128 "" false
+                    [ "dotnet"; cliDll; "train"; "--steps"; "1500"; "--scale"; "micro"; "--out"; "{disk}/run" ] [ "run/run.json" ]
+            try
+                Expect.equal rc 1 (sprintf "exit 1; stdout %s stderr %s" out err)
+                match errorLines err with
+                | [ line ] -> Expect.stringContains line "No space left on device" "the cause, naming the file"
+                | other -> failtestf "expected one error line, got %A (stderr %s)" other err
+                Expect.isFalse (err.Contains "   at ") "no stack trace"
+                let j = json (Path.Combine(saved, "run", "run.json"))
+                Expect.equal (j["status"].GetValue<string>()) "failed" "run.json says failed"
+                Expect.stringContains (j["error"].GetValue<string>()) "No space left on device" "…with the cause"
+            finally Directory.Delete(root, true)
+        }
+
+        test "a full disk during an experiment: experiment.json and the trial say failed with the cause" {
+            let script = Path.Combine(repoRoot, "experiments", "meta_train.fsx")
+            let (rc, out, err, saved), root =
+                onTmpfs 160 "" false
+                    [ "dotnet"; "fsi"; script; "--"; "--scale"; "micro"; "--out"; "{disk}/exp"; "--no-report" ]
+                    [ "exp/experiment.json"; "exp/trials/*/run.json" ]
+            try
+                Expect.equal rc 1 (sprintf "exit 1; stdout %s stderr %s" out err)
+                let exp = json (Path.Combine(saved, "exp", "experiment.json"))
+                Expect.equal (exp["status"].GetValue<string>()) "failed" (sprintf "experiment.json says failed (stdout %s)" out)
+                Expect.stringContains (exp["error"].GetValue<string>()) "No space left on device" "…with the cause"
+                for t in exp["trials"].AsArray() do
+                    Expect.notEqual (t["status"].GetValue<string>()) "running" "no trial is left running"
+                let runs = Directory.GetFiles(Path.Combine(saved, "exp", "trials"), "run.json", SearchOption.AllDirectories)
+                Expect.isNonEmpty runs "the trial's run.json was kept"
+                for r in runs do
+                    let j = json r
+                    Expect.equal (j["status"].GetValue<string>()) "failed" "the trial's run.json says failed"
+                    Expect.stringContains (j["error"].GetValue<string>()) "No space left on device" "…with the cause"
+                Expect.stringContains out "No space left on device" "the cause is on the console"
+            finally Directory.Delete(root, true)
+        }
+
+        test "a read-only --out is refused in one line naming the folder (exit 2)" {
+            let (rc, out, err, _), root =
+                onTmpfs 64 "mkdir -p run && touch run/.lock" true
+                    [ "dotnet"; cliDll; "train"; "--steps"; "100"; "--out"; "{disk}/run" ] []
+            try
+                Expect.equal rc 2 (sprintf "exit 2; stdout %s stderr %s" out err)
+                match errorLines err with
+                | [ line ] ->
+                    Expect.stringContains line "/disk/run': cannot write to the folder" "names the folder"
+                    Expect.stringContains line "Read-only file system" "and why"
+                | other -> failtestf "expected one error line, got %A" other
+            finally Directory.Delete(root, true)
         }
     ]

@@ -149,13 +149,27 @@ public sealed partial class CheckpointStore
     }
 
     /// <summary>The highest index whose manifest is valid and whose parts all match their sizes and hashes; null if none.</summary>
-    public int? Latest()
+    public int? Latest() => NewestValid().Index;
+
+    /// <summary>The newest checkpoint that verifies among those <paramref name="allowed"/> accepts (all when null),
+    /// with why each newer one was skipped (index, reason naming the file); null index when none verifies.</summary>
+    public (int? Index, IReadOnlyList<(int Index, string Reason)> Skipped) NewestValid(Func<int, bool>? allowed = null)
     {
+        var skipped = new List<(int, string)>();
         var all = List();
         for (int k = all.Count - 1; k >= 0; k--)
-            if (Validate(all[k]) is null) return all[k];
-        return null;
+        {
+            if (allowed is not null && !allowed(all[k])) continue;
+            if (Validate(all[k]) is { } why) skipped.Add((all[k], why));
+            else return (all[k], skipped);
+        }
+        return (null, skipped);
     }
+
+    /// <summary>The SHA-256 of checkpoint <paramref name="index"/>'s manifest, which lists every part's hash: one
+    /// value that identifies the checkpoint's whole content (recorded by the runs that load it).</summary>
+    public string ManifestHash(int index) =>
+        Sha256(File.ReadAllBytes(System.IO.Path.Combine(PathOf(index), ManifestName)));
 
     /// <summary>Null when checkpoint <paramref name="index"/> is complete and intact, else why not (naming the file).</summary>
     public string? Validate(int index)

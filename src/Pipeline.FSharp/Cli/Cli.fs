@@ -132,6 +132,7 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Envs
     | [<CliPrefix(CliPrefix.None)>] Config
     | Version
+    | Verbose
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -143,6 +144,7 @@ type CliArgs =
             | Envs -> "list the environment ids with their observation and action sizes."
             | Config -> "list every config key with its default (use with --set key=value)."
             | Version -> "print the version and the package versions."
+            | Verbose -> "on an error, also print its stack trace (may be given anywhere on the line; or METAGENRL_VERBOSE=1). Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted."
 
 let parser = ArgumentParser.Create<CliArgs>(programName = "metagenrl")
 

@@ -3,8 +3,11 @@ module MetaGenRL.Pipeline.Program
 open System
 open Argu
 
+/// Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted. Every error is one line on stderr; the
+/// stack trace only with --verbose.
 [<EntryPoint>]
 let main argv =
+    let verbose, argv = Errors.verboseFlag argv
     try
         MetaGenRL.Core.Native.EnsureLoaded()
         Cli.run argv
@@ -15,14 +18,7 @@ let main argv =
     | :? ArguParseException as e ->
         eprintfn "%s" e.Message
         2
-    | Errors.UsageError msg ->
-        eprintfn "error: %s" msg
-        2
-    | :? ArgumentException as e ->
-        eprintfn "error: %s" e.Message
-        2
-    | e ->
-        // Anything else is a failure of the run itself: its message, and the details for a bug report.
-        eprintfn "error: %s" e.Message
-        eprintfn "%s" (e.ToString())
-        1
+    | :? OperationCanceledException ->
+        eprintfn "interrupted"
+        130
+    | e -> Errors.report verbose e

@@ -28,6 +28,7 @@ type ScriptArgs =
     | Loss_Log_Every of updates: int
     | No_Report
     | Tensorboard
+    | Verbose
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -49,12 +50,23 @@ type ScriptArgs =
             | Loss_Log_Every _ -> "log losses every K updates (default 100)."
             | No_Report -> "do not write the report at the end."
             | Tensorboard -> "also write TensorBoard event files per trial and agent with the report."
+            | Verbose -> "on an error, also print its stack trace. Exit codes: 0 done, 1 a trial failed, 2 bad input, 130 interrupted."
 
 /// The experiment after the script's flags.
 let applyArgs (e: Experiment) (args: ParseResults<ScriptArgs>) =
     let e = match args.TryGetResult Scale with Some s -> { e with Scale = Scale.parse s } | None -> e
     let e = atScale e
+    // The flags are checked by their own names before they merge with the declaration's fields.
     let overrides = args.GetResults Set |> List.map Settings.parseOverride
+    checkOverrides "--set" overrides
+    checkBudget "--meta-train-steps" (args.TryGetResult Meta_Train_Steps)
+    checkBudget "--meta-test-steps" (args.TryGetResult Meta_Test_Steps)
+    match args.TryGetResult Agents with
+    | Some n when n < 2 -> usageError "--agents %d: meta-training needs at least 2 agents" n
+    | _ -> ()
+    args.TryGetResult Device |> Option.iter (fun d ->
+        try MetaGenRL.Core.Torch.Devices.Resolve d |> ignore
+        with :? ArgumentException as ex -> usageError "--device: %s" (messageOf ex))
     { e with
         Set = e.Set @ overrides
         MetaTrainSteps = args.TryGetResult Meta_Train_Steps |> Option.orElse e.MetaTrainSteps
@@ -140,8 +152,16 @@ let watch (e: Experiment) (runs: TrialRun list) (work: Threading.Tasks.Task) =
     else
         let mutable next = TimeSpan.FromSeconds 15.0
         let mutable seen = Set.empty
+        let notesShown = Collections.Generic.Dictionary<string, int>()
+        let showNotes () =
+            for r in runs do
+                let notes = lock r.Notes (fun () -> List.ofSeq r.Notes)
+                let shown = match notesShown.TryGetValue r.Trial.Id with | true, n -> n | _ -> 0
+                for n in List.skip shown notes do printfn "[%s] %s: %s" (clock.Elapsed.ToString @"hh\:mm\:ss") r.Trial.Id n
+                notesShown[r.Trial.Id] <- notes.Length
         while not work.IsCompleted do
             waitStep 200
+            showNotes ()
             for r in runs do
                 let key = r.Trial.Id, r.Status.Name
                 if r.Status <> Pending && r.Status <> Done && not (seen.Contains key) then
@@ -156,7 +176,15 @@ let watch (e: Experiment) (runs: TrialRun list) (work: Threading.Tasks.Task) =
 let printStatus (runs: TrialRun list) =
     let t = Table().AddColumns("trial", "phase", "status", "env steps", "last return", "time", "note")
     for r in runs do
-        let note = match r.Status with Failed m | Blocked m -> m | _ -> ""
+        let notes = lock r.Notes (fun () -> List.ofSeq r.Notes)
+        let failures = notes |> List.filter (fun n -> n.StartsWith "agent ")
+        let note =
+            [ match r.Status with Failed m | Blocked m -> m | _ -> ()
+              match failures with
+              | [] -> ()
+              | first :: _ -> sprintf "%d agent failure(s), first: %s" failures.Length first
+              yield! notes |> List.filter (fun n -> not (n.StartsWith "agent ")) ]
+            |> String.concat "; "
         t.AddRow(Markup.Escape r.Trial.Id, r.Trial.Phase.Name, r.Status.Name, string r.ShownSteps, r.ReturnText,
                  (if r.Clock.Elapsed > TimeSpan.Zero then r.Clock.Elapsed.ToString @"hh\:mm\:ss" else ""),
                  Markup.Escape note) |> ignore
@@ -186,6 +214,7 @@ let private report (out: string) (tensorboard: bool) =
 /// Runs a script's experiment with the script's flags; returns the exit code (0 done, 2 bad input, 130 interrupted,
 /// 1 a trial failed).
 let main (experiment: Experiment) (argv: string[]) : int =
+    let verbose, argv = verboseFlag argv
     let scriptName = if argv.Length > 0 then Path.GetFileName argv[0] else "experiment.fsx"
     let parser = ArgumentParser.Create<ScriptArgs>(programName = sprintf "dotnet fsi experiments/%s --" scriptName)
     try
@@ -242,6 +271,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
     | :? ArguParseException as ex ->
         if ex.ErrorCode = ErrorCode.HelpText then printfn "%s" ex.Message; 0
         else eprintfn "%s" ex.Message; 2
-    | UsageError msg ->
-        eprintfn "error: %s" msg
-        2
+    | :? OperationCanceledException ->
+        eprintfn "interrupted"
+        130
+    | e -> Errors.report verbose e

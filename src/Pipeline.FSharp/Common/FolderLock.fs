@@ -32,6 +32,16 @@ let private describeHolder (dir: string) =
             (j["started"].GetValue<string>()) (j["command"].GetValue<string>())
     with _ -> "another process (its description is not written yet)"
 
+/// True when the lock file can be opened for reading but not locked: another process holds it (as opposed to a
+/// folder that cannot be written at all, e.g. a read-only file system).
+let private heldByAnother (path: string) =
+    try
+        use _ = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.None)
+        false
+    with
+    | :? IOException -> true
+    | _ -> false
+
 /// Takes the folder for this process, creating it when needed. A folder another writer holds is a usage error
 /// naming the holder; so is a folder that cannot be created or written.
 let acquire (dir: string) : Lock =
@@ -42,9 +52,9 @@ let acquire (dir: string) : Lock =
         try new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
         with
         | :? UnauthorizedAccessException as e -> usageError "'%s': cannot write to the folder (%s)" dir e.Message
-        | :? IOException when File.Exists path ->
+        | :? IOException when File.Exists path && heldByAnother path ->
             usageError "'%s' is in use by %s; wait for that run to end or stop it, or choose another folder" dir (describeHolder dir)
-        | :? IOException as e -> usageError "'%s': cannot lock the folder (%s)" dir e.Message
+        | :? IOException as e -> usageError "'%s': cannot write to the folder (%s)" dir e.Message
     try
         let j = JsonObject()
         j["pid"] <- JsonValue.Create Environment.ProcessId

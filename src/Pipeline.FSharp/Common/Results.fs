@@ -43,6 +43,14 @@ let writeAllTextAtomic (path: string) (text: string) = writeAtomic path (fun tmp
 
 let writeAllBytesAtomic (path: string) (bytes: byte[]) = writeAtomic path (fun tmp -> File.WriteAllBytes(tmp, bytes))
 
+/// For a status that must not stay stale after a failure (e.g. on a full disk): an atomic write, else an in-place
+/// rewrite (truncating first frees the old file's blocks), else nothing. Returns whether it was written.
+let writeAllTextBestEffort (path: string) (text: string) =
+    try writeAllTextAtomic path text; true
+    with _ ->
+        try File.WriteAllText(path, text); true
+        with _ -> false
+
 /// Writes rows to a Parquet file atomically (temp + rename) with key-value metadata.
 let writeParquet (path: string) (metadata: IReadOnlyDictionary<string, string>) (rows: Row seq) =
     writeAtomic path (fun tmp ->
@@ -134,6 +142,8 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
                trial: (TrialColumns * SweptColumn list) option) =
     let rows = List<Row>(initialRows)
     let failures = List<string>()
+    let info = JsonObject()              // further provenance fields (resumes, the objective loaded, …)
+    let mutable error: string option = None
     // A resumed run continues the wall clock where its kept rows stop.
     let clockOffset = if rows.Count = 0 then 0.0 else rows |> Seq.map (fun r -> r.wall_time_s) |> Seq.max
     let gate = obj ()
@@ -163,6 +173,8 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
         o["rows"] <- JsonValue.Create rows.Count
         if failures.Count > 0 then
             o["failures"] <- JsonArray(failures |> Seq.map (fun f -> JsonValue.Create f :> JsonNode) |> Array.ofSeq)
+        error |> Option.iter (fun e -> o["error"] <- JsonValue.Create e)
+        for kv in info do o[kv.Key] <- (if isNull kv.Value then null else kv.Value.DeepClone())
         let versions = JsonObject()
         for (k, v) in Provenance.packageVersions () do versions[k] <- JsonValue.Create v
         o["versions"] <- versions
@@ -193,6 +205,28 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
     /// `failures` list; the rows hold only the agent_failure and agent_restart markers.
     member _.AddFailures(reasons: string seq) = lock gate (fun () -> failures.AddRange reasons)
 
+    /// Thread-safe: a further field of run.json (e.g. `objective`: the checkpoint a meta-test loaded).
+    member _.SetInfo(key: string, value: JsonNode) = lock gate (fun () -> info[key] <- value)
+
+    /// Records a resume in run.json's `resumes` list (the previous run.json's entries, then this one).
+    member w.Resumed(point: JsonObject, previous: JsonObject option) =
+        let all = JsonArray()
+        match previous |> Option.map (fun p -> p["resumes"]) with
+        | Some (:? JsonArray as earlier) -> for x in earlier do all.Add(x.DeepClone())
+        | _ -> ()
+        all.Add point
+        w.SetInfo("resumes", all)
+
+    /// Marks the run failed with its cause. Best effort when the disk is full: if the Parquet file cannot be
+    /// written, run.json alone is rewritten (in place, as a last resort) so it never says "running" after the
+    /// process is gone; the Parquet file keeps its last complete flush.
+    member w.Failed(cause: string) =
+        lock gate (fun () -> error <- Some cause)
+        try w.Flush "failed"
+        with _ ->
+            let json = lock gate (fun () -> (provenance "failed" (Some DateTimeOffset.Now)).ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+            writeAllTextBestEffort runJsonPath json |> ignore
+
     /// Writes everything recorded so far; `status` is "running", "complete", "interrupted" or "failed".
     member _.Flush(status: string) =
       lock flushGate (fun () ->
@@ -216,10 +250,19 @@ type RunWriter(dir: string, key: RunKey, configJson: string, command: string, en
 /// A run id: what ran, and when.
 let newRunId (what: string) (seed: int) = sprintf "%s-s%d-%s" what seed (DateTime.UtcNow.ToString "yyyyMMddTHHmmss")
 
-/// Reads run.json of a run folder (None when absent).
+/// Reads run.json of a run folder (None when absent); a damaged file (truncated, not a JSON object) is a
+/// UsageError naming it.
 let readRunJson (dir: string) =
     let p = Path.Combine(dir, "run.json")
-    if File.Exists p then Some(JsonNode.Parse(File.ReadAllText p).AsObject()) else None
+    if not (File.Exists p) then None
+    else
+        let parsed =
+            try JsonNode.Parse(File.ReadAllText p) with
+            | :? JsonException as e -> Errors.usageError "%s is damaged (not valid JSON: %s)" p e.Message
+            | :? IOException | :? UnauthorizedAccessException as e -> Errors.usageError "%s cannot be read (%s)" p e.Message
+        match parsed with
+        | :? JsonObject as o -> Some o
+        | _ -> Errors.usageError "%s is damaged (not a JSON object)" p
 
 /// True when `dir` holds a run whose run.json says it completed.
 let isComplete (dir: string) =

@@ -19,14 +19,14 @@ let variantNames = List.ofSeq ObjectiveSpec.VariantNames
 let parseOverride (s: string) =
     match s.IndexOf '=' with
     | i when i > 0 -> s.Substring(0, i).Trim(), s.Substring(i + 1).Trim()
-    | _ -> usageError "--set '%s': expected key=value (keys: see ./metagenrl train --help or results/README.md)" s
+    | _ -> usageError "--set '%s': expected key=value (keys and defaults: ./metagenrl config)" s
 
 /// Applies `key=value` overrides to `baseConfig`; unknown keys and bad values name themselves.
 let resolveConfigFrom (baseConfig: RunConfig) (overrides: string list) : RunConfig =
     overrides
     |> List.map parseOverride
     |> List.fold (fun (cfg: RunConfig) (k, v) ->
-        try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v e.Message)))
+        try cfg.With(k, v) with :? ArgumentException as e -> raise (UsageError(sprintf "--set %s=%s: %s" k v (messageOf e))))
         baseConfig
 
 /// A JSON value as compact text ("null" for null), for comparing config values.
@@ -58,14 +58,14 @@ let resolveConfig (overrides: string list) : RunConfig = resolveConfigFrom RunCo
 
 /// An unknown env id, as a usage error naming the flag and listing the valid ids.
 let validateEnv (flag: string) (id: string) =
-    try EnvRegistry.Validate id with :? ArgumentException as e -> raise (UsageError(flag + ": " + e.Message))
+    try EnvRegistry.Validate id with :? ArgumentException as e -> raise (UsageError(flag + ": " + messageOf e))
 
 /// The checks every run command shares: step budget, loss-log interval and device.
 let validateRun (steps: int64) (lossLogEvery: int) (device: string) =
     if steps <= 0L then usageError "--steps %d: must be positive" steps
     if lossLogEvery <= 0 then usageError "--loss-log-every %d: must be positive" lossLogEvery
     (try MetaGenRL.Core.Torch.Devices.Resolve device |> ignore
-     with :? ArgumentException as e -> raise (UsageError("--device: " + e.Message)))
+     with :? ArgumentException as e -> raise (UsageError("--device: " + messageOf e)))
 
 /// Seeds of a multi-seed run: at least one, no repeats.
 let validateSeeds (seeds: int list) =

@@ -310,13 +310,15 @@ let trialConfig (t: Trial) : RunConfig =
 
 // ── VALIDATION ──
 
-let private checkOverrides (field: string) (set: (string * string) list) =
+/// Checks `key=value` overrides given by `field` (a declaration field or a flag): known keys, parsable values, and
+/// none of the keys the experiment sets through its own fields.
+let checkOverrides (field: string) (set: (string * string) list) =
     for (k, v) in set do
         match reservedKeys |> List.tryFind (fun (r, _) -> r = k) with
         | Some (_, instead) -> usageError "%s: key '%s' is set by the experiment's %s fields, not as an override" field k instead
         | None -> ()
         try RunConfig.Default.With(k, v) |> ignore
-        with :? ArgumentException as ex -> usageError "%s: %s=%s: %s" field k v ex.Message
+        with :? ArgumentException as ex -> usageError "%s: %s=%s: %s" field k v (messageOf ex)
 
 let private checkSafeName (field: string) (name: string) =
     if String.IsNullOrWhiteSpace name then usageError "%s: must not be empty" field
@@ -330,7 +332,8 @@ let private checkSeeds (field: string) (seeds: int list) =
     | None -> ()
     if List.distinct seeds <> seeds then usageError "%s: seeds repeat (%s)" field (String.Join(", ", seeds))
 
-let private checkBudget (field: string) (steps: int64 option) =
+/// Checks an env-step budget given by `field` (a declaration field or a flag).
+let checkBudget (field: string) (steps: int64 option) =
     match steps with
     | Some s when s <= 0L -> usageError "%s: %d env steps; the budget must be positive" field s
     | _ -> ()
@@ -384,7 +387,7 @@ let validate (e: Experiment) =
     if (e.Sweep |> List.map (fun a -> a.Key) |> List.distinct).Length <> e.Sweep.Length then
         usageError "Sweep: a key has two axes"
     (try MetaGenRL.Core.Torch.Devices.Resolve e.Device |> ignore
-     with :? ArgumentException as ex -> usageError "Device: %s" ex.Message)
+     with :? ArgumentException as ex -> usageError "Device: %s" (messageOf ex))
     let ids = expand e |> List.map (fun t -> t.Id)
     match ids |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
     | Some (dup, _) -> usageError "Objectives: two objective folders give the same trial id '%s' (same variant, envs and seed)" dup

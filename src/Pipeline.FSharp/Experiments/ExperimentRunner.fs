@@ -44,6 +44,8 @@ type TrialRun(trial: Trial) =
     member val LastReturn = nan with get, set
     member val Episodes = 0 with get, set
     member val Clock = Diagnostics.Stopwatch() with get
+    /// What the trial's console line should say besides its status: checkpoints skipped, agent failures.
+    member val Notes = Collections.Generic.List<string>() with get
     member _.Trial = trial
     member _.Steps with get () = Interlocked.Read &steps and set (v: int64) = Interlocked.Exchange(&steps, v) |> ignore
     /// Env steps for display: only with budget_check_per_iteration can the schedule run past the budget.
@@ -97,22 +99,29 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     let store = CheckpointStore dir
     let resume = Directory.Exists dir
     Directory.CreateDirectory dir |> ignore
-    let resumeFrom, keptRows = if resume then Engine.resumePoint dir store else None, []
+    let point = if resume then Engine.resumePoint dir store else Engine.ResumePoint.Start
+    let previous = Results.readRunJson dir
     let runId =
-        match Results.readRunJson dir with
-        | Some j when resumeFrom.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
+        match previous with
+        | Some j when point.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
         | _ -> Results.newRunId t.Id t.Seed
     let key : Results.RunKey =
         { RunId = runId; Experiment = e.Name; Variant = t.Variant; Phase = t.Phase.Name
           Env = String.Join(",", t.Envs); Seed = t.Seed }
     let engine = trialRun e opts t
-    let writer = Results.RunWriter(dir, key, engine.Config.ToJson(), opts.Command, engine.EnvOf, keptRows, Some(columnsOf t, sweptColumnsOf e))
+    let writer = Results.RunWriter(dir, key, engine.Config.ToJson(), opts.Command, engine.EnvOf, point.Rows, Some(columnsOf t, sweptColumnsOf e))
+    if resume then
+        writer.Resumed(point.ToJson(), previous)
+        run.Notes.AddRange(point.Describe dir |> List.filter (fun l -> l.StartsWith "skipping"))
     try
         writer.Flush "running"
         let source = t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
-        let alpha = source |> Option.map (fun dir -> let a, _, _ = MetaTestRun.loadObjective dir None in a)
-        let engine = { engine with Objective = alpha }
-        let options = Engine.populationOptions engine store resumeFrom resume
+        let objective = source |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
+        objective |> Option.iter (fun o ->
+            writer.SetInfo("objective", o.ToJson())
+            run.Notes.AddRange(o.Describe() |> List.filter (fun l -> l.StartsWith "skipping")))
+        let engine = { engine with Objective = objective |> Option.map (fun o -> o.Alpha) }
+        let options = Engine.populationOptions engine store point.Index resume (fun line -> lock run.Notes (fun () -> run.Notes.Add line))
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
@@ -128,20 +137,21 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
         Complete
     with
     | :? OperationCanceledException when ct.IsCancellationRequested ->
-        writer.Flush "interrupted"
+        (try writer.Flush "interrupted" with ex -> writer.Failed(sprintf "interrupted, and the results could not be written: %s" (messageOf ex)))
         Interrupted
-    | UsageError msg ->
-        (try writer.Flush "failed" with _ -> ())
-        Failed msg
     | ex ->
-        (try writer.Flush "failed" with _ -> ())
-        Failed(ex.GetBaseException().Message)
+        let cause = messageOf ex
+        match ex with
+        | :? PopulationFailedException as p -> writer.AddFailures p.Reasons
+        | _ -> ()
+        writer.Failed cause
+        Failed cause
 
 // ── THE EXPERIMENT ──
 
 /// experiment.json: the resolved declaration, each trial's status, and provenance.
-let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (status: string)
-                        (started: DateTimeOffset) =
+let private experimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (status: string)
+                            (started: DateTimeOffset) (error: string option) =
     let o = toJson e trials
     o["id"] <- JsonValue.Create(Path.GetFileName(Path.GetFullPath(opts.Out).TrimEnd('/')))
     o["status"] <- JsonValue.Create status
@@ -151,6 +161,7 @@ let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun lis
     o["host"] <- JsonValue.Create(Provenance.host ())
     o["started"] <- JsonValue.Create(started.ToString "o")
     if status <> "running" then o["finished"] <- JsonValue.Create(DateTimeOffset.Now.ToString "o")
+    error |> Option.iter (fun msg -> o["error"] <- JsonValue.Create msg)
     let versions = JsonObject()
     for (k, v) in Provenance.packageVersions () do versions[k] <- JsonValue.Create v
     o["versions"] <- versions
@@ -162,7 +173,20 @@ let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun lis
         match r.Status with
         | Failed msg | Blocked msg -> x["error"] <- JsonValue.Create msg
         | _ -> ()
-    Results.writeAllTextAtomic (experimentJsonPath opts.Out) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+        let notes = lock r.Notes (fun () -> List.ofSeq r.Notes)
+        if not notes.IsEmpty then x["notes"] <- JsonArray(notes |> List.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofList)
+    o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
+
+/// experiment.json: the resolved declaration, each trial's status, and provenance.
+let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (status: string)
+                        (started: DateTimeOffset) =
+    Results.writeAllTextAtomic (experimentJsonPath opts.Out) (experimentJson e trials runs opts status started None)
+
+/// After the experiment itself failed (not one trial: e.g. a full disk): running trials are marked failed with the
+/// cause, and experiment.json says failed, best effort (see Results.writeAllTextBestEffort).
+let private markFailed (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (started: DateTimeOffset) (cause: string) =
+    for r in runs do if r.Status = Running then r.Status <- Failed cause
+    Results.writeAllTextBestEffort (experimentJsonPath opts.Out) (experimentJson e trials runs opts "failed" started (Some cause)) |> ignore
 
 /// One Parquet file with every trial's rows (written only when all trials completed).
 let writeMerged (e: Experiment) (trials: Trial list) (opts: RunOptions) =
@@ -201,7 +225,8 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
         if Results.isComplete (trialDir opts.Out r.Trial) then
             r.Status <- Done
             r.Steps <- r.Trial.Steps
-    writeExperimentJson e trials runs opts "running" started
+    (try writeExperimentJson e trials runs opts "running" started
+     with ex -> markFailed e trials runs opts started (messageOf ex); reraise ())
     let system = ActorSystem.Create("experiment", Population.SystemConfig)
     let work =
         Task.Run(fun () ->
@@ -239,15 +264,21 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                     let waiting = running.Values |> Array.ofSeq
                     if waiting.Length > 0 then Task.WaitAny(waiting, 200) |> ignore else Thread.Sleep 50)
     try
-        watch runs work
-        work.GetAwaiter().GetResult()
-    finally
-        system.Terminate().Wait(TimeSpan.FromSeconds 30.0) |> ignore
-    let all = runs |> List.forall (fun r -> r.Status.Finished)
-    let status =
-        if all then "complete"
-        elif runs |> List.exists (fun r -> match r.Status with Failed _ -> true | _ -> false) then "failed"
-        else "interrupted"
-    writeExperimentJson e trials runs opts status started
-    if all then writeMerged e trials opts
-    runs, status
+        try
+            watch runs work
+            work.GetAwaiter().GetResult()
+        finally
+            system.Terminate().Wait(TimeSpan.FromSeconds 30.0) |> ignore
+        let all = runs |> List.forall (fun r -> r.Status.Finished)
+        let status =
+            if all then "complete"
+            elif runs |> List.exists (fun r -> match r.Status with Failed _ -> true | _ -> false) then "failed"
+            else "interrupted"
+        let failure =
+            runs |> List.tryPick (fun r -> match r.Status with Failed m -> Some(sprintf "trial %s failed: %s" r.Trial.Id m) | _ -> None)
+        Results.writeAllTextAtomic (experimentJsonPath opts.Out) (experimentJson e trials runs opts status started failure)
+        if all then writeMerged e trials opts
+        runs, status
+    with ex ->
+        markFailed e trials runs opts started (messageOf ex)
+        reraise ()

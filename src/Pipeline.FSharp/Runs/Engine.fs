@@ -55,7 +55,7 @@ let private set (key: string) (value: string) (c: RunConfig) = c.With(key, value
 let create (cfg: RunConfig) (algorithm: Algorithm) (envs: string list) (agentSeeds: int64[]) (steps: int64) (mode: ScheduleMode) =
     let every = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
     let config =
-        (try AgentGroup.EffectiveConfig(cfg, algorithm) with :? ArgumentException as e -> raise (Errors.UsageError e.Message))
+        (try AgentGroup.EffectiveConfig(cfg, algorithm) with :? ArgumentException as e -> raise (Errors.UsageError(Errors.messageOf e)))
         |> set "env_name" (String.Join(",", envs))
         |> set "timesteps_total" (string steps)
         |> set "agent_count" (string agentSeeds.Length)
@@ -92,23 +92,68 @@ type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast
                 Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
             | None -> Nullable()
 
-/// Where a resumed run in `out` starts: the newest valid checkpoint whose marker row reached metrics.parquet, with
-/// the rows it covers. Checkpoints newer than it (none, normally: a checkpoint is stored only after its rows) are
-/// deleted, as they would collide with the ones the resumed run writes.
-let resumePoint (out: string) (store: CheckpointStore) : int option * Results.Row list =
+/// Where a resumed run starts: the checkpoint (None: the beginning), the rows it covers, its manifest's SHA-256, and
+/// each newer checkpoint that was passed over with why.
+type ResumePoint =
+    { Index: int option
+      Rows: Results.Row list
+      Hash: string option
+      Skipped: (int * string) list }
+
+    static member Start = { Index = None; Rows = []; Hash = None; Skipped = [] }
+
+    /// The lines a resume prints: what it starts from and why newer checkpoints were skipped.
+    member p.Describe(dir: string) =
+        [ for (i, why) in p.Skipped -> sprintf "skipping checkpoint %d: %s" i why
+          match p.Index with
+          | Some i -> sprintf "resuming from checkpoint %d (%d rows kept)" i p.Rows.Length
+          | None -> sprintf "no usable checkpoint in %s: starting from the beginning" dir ]
+
+    /// What run.json records about it (`resumed_from`).
+    member p.ToJson() =
+        let o = JsonObject()
+        o["checkpoint"] <- (match p.Index with Some i -> JsonValue.Create i :> JsonNode | None -> null)
+        o["sha256"] <- (match p.Hash with Some h -> JsonValue.Create h :> JsonNode | None -> null)
+        o["rows_kept"] <- JsonValue.Create p.Rows.Length
+        o["skipped"] <-
+            JsonArray(p.Skipped |> List.map (fun (i, why) ->
+                let x = JsonObject()
+                x["checkpoint"] <- JsonValue.Create i
+                x["reason"] <- JsonValue.Create why
+                x :> JsonNode) |> Array.ofList)
+        o
+
+/// Where a resumed run in `out` starts: the newest checkpoint that verifies and whose marker row reached
+/// metrics.parquet, with the rows it covers. Newer checkpoints (damaged ones, or, rarely, one whose rows never reached
+/// disk) are reported as skipped and deleted, as they would collide with the ones the resumed run writes.
+let resumePoint (out: string) (store: CheckpointStore) : ResumePoint =
     let p = Path.Combine(out, "metrics.parquet")
-    let oldRows = if File.Exists p then Results.readParquet p else []
+    let oldRows =
+        if not (File.Exists p) then []
+        else
+            try Results.readParquet p
+            with e -> Errors.usageError "--resume: '%s' cannot be read (%s); start the run again with --force" p e.Message
     let covered =
         oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
-    let resumeFrom = store.List() |> Seq.filter covered.Contains |> Seq.sortDescending |> Seq.tryHead
-    for i in store.List() do
-        if resumeFrom.IsNone || i > resumeFrom.Value then Directory.Delete(store.PathOf i, true)
-    resumeFrom, (resumeFrom |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue [])
+    let struct (newest, damaged) = store.NewestValid(Func<int, bool>(covered.Contains))
+    let damaged = damaged |> Seq.map (fun struct (i, why) -> i, why) |> Map.ofSeq
+    let newer = store.List() |> Seq.filter (fun i -> not newest.HasValue || i > newest.Value) |> List.ofSeq
+    let skipped =
+        newer |> List.map (fun i ->
+            i, (match damaged.TryFind i with
+                | Some why -> why
+                | None -> "its rows never reached metrics.parquet"))
+    let index = Option.ofNullable newest
+    let hash = index |> Option.map store.ManifestHash
+    for i in newer do Directory.Delete(store.PathOf i, true)
+    { Index = index; Rows = (index |> Option.bind (fun i -> rowsCoveredBy i oldRows) |> Option.defaultValue [])
+      Hash = hash; Skipped = skipped }
 
 // ── THE POPULATION ──
 
-/// The population settings of a run; checkpoints in `store`, resumed from `resumeFrom` when `resume`.
-let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int option) (resume: bool) =
+/// The population settings of a run; checkpoints in `store`, resumed from `resumeFrom` when `resume`; each agent
+/// failure ("agent i: cause; where it restarts from") goes to `onFailure` as it happens.
+let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int option) (resume: bool) (onFailure: string -> unit) =
     let cfg = r.Config
     let groups = r.Groups
     PopulationOptions(
@@ -125,6 +170,7 @@ let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int o
         CheckpointIncludesReplay = cfg.CheckpointReplay,
         Checkpoints = FileCheckpointSink(store, (if resume then resumeFrom else None), 3),
         Resume = (resume && resumeFrom.IsSome),
+        OnAgentFailure = Action<string>(onFailure),
         // More OpenMP threads than cores makes libgomp stop spin-waiting, which halves the speed of these small,
         // frequent ops: the cores are split over the groups.
         TorchThreadsPerGroup =

@@ -4,6 +4,7 @@ module MetaGenRL.Pipeline.MetaTestRun
 
 open System
 open System.IO
+open System.Text.Json.Nodes
 open MetaGenRL.Actors
 open MetaGenRL.Core.Checkpoints
 open MetaGenRL.Core.Config
@@ -31,8 +32,49 @@ type MetaTestRequest =
       Experiment: string
       Force: bool }
 
-/// α and the meta-train config of an objective run folder's checkpoint (latest when `index` is None).
-let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * string =
+/// An objective loaded from a meta-train run folder, with what a meta-test records about where it came from.
+type LoadedObjective =
+    { Alpha: float32[]
+      /// The meta-train run's config.
+      Config: RunConfig
+      Variant: string
+      Dir: string
+      Checkpoint: int
+      /// SHA-256 of the checkpoint's manifest (which lists every part's hash).
+      Hash: string
+      /// Newer checkpoints passed over, with why (damaged ones).
+      Skipped: (int * string) list
+      /// The meta-train run's status: complete, or interrupted/failed/running (an objective from a run that did not
+      /// finish).
+      MetaTrainStatus: string
+      MetaTrainRunId: string }
+
+    /// The lines a meta-test prints about the objective it loads.
+    member o.Describe() =
+        [ for (i, why) in o.Skipped -> sprintf "skipping checkpoint %d of %s: %s" i o.Dir why
+          sprintf "objective: %s, checkpoint %d (sha256 %s…)%s" o.Dir o.Checkpoint (o.Hash.Substring(0, 12))
+              (if o.MetaTrainStatus = "complete" then "" else sprintf "; its meta-train run is %s, not complete" o.MetaTrainStatus) ]
+
+    /// run.json's `objective` field.
+    member o.ToJson() =
+        let x = JsonObject()
+        x["dir"] <- JsonValue.Create(Path.GetFullPath o.Dir)
+        x["checkpoint"] <- JsonValue.Create o.Checkpoint
+        x["sha256"] <- JsonValue.Create o.Hash
+        x["meta_train_run_id"] <- JsonValue.Create o.MetaTrainRunId
+        x["meta_train_status"] <- JsonValue.Create o.MetaTrainStatus
+        x["meta_train_complete"] <- JsonValue.Create(o.MetaTrainStatus = "complete")
+        x["skipped"] <-
+            JsonArray(o.Skipped |> List.map (fun (i, why) ->
+                let s = JsonObject()
+                s["checkpoint"] <- JsonValue.Create i
+                s["reason"] <- JsonValue.Create why
+                s :> JsonNode) |> Array.ofList)
+        x
+
+/// The objective of a meta-train run folder: checkpoint `index`, or the newest one that verifies (damaged newer ones
+/// are skipped, with their reasons). A named checkpoint that is missing or damaged is a UsageError naming it.
+let loadObjective (dir: string) (index: int option) : LoadedObjective =
     if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
     let runJson = Results.readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
     let cfg =
@@ -40,21 +82,31 @@ let loadObjective (dir: string) (index: int option) : float32[] * RunConfig * st
         with e -> usageError "--objective '%s': run.json has no readable config (%s)" dir e.Message
     let store = CheckpointStore dir
     let available = store.List()
-    let k =
+    let k, skipped =
         match index with
-        | Some k when Seq.contains k available -> k
+        | Some k when Seq.contains k available ->
+            match store.Validate k with
+            | null -> k, []
+            | why -> usageError "--checkpoint %d: damaged (%s); the newest intact one is %s" k why
+                        (match store.Latest() |> Option.ofNullable with Some i -> string i | None -> "none")
         | Some k -> usageError "--checkpoint %d: not in %s (available: %s)" k store.Root (String.Join(", ", available))
         | None ->
-            match store.Latest() |> Option.ofNullable with
-            | Some k -> k
-            | None -> usageError "--objective '%s': no complete checkpoint under %s" dir store.Root
-    let parts = (store.Load k).Parts
+            let struct (newest, passed) = store.NewestValid()
+            let passed = passed |> Seq.map (fun struct (i, why) -> i, why) |> List.ofSeq
+            match Option.ofNullable newest with
+            | Some k -> k, passed
+            | None when passed.IsEmpty -> usageError "--objective '%s': no checkpoint under %s" dir store.Root
+            | None -> usageError "--objective '%s': no intact checkpoint under %s (%s)" dir store.Root (snd passed.Head)
+    let parts =
+        try (store.Load k).Parts
+        with :? InvalidDataException as e -> usageError "--objective '%s': checkpoint %d is damaged (%s)" dir k e.Message
     let alpha =
         match parts.TryGetValue "server" with
         | true, bytes -> ObjectiveAdam.Import(bytes).Alpha
         | _ -> usageError "--objective '%s': checkpoint %d holds no objective (part 'server')" dir k
-    let variant = match runJson["variant"] with | null -> "full" | v -> v.GetValue<string>()
-    alpha, cfg, variant
+    let text (key: string) fallback = match runJson[key] with null -> fallback | v -> v.GetValue<string>()
+    { Alpha = alpha; Config = cfg; Variant = text "variant" "full"; Dir = dir; Checkpoint = k; Hash = store.ManifestHash k
+      Skipped = skipped; MetaTrainStatus = text "status" "unknown"; MetaTrainRunId = text "run_id" "" }
 
 /// The engine run of a meta-test: `cfg` (the test preset, the objective's own keys, the user's overrides), one fresh
 /// agent per seed (seeded as that seed's agent 0) on `env` with the frozen α.
@@ -68,15 +120,18 @@ let metaTest (r: MetaTestRequest) (command: string) : int =
     validateEnv "--env" r.Env
     validateRun r.Steps r.LossLogEvery r.Device
     validateSeeds r.Seeds
-    let alpha, trainedCfg, variant = loadObjective r.Objective r.Checkpoint
-    let cfg = resolveConfig (r.Preset @ (objectiveKeys trainedCfg |> List.map (fun (k, v) -> k + "=" + v)) @ r.Overrides)
-    let run = { engineRun cfg alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
+    let objective = loadObjective r.Objective r.Checkpoint
+    let variant = objective.Variant
+    let cfg = resolveConfig (r.Preset @ (objectiveKeys objective.Config |> List.map (fun (k, v) -> k + "=" + v)) @ r.Overrides)
+    let run = { engineRun cfg objective.Alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" variant r.Env (String.Join(",", r.Seeds))))
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment
           Variant = variant; Phase = "meta-test"; Env = r.Env; Seed = seed }
     let writers, locks = seedWriters out r.Seeds r.Force key (run.Config.ToJson()) command
     use _locks = locks
+    for line in objective.Describe() do printfn "%s" line
+    for w in writers do w.SetInfo("objective", objective.ToJson())
     executeRuns writers (sprintf "meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) r.Steps
-        (fun onMetric progress ct -> Engine.run None run (Engine.populationOptions run (CheckpointStore out) None false) onMetric progress ct)
+        (fun onMetric onFailure progress ct -> Engine.run None run (Engine.populationOptions run (CheckpointStore out) None false onFailure) onMetric progress ct)
         Engine.describe

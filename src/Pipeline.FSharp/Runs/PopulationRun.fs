@@ -106,11 +106,8 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     if r.Force && not r.Resume then FolderLock.clear out
     let run = engineRun r cfg
     if r.Resume then previous |> Option.iter (checkResume out r (run.Config.ToJson()))
-    let resumeFrom, keptRows = if r.Resume then Engine.resumePoint out store else None, []
-    if r.Resume then
-        match resumeFrom with
-        | Some i -> printfn "resuming from checkpoint %d (%d rows kept)" i keptRows.Length
-        | None -> printfn "no usable checkpoint in %s: starting from the beginning" out
+    let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
+    if r.Resume then for line in resume.Describe out do printfn "%s" line
     let runId =
         match previous with
         | Some j when r.Resume && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
@@ -118,8 +115,9 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     let key : Results.RunKey =
         { RunId = runId; Experiment = r.Experiment; Variant = r.Variant; Phase = "meta-train"
           Env = String.Join(",", r.Envs); Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, run.Config.ToJson(), command, run.EnvOf, keptRows)
-    let options = Engine.populationOptions run store resumeFrom r.Resume
+    let writer = Results.RunWriter(out, key, run.Config.ToJson(), command, run.EnvOf, resume.Rows)
+    if r.Resume then writer.Resumed(resume.ToJson(), previous)
+    let options = Engine.populationOptions run store resume.Index r.Resume
     execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps
-        (fun onMetric progress ct -> Engine.run None run options onMetric progress ct)
+        (fun onMetric onFailure progress ct -> Engine.run None run (options onFailure) onMetric progress ct)
         Engine.describe

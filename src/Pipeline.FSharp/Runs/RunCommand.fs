@@ -15,7 +15,7 @@ open MetaGenRL.Pipeline.Errors
 /// checkpoint covers are on disk soon after it. Why agents failed goes to every run.json (`failures`). Returns 0
 /// when complete, 130 when interrupted; a failure is flushed as "failed" and rethrown.
 let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
-                (work: Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult)
+                (work: Action<Metric> -> (string -> unit) -> IProgress<int64> -> CancellationToken -> PopulationResult)
                 (describe: PopulationResult -> string) : int =
     use cts = new CancellationTokenSource()
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; cts.Cancel())
@@ -36,12 +36,14 @@ let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
             if m.Name = "episode_return" then
                 lastReturn <- m.Value
                 episodes <- episodes + 1)
+    // Each agent failure is shown as it happens, with its cause and where the agent restarts from.
+    let onFailure (line: string) = eprintfn "agent failure: %s" line
     let status () = if episodes = 0 then "" else sprintf "episode %d return %.1f" episodes lastReturn
     try
         try
             flushAll "running"
             let result =
-                try Some(Progress.run title total status (fun progress -> work onMetric progress cts.Token))
+                try Some(Progress.run title total status (fun progress -> work onMetric onFailure progress cts.Token))
                 with :? OperationCanceledException when cts.IsCancellationRequested -> None
             let finalStatus = if cts.IsCancellationRequested then "interrupted" else "complete"
             result |> Option.iter (fun r -> for w in ws do w.AddFailures r.FailureReasons)
@@ -54,7 +56,12 @@ let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
                 printfn "provenance: %s" w.RunJsonPath
             if finalStatus = "complete" then 0 else 130
         with e ->
-            (try flushAll "failed" with _ -> ())
+            let cause = messageOf e
+            for w in ws do
+                match e with
+                | :? PopulationFailedException as p -> w.AddFailures p.Reasons
+                | _ -> ()
+                w.Failed cause
             reraise ()
     finally
         Console.CancelKeyPress.RemoveHandler onCancel

@@ -64,5 +64,5 @@ let train (r: TrainRequest) (command: string) : int =
     let store = CheckpointStore out
     let options = Engine.populationOptions run store None false
     executeRuns writers (sprintf "%s %s seed %s" r.Algo r.Env (String.Join(",", r.Seeds))) r.Steps
-        (fun onMetric progress ct -> Engine.run None run options onMetric progress ct)
+        (fun onMetric onFailure progress ct -> Engine.run None run (options onFailure) onMetric progress ct)
         Engine.describe
