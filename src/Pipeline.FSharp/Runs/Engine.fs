@@ -104,10 +104,11 @@ type ResumePoint =
 
     /// The lines a resume prints: what it starts from and why newer checkpoints were skipped.
     member p.Describe(dir: string) =
-        [ for (i, why) in p.Skipped -> sprintf "skipping checkpoint %d: %s" i why
-          match p.Index with
-          | Some i -> sprintf "resuming from checkpoint %d (%d rows kept)" i p.Rows.Length
-          | None -> sprintf "no usable checkpoint in %s: starting from the beginning" dir ]
+        let start =
+            match p.Index with
+            | Some i -> sprintf "resuming from checkpoint %d (%d rows kept)" i p.Rows.Length
+            | None -> sprintf "no usable checkpoint in %s: starting from the beginning" dir
+        (p.Skipped |> List.map (fun (i, why) -> sprintf "skipping checkpoint %d: %s" i why)) @ [ start ]
 
     /// What run.json records about it (`resumed_from`).
     member p.ToJson() =

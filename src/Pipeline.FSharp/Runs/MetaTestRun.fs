@@ -51,9 +51,10 @@ type LoadedObjective =
 
     /// The lines a meta-test prints about the objective it loads.
     member o.Describe() =
-        [ for (i, why) in o.Skipped -> sprintf "skipping checkpoint %d of %s: %s" i o.Dir why
-          sprintf "objective: %s, checkpoint %d (sha256 %s…)%s" o.Dir o.Checkpoint (o.Hash.Substring(0, 12))
-              (if o.MetaTrainStatus = "complete" then "" else sprintf "; its meta-train run is %s, not complete" o.MetaTrainStatus) ]
+        let loaded =
+            sprintf "objective: %s, checkpoint %d (sha256 %s…)%s" o.Dir o.Checkpoint (o.Hash.Substring(0, 12))
+                (if o.MetaTrainStatus = "complete" then "" else sprintf "; its meta-train run is %s, not complete" o.MetaTrainStatus)
+        (o.Skipped |> List.map (fun (i, why) -> sprintf "skipping checkpoint %d of %s: %s" i o.Dir why)) @ [ loaded ]
 
     /// run.json's `objective` field.
     member o.ToJson() =
