@@ -32,7 +32,12 @@ let tests =
             for opt in [ "--algo"; "--env"; "--steps"; "--seed"; "--out"; "--set"; "--device" ] do
                 Expect.stringContains (out + err) opt "help lists the option"
         }
-        test "unknown env id is named with the valid ids" { expectError [ "train"; "--env"; "Nope-v9" ] [ "Nope-v9"; "HalfCheetah-v2" ] }
+        test "unknown env id is named with the valid ids, in one line" {
+            let _, _, err = cli [ "train"; "--env"; "Nope-v9" ]
+            Expect.equal (err.Trim().Split('\n').Length) 1 (sprintf "one line: %s" err)
+            Expect.isFalse (err.Contains "(Parameter") "no .NET parameter suffix"
+            expectError [ "train"; "--env"; "Nope-v9" ] [ "Nope-v9"; "HalfCheetah-v2" ]
+        }
         test "unknown config key is named" { expectError [ "train"; "--set"; "polcy_units=64" ] [ "polcy_units" ] }
         test "unparsable value names key and value" { expectError [ "train"; "--set"; "policy_units=lots" ] [ "policy_units"; "lots" ] }
         test "malformed override is named" { expectError [ "train"; "--set"; "policy_units" ] [ "policy_units" ] }

@@ -293,9 +293,30 @@ let runTests =
                 Expect.equal (exp["status"].GetValue<string>()) "failed" "experiment status"
                 let entry = exp["trials"].AsArray() |> Seq.find (fun n -> n["trial_id"].GetValue<string>() = test.Id)
                 Expect.equal (entry["status"].GetValue<string>()) "failed" "trial status"
-                Expect.stringContains (entry["error"].GetValue<string>()) "no complete checkpoint" "the error says why"
+                Expect.stringContains (entry["error"].GetValue<string>()) "no checkpoint under" "the error says why"
+                Expect.stringContains (exp["error"].GetValue<string>()) (sprintf "trial %s failed: " test.Id) "experiment.json names the failed trial"
                 Expect.equal (statusOf (ExperimentRunner.trialDir out test)) "failed" "the trial's run.json"
+                Expect.stringContains ((Results.readRunJson (ExperimentRunner.trialDir out test)).Value["error"].GetValue<string>()) "no checkpoint under" "…with the cause"
                 Expect.isFalse (File.Exists(ExperimentRunner.mergedPath out)) "no merged file"
+            finally Directory.Delete(out, true)
+        }
+
+        test "a trial whose agent diverges records every failure and the cause that ended it" {
+            let out = tempDir "diverging"
+            try
+                let e =
+                    { micro "diverging" with
+                        Variants = []; Sweep = []; MetaTest = [ "Pendulum-v1" ]; BaselineSeeds = [ 0 ]; MetaTestSteps = Some 600L
+                        Set = [ "critic_learning_rate", "1e30"; "policy_random_exploration_steps", "100" ] }
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 1 "a trial failed"
+                let exp = JsonNode.Parse(File.ReadAllText(Path.Combine(out, "experiment.json")))
+                let entry = exp["trials"].AsArray() |> Seq.exactlyOne
+                Expect.stringContains (entry["error"].GetValue<string>()) "first cause: non-finite" "the cause that ended the trial"
+                let notes = entry["notes"].AsArray()
+                Expect.equal notes.Count 11 "every agent failure, as it happened"
+                Expect.stringContains (notes[0].GetValue<string>()) "restarted from its initial state" "…with where the agent restarted from"
+                let trial = Directory.GetDirectories(Path.Combine(out, "trials")) |> Array.exactlyOne
+                Expect.equal ((Results.readRunJson trial).Value["failures"].AsArray().Count) 11 "the trial's run.json lists them too"
             finally Directory.Delete(out, true)
         }
 
