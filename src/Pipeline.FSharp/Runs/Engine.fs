@@ -92,6 +92,14 @@ type FileCheckpointSink(store: CheckpointStore, resumeFrom: int option, keepLast
                 Nullable(struct (i, parts :> IReadOnlyDictionary<string, byte[]>))
             | None -> Nullable()
 
+/// Checkpoints passed over, as run.json lists them: [{checkpoint, reason}].
+let skippedJson (skipped: (int * string) list) =
+    JsonArray(skipped |> List.map (fun (i, why) ->
+        let x = JsonObject()
+        x["checkpoint"] <- JsonValue.Create i
+        x["reason"] <- JsonValue.Create why
+        x :> JsonNode) |> Array.ofList)
+
 /// Where a resumed run starts: the checkpoint (None: the beginning), the rows it covers, its manifest's SHA-256, and
 /// each newer checkpoint that was passed over with why.
 type ResumePoint =
@@ -110,18 +118,13 @@ type ResumePoint =
             | None -> sprintf "no usable checkpoint in %s: starting from the beginning" dir
         (p.Skipped |> List.map (fun (i, why) -> sprintf "skipping checkpoint %d: %s" i why)) @ [ start ]
 
-    /// What run.json records about it (`resumed_from`).
+    /// What run.json records about it (an entry of its `resumes` list).
     member p.ToJson() =
         let o = JsonObject()
         o["checkpoint"] <- (match p.Index with Some i -> JsonValue.Create i :> JsonNode | None -> null)
         o["sha256"] <- (match p.Hash with Some h -> JsonValue.Create h :> JsonNode | None -> null)
         o["rows_kept"] <- JsonValue.Create p.Rows.Length
-        o["skipped"] <-
-            JsonArray(p.Skipped |> List.map (fun (i, why) ->
-                let x = JsonObject()
-                x["checkpoint"] <- JsonValue.Create i
-                x["reason"] <- JsonValue.Create why
-                x :> JsonNode) |> Array.ofList)
+        o["skipped"] <- skippedJson p.Skipped
         o
 
 /// Where a resumed run in `out` starts: the newest checkpoint that verifies and whose marker row reached

@@ -65,12 +65,7 @@ type LoadedObjective =
         x["meta_train_run_id"] <- JsonValue.Create o.MetaTrainRunId
         x["meta_train_status"] <- JsonValue.Create o.MetaTrainStatus
         x["meta_train_complete"] <- JsonValue.Create(o.MetaTrainStatus = "complete")
-        x["skipped"] <-
-            JsonArray(o.Skipped |> List.map (fun (i, why) ->
-                let s = JsonObject()
-                s["checkpoint"] <- JsonValue.Create i
-                s["reason"] <- JsonValue.Create why
-                s :> JsonNode) |> Array.ofList)
+        x["skipped"] <- Engine.skippedJson o.Skipped
         x
 
 /// The objective of a meta-train run folder: checkpoint `index`, or the newest one that verifies (damaged newer ones
