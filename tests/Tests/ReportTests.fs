@@ -124,6 +124,9 @@ let tests =
                 Expect.isFalse (File.Exists(Path.Combine(out, "meta-train-MountainCarContinuous-v0.png"))) "no meta-train returns on B"
                 let html = File.ReadAllText(Path.Combine(out, "report.html"))
                 for s in [ A; B; "objective_loss"; "shaded: ± 1 std across runs" ] do Expect.stringContains html s "html"
+                // self-contained: plotly.js is in the page, nothing is loaded from the network
+                Expect.stringContains html "* plotly.js v" "plotly.js is embedded"
+                Expect.isFalse (Text.RegularExpressions.Regex.IsMatch(html, @"<script[^>]*\bsrc\s*=")) "no <script src=…>: the page works offline"
                 Expect.isEmpty (Directory.GetFiles(out, "*.tmp-*")) "no temp files left"
                 // TensorBoard: one folder per run and agent; every row is one event after the file-version event.
                 // agent 0: 2 returns + 2 objective_loss + value gain + correlation; agent 1: 2 returns + 3 diagnostics.

@@ -1,5 +1,5 @@
 /// Figures of a report: static PNGs with ScottPlot 5 (headless, SkiaSharp) and interactive charts with
-/// Plotly.NET (HTML; the page loads plotly.js from its CDN, as Plotly.NET does by default).
+/// Plotly.NET (HTML, self-contained: plotly.js is embedded in the page, so it works offline).
 module MetaGenRL.Pipeline.Plots
 
 open System
@@ -80,9 +80,11 @@ let curvesChart (title: string) (yLabel: string) (curves: Curve[]) =
 
 /// One HTML page holding every chart, in order, under a heading.
 let htmlPage (heading: string) (charts: GenericChart list) =
-    // toEmbeddedHTML is a complete page for one chart (with the plotly.js <script> from the CDN); its <head> is
+    // toEmbeddedHTML is a complete page for one chart; with PlotlyJSReference.Full its <head> holds the whole
+    // plotly.js that Plotly.NET ships inside its assembly, so the page works offline (≈ 3.6 MB). That <head> is
     // reused and every chart's own <div> + <script> goes in the body.
-    let page = GenericChart.toEmbeddedHTML (Chart.Line([ 0.0 ], [ 0.0 ]))
+    let offline = DisplayOptions.init (PlotlyJSReference = PlotlyJSReference.Full)
+    let page = GenericChart.toEmbeddedHTML (Chart.Line([ 0.0 ], [ 0.0 ]) |> Chart.withDisplayOptions offline)
     let head = page.Substring(0, page.IndexOf("<body>", StringComparison.Ordinal))
     let body = charts |> List.map GenericChart.toChartHTML |> String.concat "\n"
     sprintf "%s<body>\n<h1>%s</h1>\n%s\n</body>\n</html>\n" head (Net.WebUtility.HtmlEncode heading) body
