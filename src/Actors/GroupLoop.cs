@@ -6,7 +6,8 @@ namespace MetaGenRL.Actors;
 /// The schedule one group follows on its own (async and independent modes): per group round every slot k that has
 /// budget left collects whole episodes until at least target_k new steps (target_k starts at 1, then is slot k's own
 /// shortest episode of its previous collect), at most limit_k = timesteps_total − envSteps_k; then the group runs
-/// j = 0 … max_k(L_k)−1 with slot k active while j &lt; L_k (L_k: the steps slot k collected). So slot k sees exactly
+/// j = 0 … max_k(L_k)−1 with slot k active while j &lt; L_k (L_k: the steps slot k collected, or the update
+/// iterations its collect asked for, see <see cref="SlotCollect.Updates"/>). So slot k sees exactly
 /// the collects and updates it would see alone: an agent's numbers do not depend on the other agents of its group.
 /// A slot with no budget left is done; the group is done when all its slots are. Plain state, no actor.
 /// </summary>
@@ -45,7 +46,7 @@ public sealed class GroupLoop
         for (int k = 0; k < results.Length; k++)
         {
             if (limits[k] > 0) _rounds[k]++;
-            _length[k] = failed[k] ? 0 : results[k].Steps;
+            _length[k] = failed[k] ? 0 : results[k].Updates ?? results[k].Steps;
             if (!failed[k] && results[k].ShortestEpisode is int shortest) _target[k] = shortest;
         }
         _maxLength = _length.Max();

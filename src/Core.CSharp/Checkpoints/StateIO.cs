@@ -127,6 +127,33 @@ public static class StateIO
         return ReadExactly(r, (int)n, what);
     }
 
+    // ── AGENT STATE HEADER ──
+
+    /// <summary>Writes the header of one agent's state: tag, format version, env id and algorithm name.</summary>
+    public static void WriteAgentHeader(BinaryWriter w, string tag, int version, string envId, string algorithm)
+    {
+        WriteTag(w, tag);
+        w.Write(version);
+        w.Write(envId);
+        w.Write(algorithm);
+    }
+
+    /// <summary>Reads and checks an agent state's header (see <see cref="WriteAgentHeader"/>) for agent
+    /// <paramref name="agent"/>, which runs <paramref name="envId"/> with <paramref name="algorithm"/>; returns the
+    /// format version, one of <paramref name="versions"/>.</summary>
+    public static int ReadAgentHeader(BinaryReader r, string tag, int[] versions, int agent, string envId, string algorithm)
+    {
+        ExpectTag(r, tag, "agent state");
+        int version = r.ReadInt32();
+        if (!versions.Contains(version))
+            throw new InvalidDataException($"agent state version {version}, expected {string.Join(" or ", versions)}");
+        string env = r.ReadString();
+        if (env != envId) throw new InvalidDataException($"agent {agent}: state is for env {env}, this agent runs {envId}");
+        string algo = r.ReadString();
+        if (algo != algorithm) throw new InvalidDataException($"agent {agent}: state is for algorithm {algo}, this agent runs {algorithm}");
+        return version;
+    }
+
     // ── TENSORS ──
 
     /// <summary>Writes a list of tensors (any dtype, any device; copied through the CPU): the list name, the

@@ -191,6 +191,35 @@ public sealed record RunConfig
     /// (default): collection stops exactly at the budget and the run ends after that round's updates.</summary>
     [ConfigKey("budget_check_per_iteration")] public bool BudgetCheckPerIteration { get; init; }
 
+    // ── ON-POLICY BASELINES (ppo, reinforce-onpolicy) ── None: the algorithm's default (Agents.OnPolicySettings,
+    // which names the source of each). discount_factor is shared with the other algorithms.
+    /// <summary>Env steps per rollout: whole episodes are collected until at least this many.</summary>
+    [ConfigKey("onpolicy_rollout_steps")] public long? OnPolicyRolloutSteps { get; init; }
+    /// <summary>PPO: passes over each rollout; reinforce-onpolicy: value-function steps per rollout (the policy takes one).</summary>
+    [ConfigKey("onpolicy_epochs")] public int? OnPolicyEpochs { get; init; }
+    /// <summary>Samples per gradient step; 0: the whole rollout.</summary>
+    [ConfigKey("onpolicy_minibatch_size")] public int? OnPolicyMinibatchSize { get; init; }
+    /// <summary>PPO's ratio clip ε; 0: no clipping (REINFORCE).</summary>
+    [ConfigKey("onpolicy_clip")] public double? OnPolicyClip { get; init; }
+    /// <summary>GAE's λ.</summary>
+    [ConfigKey("onpolicy_gae_lambda")] public double? OnPolicyGaeLambda { get; init; }
+    /// <summary>Adam step size of the policy (mean network and log-std).</summary>
+    [ConfigKey("onpolicy_policy_learning_rate")] public double? OnPolicyPolicyLearningRate { get; init; }
+    /// <summary>Adam step size of the value function.</summary>
+    [ConfigKey("onpolicy_value_learning_rate")] public double? OnPolicyValueLearningRate { get; init; }
+    /// <summary>Weight of the policy's entropy bonus.</summary>
+    [ConfigKey("onpolicy_entropy_coef")] public double? OnPolicyEntropyCoef { get; init; }
+    /// <summary>Global-norm gradient clip of each network per step; 0: none.</summary>
+    [ConfigKey("onpolicy_max_grad_norm")] public double? OnPolicyMaxGradNorm { get; init; }
+    /// <summary>Normalise advantages to mean 0, std 1 per gradient step's sample.</summary>
+    [ConfigKey("onpolicy_normalize_advantages")] public bool? OnPolicyNormalizeAdvantages { get; init; }
+    /// <summary>Normalise observations by a running mean and variance (per agent, updated while collecting).</summary>
+    [ConfigKey("onpolicy_normalize_observations")] public bool? OnPolicyNormalizeObservations { get; init; }
+    /// <summary>Units per hidden layer of the policy and value networks.</summary>
+    [ConfigKey("onpolicy_units")] public int? OnPolicyUnits { get; init; }
+    /// <summary>Hidden layers + 1 of the policy and value networks (tanh, no LayerNorm).</summary>
+    [ConfigKey("onpolicy_depth")] public int? OnPolicyDepth { get; init; }
+
     // ── KEYS, OVERRIDES, VALIDATION ──
 
     static readonly (string Key, PropertyInfo Prop)[] Props =
@@ -311,6 +340,17 @@ public sealed record RunConfig
             case "agent_lifetime_min": Need(AgentLifetimeMin >= 0, "expected ≥ 0 (0: fixed lifetimes)"); break;
             case "env_params": Need(Envs.EnvFamily.ModeNames.Contains(EnvParams), "expected one of " + string.Join(", ", Envs.EnvFamily.ModeNames)); break;
             case "group_size": Need(GroupSize >= 0, "expected ≥ 0 (0: every agent of an env in one group)"); break;
+            case "onpolicy_rollout_steps": Need(OnPolicyRolloutSteps is null or >= 1, "expected None or ≥ 1"); break;
+            case "onpolicy_epochs": Need(OnPolicyEpochs is null or >= 1, "expected None or ≥ 1"); break;
+            case "onpolicy_minibatch_size": Need(OnPolicyMinibatchSize is null or >= 0, "expected None or ≥ 0 (0: the whole rollout)"); break;
+            case "onpolicy_clip": Need(OnPolicyClip is null or (>= 0 and < 1), "expected None or in [0, 1) (0: no clipping)"); break;
+            case "onpolicy_gae_lambda": Need(OnPolicyGaeLambda is null or (>= 0 and <= 1), "expected None or in [0, 1]"); break;
+            case "onpolicy_policy_learning_rate": Need(OnPolicyPolicyLearningRate is null || (OnPolicyPolicyLearningRate > 0 && double.IsFinite(OnPolicyPolicyLearningRate.Value)), "expected None or a positive number"); break;
+            case "onpolicy_value_learning_rate": Need(OnPolicyValueLearningRate is null || (OnPolicyValueLearningRate > 0 && double.IsFinite(OnPolicyValueLearningRate.Value)), "expected None or a positive number"); break;
+            case "onpolicy_entropy_coef": Need(OnPolicyEntropyCoef is null || (OnPolicyEntropyCoef >= 0 && double.IsFinite(OnPolicyEntropyCoef.Value)), "expected None or ≥ 0"); break;
+            case "onpolicy_max_grad_norm": Need(OnPolicyMaxGradNorm is null || (OnPolicyMaxGradNorm >= 0 && double.IsFinite(OnPolicyMaxGradNorm.Value)), "expected None or ≥ 0 (0: no clipping)"); break;
+            case "onpolicy_units": Need(OnPolicyUnits is null or >= 1, "expected None or ≥ 1"); break;
+            case "onpolicy_depth": Need(OnPolicyDepth is null or >= 2, "expected None or ≥ 2"); break;
         }
     }
 

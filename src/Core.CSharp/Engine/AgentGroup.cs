@@ -429,10 +429,7 @@ public sealed class AgentGroup : IAgentGroup
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true))
         {
-            StateIO.WriteTag(w, StateMagic);
-            w.Write(StateVersion);
-            w.Write(EnvId);
-            w.Write(Algorithms.Name(Algorithm));
+            StateIO.WriteAgentHeader(w, StateMagic, StateVersion, EnvId, Algorithms.Name(Algorithm));
             AgentState.Save(Td3, slot, w, includeReplay);
             StateIO.WriteUInt64s(w, env.GetRngState());
             using (var scope = torch.NewDisposeScope()) StateIO.WriteTensors(w, "alpha", _alpha.Select(a => a[slot]).ToList());
@@ -447,14 +444,7 @@ public sealed class AgentGroup : IAgentGroup
     public void LoadState(int slot, byte[] state)
     {
         using var r = new BinaryReader(new MemoryStream(state));
-        StateIO.ExpectTag(r, StateMagic, "agent state");
-        int version = r.ReadInt32();
-        if (version is not (2 or StateVersion)) throw new InvalidDataException($"agent state version {version}, expected 2 or {StateVersion}");
-        string env = r.ReadString();
-        if (env != EnvId) throw new InvalidDataException($"agent {Agents[slot]}: state is for env {env}, this agent runs {EnvId}");
-        string algo = r.ReadString();
-        if (algo != Algorithms.Name(Algorithm))
-            throw new InvalidDataException($"agent {Agents[slot]}: state is for algorithm {algo}, this agent runs {Algorithms.Name(Algorithm)}");
+        int version = StateIO.ReadAgentHeader(r, StateMagic, [2, StateVersion], Agents[slot], EnvId, Algorithms.Name(Algorithm));
         AgentState.Load(Td3, slot, r);
         ((EnvBase)_envs[slot]).SetRngState(StateIO.ReadUInt64s(r, "env generator"));
         using (var scope = torch.NewDisposeScope()) StateIO.ReadTensorsInto(r, "alpha", _alpha.Select(a => a[slot]).ToList());

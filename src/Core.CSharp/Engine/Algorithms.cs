@@ -15,6 +15,10 @@ public enum Algorithm
     Reinforce,
     /// <summary>A freshly initialised, never trained L_α per agent (seeded from the agent's seed), frozen, no annealing.</summary>
     RandomObjective,
+    /// <summary>PPO with a Gaussian policy (<see cref="Agents.OnPolicySettings.Ppo"/>), on-policy.</summary>
+    Ppo,
+    /// <summary>On-policy REINFORCE with a GAE advantage (<see cref="Agents.OnPolicySettings.Reinforce"/>).</summary>
+    ReinforceOnPolicy,
 }
 
 /// <summary>The one list of algorithm names the CLI, the experiment DSL and the results use.</summary>
@@ -23,11 +27,12 @@ public static class Algorithms
     static readonly (string Name, Algorithm Algo)[] All =
     [
         ("td3", Algorithm.Td3), ("ddpg", Algorithm.Ddpg), ("reinforce-offpolicy", Algorithm.Reinforce),
-        ("random-objective", Algorithm.RandomObjective), ("meta-test", Algorithm.MetaTest), ("meta-train", Algorithm.MetaTrain),
+        ("random-objective", Algorithm.RandomObjective), ("ppo", Algorithm.Ppo), ("reinforce-onpolicy", Algorithm.ReinforceOnPolicy),
+        ("meta-test", Algorithm.MetaTest), ("meta-train", Algorithm.MetaTrain),
     ];
 
-    /// <summary>The fixed algorithms (<c>train --algo</c>, experiment baselines): td3, ddpg, reinforce-offpolicy, random-objective.</summary>
-    public static IReadOnlyList<string> Baselines { get; } = ["td3", "ddpg", "reinforce-offpolicy", "random-objective"];
+    /// <summary>The fixed algorithms (<c>train --algo</c>, experiment baselines).</summary>
+    public static IReadOnlyList<string> Baselines { get; } = ["td3", "ddpg", "reinforce-offpolicy", "random-objective", "ppo", "reinforce-onpolicy"];
 
     /// <summary>Every name, baselines first.</summary>
     public static IReadOnlyList<string> Names { get; } = All.Select(a => a.Name).ToArray();
@@ -44,4 +49,7 @@ public static class Algorithms
 
     /// <summary>True for the algorithms whose policy is trained through an L_α (learned, frozen or random).</summary>
     public static bool UsesObjectiveNetwork(Algorithm a) => a is Algorithm.MetaTrain or Algorithm.MetaTest or Algorithm.RandomObjective;
+
+    /// <summary>True for the on-policy baselines (their agents are <see cref="OnPolicyGroup"/>s).</summary>
+    public static bool IsOnPolicy(Algorithm a) => a is Algorithm.Ppo or Algorithm.ReinforceOnPolicy;
 }

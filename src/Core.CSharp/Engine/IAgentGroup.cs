@@ -7,7 +7,9 @@ namespace MetaGenRL.Core.Engine;
 /// <param name="ShortestEpisode">the shortest episode finished in this collect, if any</param>
 /// <param name="Failure">why the slot failed (its env threw); null when it did not. A failed slot must be restored
 /// (<see cref="IAgentGroup.LoadState"/> or <see cref="IAgentGroup.ResetAgent"/>) before it is used again.</param>
-public readonly record struct SlotCollect(long Steps, int? ShortestEpisode, string? Failure = null);
+/// <param name="Updates">update iterations the collect calls for; null: one per step collected (the TD3 family).
+/// An on-policy learner asks for its epochs × minibatches (async and independent schedules only).</param>
+public readonly record struct SlotCollect(long Steps, int? ShortestEpisode, string? Failure = null, long? Updates = null);
 
 /// <summary>What one agent (slot) of a group produced in an objective-gradient step.</summary>
 /// <param name="Gradient">∇α clipped to the global norm clip_gradient, flattened in α's layout; null when the slot was

@@ -184,10 +184,13 @@ let populationOptions (r: EngineRun) (store: CheckpointStore) (resumeFrom: int o
 
 /// Makes group `spec` of a run (on the group actor's own thread).
 let makeGroup (r: EngineRun) (spec: GroupSpec) : IAgentGroup =
-    let g = new AgentGroup(r.Config, r.EnvOf spec.Agents[0], spec.Agents, spec.Agents |> Array.map (fun i -> r.AgentSeeds[i]),
-                           r.Device, r.Algorithm, LossLogEvery = r.LossLogEvery)
-    r.Objective |> Option.iter g.LoadObjective
-    g
+    let seeds = spec.Agents |> Array.map (fun i -> r.AgentSeeds[i])
+    if Algorithms.IsOnPolicy r.Algorithm then
+        new OnPolicyGroup(r.Config, r.EnvOf spec.Agents[0], spec.Agents, seeds, r.Device, r.Algorithm, LossLogEvery = r.LossLogEvery)
+    else
+        let g = new AgentGroup(r.Config, r.EnvOf spec.Agents[0], spec.Agents, seeds, r.Device, r.Algorithm, LossLogEvery = r.LossLogEvery)
+        r.Objective |> Option.iter g.LoadObjective
+        g
 
 /// Runs to the budget on `system` (a fresh ActorSystem when None); blocks. Cancellation throws
 /// OperationCanceledException.

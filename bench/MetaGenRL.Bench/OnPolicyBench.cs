@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MetaGenRL.Core.Config;
+using MetaGenRL.Core.Engine;
+using TorchSharp;
+
+namespace MetaGenRL.Bench;
+
+/// <summary>
+/// onpolicy: the on-policy baselines at their default size (one agent, 2×64 tanh networks): env-steps/s of a
+/// collect (acting, env steps, then the rollout's log-probabilities, values and GAE) and gradient steps/s of the
+/// updates that follow it (PPO: 10 epochs of minibatches of 64; REINFORCE: one policy and 80 value steps on the whole
+/// rollout). <c>--algos ppo,reinforce-onpolicy --envs Pendulum-v1,HalfCheetah-v2 --rounds N</c>. Figures are medians
+/// over the rounds after a first (warm-up) round.
+/// </summary>
+public static class OnPolicyBench
+{
+    public static IEnumerable<string> Run(string[] args)
+    {
+        var algos = (BenchArgs.Get(args, "--algos") ?? "ppo,reinforce-onpolicy").Split(',');
+        var envs = (BenchArgs.Get(args, "--envs") ?? "Pendulum-v1,HalfCheetah-v2").Split(',');
+        int rounds = (int)BenchArgs.GetDouble(args, "--rounds", 4);
+        foreach (var algo in algos)
+            foreach (var env in envs)
+                yield return Measure(algo, env, rounds);
+    }
+
+    static string Measure(string algoName, string env, int rounds)
+    {
+        var algo = Algorithms.Parse(algoName);
+        var cfg = AgentGroup.EffectiveConfig(RunConfig.Default, algo);
+        using var g = new OnPolicyGroup(cfg, env, [0], [0L], "cpu", algo);
+        var collect = new List<double>();
+        var update = new List<double>();
+        long steps = 0, updates = 0;
+        for (int r = 0; r <= rounds; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            var res = g.Collect([1L], [long.MaxValue], _ => { });
+            double c = sw.Elapsed.TotalSeconds;
+            long n = res[0].Updates ?? 0;
+            sw.Restart();
+            for (long j = 0; j < n; j++) g.Update(j, [true], _ => { });
+            double u = sw.Elapsed.TotalSeconds;
+            if (r == 0) continue;   // warm-up
+            collect.Add(res[0].Steps / c);
+            update.Add(n / u);
+            steps += res[0].Steps; updates += n;
+        }
+        return JsonSerializer.Serialize(new
+        {
+            workload = "onpolicy",
+            algo = algoName,
+            env,
+            rollout_steps = steps / rounds,
+            updates_per_rollout = updates / rounds,
+            env_steps_per_s = Math.Round(Median(collect), 0),
+            updates_per_s = Math.Round(Median(update), 1),
+            env_steps_per_s_overall = Math.Round(steps / (steps / Median(collect) + updates / Median(update)), 0),
+            threads = torch.get_num_threads(),
+        });
+    }
+
+    static double Median(List<double> xs)
+    {
+        var s = xs.OrderBy(x => x).ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+}
