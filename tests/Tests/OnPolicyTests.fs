@@ -10,6 +10,7 @@ open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Config
 open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline
+open MetaGenRL.Pipeline.Experiment
 open MetaGenRL.Tests.TestUtil
 
 let private f64 = torch.ScalarType.Float64
@@ -119,5 +120,21 @@ let tests =
                             Expect.isTrue (rows |> List.exists (fun r -> r.metric = m)) (sprintf "%s: %s logged" algo m)
                         Expect.isTrue (rows |> List.forall (fun r -> r.variant = algo && Double.IsFinite r.value)) (algo + ": rows")
                 finally Directory.Delete(dir, true)
+        }
+
+        test "ppo and reinforce-onpolicy are experiment baselines like any other" {
+            let out = tempDir "onpolicy-exp"
+            try
+                let e =
+                    { Experiment.create "onpolicy" with
+                        MetaTest = [ "Pendulum-v1" ]; Baselines = [ "ppo"; "reinforce-onpolicy" ]; BaselineSeeds = [ 0 ]
+                        Scale = Micro; MetaTestSteps = Some 400L
+                        Set = [ "onpolicy_rollout_steps", "200"; "onpolicy_units", "16" ] }
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "the experiment completes"
+                let rows = Results.readParquet (Path.Combine(out, "results.parquet"))
+                for algo in [ "ppo"; "reinforce-onpolicy" ] do
+                    let returns = rows |> List.filter (fun r -> r.variant = algo && r.metric = "episode_return")
+                    Expect.equal returns.Length 2 (sprintf "%s: two 200-step episodes in 400 steps" algo)
+            finally Directory.Delete(out, true)
         }
     ]
