@@ -1,6 +1,5 @@
 using Akka.Actor;
 using MetaGenRL.Core.Engine;
-using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 
