@@ -42,7 +42,7 @@ let tests =
         test "unparsable value names key and value" { expectError [ "train"; "--set"; "policy_units=lots" ] [ "policy_units"; "lots" ] }
         test "malformed override is named" { expectError [ "train"; "--set"; "policy_units" ] [ "policy_units" ] }
         test "unknown scale is named" { expectError [ "train"; "--scale"; "huge" ] [ "--scale 'huge'"; "micro, tiny, small, paper" ] }
-        test "unknown algorithm is named" { expectError [ "train"; "--algo"; "ppo" ] [ "ppo" ] }
+        test "unknown algorithm is named" { expectError [ "train"; "--algo"; "a2c" ] [ "a2c"; "ppo" ] }
         test "non-positive steps are rejected" { expectError [ "train"; "--steps"; "0" ] [ "--steps" ] }
         test "cuda without CUDA is a clear error" { expectError [ "train"; "--device"; "cuda" ] [ "CUDA is not available" ] }
         test "unknown argument exits non-zero" {

@@ -140,7 +140,7 @@ let dslTests =
             expectUsage "reserved key" "key 'env_name' is set by the experiment's MetaTrain/MetaTest fields" (v { grid with Set = [ "env_name", "Hopper-v2" ] })
             expectUsage "negative budget" "MetaTestSteps: -5 env steps" (v { grid with MetaTestSteps = Some -5L })
             expectUsage "zero budget" "MetaTrainSteps: 0 env steps" (v { grid with MetaTrainSteps = Some 0L })
-            expectUsage "unknown baseline" "Baselines: unknown algorithm 'ppo'" (v { grid with Baselines = [ "ppo" ] })
+            expectUsage "unknown baseline" "Baselines: unknown algorithm 'a2c'" (v { grid with Baselines = [ "a2c" ] })
             expectUsage "repeated seeds" "MetaTrainSeeds: seeds repeat" (v { grid with MetaTrainSeeds = [ 1; 1 ] })
             expectUsage "negative seed" "BaselineSeeds: seed -1 is negative" (v { grid with BaselineSeeds = [ -1 ] })
             expectUsage "empty axis" "Sweep[critic_units]: no values" (v { grid with Sweep = [ { Key = "critic_units"; Values = [] } ] })

@@ -71,6 +71,8 @@ public sealed class AgentGroup : IAgentGroup
         foreach (var e in envs)
             if (e.Id != first.Id || e.ObservationSize != first.ObservationSize || e.ActionSize != first.ActionSize)
                 throw new ArgumentException($"a group runs one env id: got {first.Id} and {e.Id}");
+        if (Algorithms.IsOnPolicy(algorithm))
+            throw new ArgumentException($"{Algorithms.Name(algorithm)} is an on-policy algorithm: its agents are an OnPolicyGroup, not an AgentGroup");
         Config = EffectiveConfig(cfg.Validate(), algorithm);
         Agents = agents.ToArray();
         Algorithm = algorithm;

@@ -20,13 +20,10 @@ let rec messageOf (e: exn) : string =
     | e -> e.Message.Replace(Environment.NewLine, " ")
 
 /// True for input that is wrong (exit 2) rather than a run that failed (exit 1).
-let isUsage (e: exn) =
+let rec isUsage (e: exn) =
     match e with
     | UsageError _ | :? ArgumentException -> true
-    | :? AggregateException as a when a.InnerExceptions.Count = 1 ->
-        match a.InnerExceptions[0] with
-        | UsageError _ | :? ArgumentException -> true
-        | _ -> false
+    | :? AggregateException as a when a.InnerExceptions.Count = 1 -> isUsage a.InnerExceptions[0]
     | _ -> false
 
 /// `--verbose` anywhere on a command line (or METAGENRL_VERBOSE=1): errors also print their stack trace. Returns
