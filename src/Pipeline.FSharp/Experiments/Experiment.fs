@@ -453,9 +453,18 @@ let private secondsPerAgentStep scale (phase: Phase) =
     | Small -> if meta then 0.030 else 0.006
     | Paper -> if meta then 0.22 else 0.10
 
+/// Core-seconds per agent-step of a trial: the on-policy baselines run at their own size at every scale (measured
+/// with the onpolicy benchmark: PPO ≈ 1,600–2,100 env-steps/s, on-policy REINFORCE ≈ 4,500–6,800 on 2 threads),
+/// the others as above.
+let private secondsPerTrialStep scale (t: Trial) =
+    match t.Phase, t.Variant with
+    | BaselinePhase, "ppo" -> 0.0008
+    | BaselinePhase, "reinforce-onpolicy" -> 0.0003
+    | _ -> secondsPerAgentStep scale t.Phase
+
 /// A rough wall-clock estimate on `cores` cores (trials spread over the cores).
 let estimateSeconds (scale: Scale) (cores: int) (trials: Trial list) =
-    let coreSeconds = trials |> List.sumBy (fun t -> float t.AgentSteps * secondsPerAgentStep scale t.Phase)
+    let coreSeconds = trials |> List.sumBy (fun t -> float t.AgentSteps * secondsPerTrialStep scale t)
     coreSeconds / float (max 1 cores)
 
 let formatDuration (s: float) =
