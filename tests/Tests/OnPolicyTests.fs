@@ -105,14 +105,25 @@ let tests =
                 Expect.equal c.EnvSteps [| 800L; 0L |] (algo + ": a reset slot starts again")
         }
 
-        test "train --algo ppo and reinforce-onpolicy run from the CLI, one group for several seeds" {
+        test "train --algo ppo and reinforce-onpolicy run from the CLI, one group for several seeds, each seed as alone" {
             for algo in [ "ppo"; "reinforce-onpolicy" ] do
                 let dir = tempDir ("cli-" + algo)
                 try
-                    let rc, out, err =
-                        CliTests.cli [ "train"; "--algo"; algo; "--env"; "Pendulum-v1"; "--steps"; "800"; "--seeds"; "0,1"; "--out"; dir
-                                       "--set"; "onpolicy_rollout_steps=256"; "--set"; "onpolicy_units=16"; "--loss-log-every"; "5" ]
+                    let args seeds out =
+                        [ "train"; "--algo"; algo; "--env"; "Pendulum-v1"; "--steps"; "800"; "--out"; out
+                          "--set"; "onpolicy_rollout_steps=256"; "--set"; "onpolicy_units=16"; "--loss-log-every"; "5" ] @ seeds
+                    let rc, out, err = CliTests.cli (args [ "--seeds"; "0,1" ] dir)
                     Expect.equal rc 0 (sprintf "%s: exit code; stdout %s stderr %s" algo out err)
+                    let alone = Path.Combine(dir, "alone")
+                    let rc1, _, err1 = CliTests.cli (args [ "--seed"; "1" ] alone)
+                    Expect.equal rc1 0 (sprintf "%s alone: %s" algo err1)
+                    // seed 1 in a group of two follows its own rollouts and updates: the rows of its lone run, up to
+                    // the rounding of the batched kernels (float32 through a few dozen updates: 1e-3 relative)
+                    let returns (d: string) =
+                        MetaGenRL.Pipeline.Results.readParquet (Path.Combine(d, "metrics.parquet")) |> List.filter (fun r -> r.metric = "episode_return")
+                    let inGroup, lone = returns (Path.Combine(dir, "s1")), returns alone
+                    Expect.equal (inGroup |> List.map (fun r -> r.env_step)) (lone |> List.map (fun r -> r.env_step)) (algo + ": same episodes")
+                    for a, b in List.zip inGroup lone do close (1e-3 * (abs b.value + 1.0)) a.value b.value (algo + ": episode return in a group and alone")
                     for s in [ 0; 1 ] do
                         let rows = MetaGenRL.Pipeline.Results.readParquet (Path.Combine(dir, sprintf "s%d" s, "metrics.parquet"))
                         Expect.equal (rows |> List.filter (fun r -> r.metric = "episode_return") |> List.length) 4 (sprintf "%s seed %d: four episodes" algo s)
