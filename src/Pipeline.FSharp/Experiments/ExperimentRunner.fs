@@ -252,7 +252,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                                 r.Clock.Start()
                                 running[r.Trial.Id] <-
                                     Task.Run(fun () ->
-                                        let s = try runTrial system e opts r ct with ex -> Failed(ex.GetBaseException().Message)
+                                        let s = try runTrial system e opts r ct with ex -> Failed(messageOf ex)
                                         r.Clock.Stop()
                                         r.Status <- s
                                         if s = Complete then r.Steps <- r.Trial.Steps)

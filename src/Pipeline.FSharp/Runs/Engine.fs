@@ -136,7 +136,7 @@ let resumePoint (out: string) (store: CheckpointStore) : ResumePoint =
         if not (File.Exists p) then []
         else
             try Results.readParquet p
-            with e -> Errors.usageError "--resume: '%s' cannot be read (%s); start the run again with --force" p e.Message
+            with e -> Errors.usageError "'%s' cannot be read (%s), so the run in '%s' cannot be resumed; start it again in another folder (or with --force)" p e.Message out
     let covered =
         oldRows |> List.filter (fun row -> row.metric = CheckpointMarker) |> List.map (fun row -> int row.value) |> Set.ofList
     let struct (newest, damaged) = store.NewestValid(Func<int, bool>(covered.Contains))
