@@ -42,10 +42,14 @@ public static class OnPolicyMath
     }
 
     /// <summary>log N(a; μ, diag(σ²)) summed over the last dim: −½((a−μ)/σ)² − log σ − ½ log 2π per dim.</summary>
-    public static Tensor GaussianLogProb(Tensor action, Tensor mean, Tensor logStd)
+    public static Tensor GaussianLogProb(Tensor action, Tensor mean, Tensor logStd) =>
+        GaussianLogProbPerDim(action, mean, logStd).sum(-1);
+
+    /// <summary>The per-dim terms of <see cref="GaussianLogProb"/> (for a sum over some dims only).</summary>
+    public static Tensor GaussianLogProbPerDim(Tensor action, Tensor mean, Tensor logStd)
     {
         var z = (action - mean) / logStd.exp();
-        return (z.square().mul(-0.5) - logStd - 0.5 * Math.Log(2 * Math.PI)).sum(-1);
+        return z.square().mul(-0.5) - logStd - 0.5 * Math.Log(2 * Math.PI);
     }
 
     /// <summary>Entropy of N(μ, diag(σ²)) summed over the last dim: Σ (log σ + ½ log 2πe).</summary>

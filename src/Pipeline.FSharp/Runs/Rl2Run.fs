@@ -1,0 +1,189 @@
+/// `./metagenrl meta-train --algo rl2` and `./metagenrl meta-test --algo rl2`: RL² (a GRU policy meta-trained with
+/// PPO on trials drawn from the meta-train envs; meta-test runs it frozen on any env whose sizes fit its padding).
+/// Rows carry agent = the env's index in the meta-train set (so the env column names the trial's env).
+module MetaGenRL.Pipeline.Rl2Run
+
+open System
+open System.IO
+open System.Text.Json.Nodes
+open MetaGenRL.Actors
+open MetaGenRL.Core.Agents
+open MetaGenRL.Core.Checkpoints
+open MetaGenRL.Core.Config
+open MetaGenRL.Core.Engine
+open MetaGenRL.Core.Envs
+open MetaGenRL.Core.Randomness
+open MetaGenRL.Pipeline.Errors
+open MetaGenRL.Pipeline.Settings
+open MetaGenRL.Pipeline.RunCommand
+
+/// The checkpoint part holding the agent.
+let private part = "rl2"
+
+let private settingsJson (s: Rl2Settings) =
+    let o = JsonObject()
+    o["hidden"] <- JsonValue.Create s.Hidden
+    o["episodes_per_trial"] <- JsonValue.Create s.EpisodesPerTrial
+    o["trials_per_iteration"] <- JsonValue.Create s.TrialsPerIteration
+    o["epochs"] <- JsonValue.Create s.Epochs
+    o["minibatch_trials"] <- JsonValue.Create s.MinibatchTrials
+    o["clip"] <- JsonValue.Create s.Clip
+    o["gae_lambda"] <- JsonValue.Create s.GaeLambda
+    o["learning_rate"] <- JsonValue.Create s.LearningRate
+    o["max_grad_norm"] <- JsonValue.Create s.MaxGradNorm
+    o["gamma"] <- JsonValue.Create s.Gamma
+    o
+
+/// The env a seed's run uses for env id `id` (index `i` in its list).
+let private makeEnv (seed: int) (i: int) (id: string) = EnvRegistry.Make(id, Seeds.DeriveInt(Engine.agentSeed seed i, Seeds.EnvStream))
+
+/// The rows of one trial: episode_return and episode_length per finished episode, trial_return; env steps counted
+/// from `before`.
+let private trialRows (agent: int) (before: int64) (t: Rl2Trial) =
+    let rows = Collections.Generic.List<Metric>()
+    let mutable step = before
+    let mutable len = 0
+    let mutable ep = 0
+    for i in 0 .. t.Length - 1 do
+        step <- step + 1L
+        len <- len + 1
+        if t.EpisodeEnds[i] then
+            if ep < t.EpisodeReturns.Length then
+                rows.Add(Metric(step, "episode_return", t.EpisodeReturns[ep], agent))
+                rows.Add(Metric(step, "episode_length", float len, agent))
+            ep <- ep + 1
+            len <- 0
+    rows.Add(Metric(step, "trial_return", Array.sum t.Rewards, agent))
+    List.ofSeq rows
+
+let private result (agent: Rl2Agent) (iterations: int64) (steps: int64) (checkpoints: int) =
+    PopulationResult([||], agent.Updates, iterations, steps, [| steps |], 0, 0, checkpoints, [||])
+
+let private describe (r: PopulationResult) =
+    sprintf "%d iterations, %d env steps, %d PPO updates, %d checkpoints" r.Rounds r.GlobalStep r.ObjectiveVersion r.CheckpointsWritten
+
+/// Meta-trains an RL² policy on `r.Envs` for `r.Steps` env steps in all (trials of the envs drawn uniformly).
+let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
+    if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
+    for e in r.Envs do validateEnv "--envs" e
+    validateRun r.Steps r.LossLogEvery r.Device
+    if r.Resume then usageError "--resume: an rl2 run cannot be resumed yet; start it again (--force) or in another folder"
+    if r.Device <> "cpu" then usageError "--device %s: rl2 runs on the CPU only" r.Device
+    let settings = Rl2Settings()
+    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
+    use _lock = FolderLock.acquire out
+    if Results.isComplete out && not r.Force then
+        usageError "--out '%s' already holds a completed run; pass --force to start over or choose another folder" out
+    if r.Force then FolderLock.clear out
+    let envs = r.Envs |> List.mapi (makeEnv r.Seed) |> Array.ofList
+    try
+        let obsPad = envs |> Array.map (fun e -> e.ObservationSize) |> Array.max
+        let actPad = envs |> Array.map (fun e -> e.ActionSize) |> Array.max
+        let cfg = resolveConfig [ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1" ]
+        let key : Results.RunKey =
+            { RunId = Results.newRunId "rl2" r.Seed; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"
+              Env = String.Join(",", r.Envs); Seed = r.Seed }
+        let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), Seq.empty)
+        let info = settingsJson settings
+        info["obs_pad"] <- JsonValue.Create obsPad
+        info["act_pad"] <- JsonValue.Create actPad
+        writer.SetInfo("rl2", info)
+        let store = CheckpointStore out
+        execute writer (sprintf "rl2 meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) r.Steps
+            (fun onMetric _ progress ct ->
+                use agent = new Rl2Agent(settings, obsPad, actPad, Engine.agentSeed r.Seed 0)
+                let mutable steps = 0L
+                let mutable iterations = 0L
+                let mutable written = 0
+                let checkpoint () =
+                    onMetric.Invoke(Metric(steps, Engine.CheckpointMarker, float written, 0))
+                    let meta = JsonObject()
+                    meta["env_step"] <- JsonValue.Create steps
+                    store.Write(written, readOnlyDict [ part, agent.Save() ], meta) |> ignore
+                    store.Prune 3 |> ignore
+                    written <- written + 1
+                while steps < r.Steps do
+                    ct.ThrowIfCancellationRequested()
+                    let trials = Collections.Generic.List<Rl2Trial>()
+                    while trials.Count < settings.TrialsPerIteration && steps < r.Steps do
+                        let i = agent.Choose envs.Length
+                        let t = agent.RunTrial(envs[i], r.Steps - steps)
+                        for m in trialRows i steps t do onMetric.Invoke m
+                        steps <- steps + int64 t.Length
+                        trials.Add t
+                        progress.Report steps
+                    let struct (pl, vl, kl) = agent.Train(trials)
+                    iterations <- iterations + 1L
+                    for name, v in [ "policy_loss", pl; "value_loss", vl; "approx_kl", kl ] do onMetric.Invoke(Metric(steps, name, v, 0))
+                    if iterations % 5L = 0L && steps < r.Steps then checkpoint ()
+                checkpoint ()
+                result agent iterations steps written)
+            describe
+    finally
+        for e in envs do e.Dispose()
+
+/// Loads the RL² policy of a meta-train run folder (its newest checkpoint that verifies), with what a meta-test
+/// records about it.
+let loadPolicy (dir: string) =
+    if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
+    let runJson = Results.readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
+    match runJson["variant"] with
+    | null -> usageError "--objective '%s': run.json names no variant" dir
+    | v when v.GetValue<string>() <> "rl2" -> usageError "--objective '%s' holds a %s run, not an rl2 one (use --algo metagenrl)" dir (v.GetValue<string>())
+    | _ -> ()
+    let store = CheckpointStore dir
+    let struct (newest, skipped) = store.NewestValid()
+    let k = if newest.HasValue then newest.Value else usageError "--objective '%s': no intact checkpoint under %s" dir store.Root
+    let parts = (store.Load k).Parts
+    let bytes = match parts.TryGetValue part with | true, b -> b | _ -> usageError "--objective '%s': checkpoint %d holds no rl2 policy" dir k
+    let o = JsonObject()
+    o["dir"] <- JsonValue.Create(Path.GetFullPath dir)
+    o["checkpoint"] <- JsonValue.Create k
+    o["sha256"] <- JsonValue.Create(store.ManifestHash k)
+    o["meta_train_complete"] <- JsonValue.Create(Results.isComplete dir)
+    o["skipped"] <- Engine.skippedJson (skipped |> Seq.map (fun struct (i, why) -> i, why) |> List.ofSeq)
+    bytes, o
+
+/// Runs the frozen RL² policy of `r.Objective` on `r.Env` for `r.Steps` env steps per seed (trials of its episodes
+/// per trial, the hidden state reset between trials); no gradient step.
+let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
+    validateEnv "--env" r.Env
+    validateRun r.Steps r.LossLogEvery r.Device
+    validateSeeds r.Seeds
+    if r.Checkpoint.IsSome then usageError "--checkpoint: an rl2 meta-test loads the newest checkpoint that verifies"
+    let bytes, objective = loadPolicy r.Objective
+    let settings = Rl2Settings()
+    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%s" r.Env (String.Join(",", r.Seeds))))
+    let cfg = resolveConfig [ sprintf "env_name=%s" r.Env; sprintf "timesteps_total=%d" r.Steps; "agent_count=1" ]
+    let key seed : Results.RunKey =
+        { RunId = Results.newRunId (sprintf "meta-test-rl2-%s" r.Env) seed; Experiment = r.Experiment; Variant = "rl2"
+          Phase = "meta-test"; Env = r.Env; Seed = seed }
+    let checkFits () =
+        use probe = EnvRegistry.Make(r.Env, 0)
+        use policy = Rl2Agent.Load(bytes, settings)
+        if probe.ObservationSize > policy.ObsPad || probe.ActionSize > policy.ActPad then
+            usageError "--env %s: %d observations and %d actions do not fit the rl2 policy's padding of %d and %d (it was meta-trained on smaller envs)"
+                r.Env probe.ObservationSize probe.ActionSize policy.ObsPad policy.ActPad
+    checkFits ()
+    let writers, locks = seedWriters out r.Seeds r.Force key (cfg.ToJson()) command
+    use _locks = locks
+    for w in writers do w.SetInfo("objective", objective)
+    executeRuns writers (sprintf "rl2 meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) (r.Steps * int64 r.Seeds.Length)
+        (fun onMetric _ progress ct ->
+            let mutable total = 0L
+            let mutable trials = 0L
+            for k, seed in List.indexed r.Seeds do
+                use agent = Rl2Agent.Load(bytes, settings)
+                agent.Reseed(Engine.agentSeed seed 0)
+                use env = makeEnv seed 0 r.Env
+                let mutable steps = 0L
+                while steps < r.Steps do
+                    ct.ThrowIfCancellationRequested()
+                    let t = agent.RunTrial(env, r.Steps - steps)
+                    for m in trialRows k steps t do onMetric.Invoke m
+                    steps <- steps + int64 t.Length
+                    trials <- trials + 1L
+                    progress.Report(total + steps)
+                total <- total + steps
+            PopulationResult([||], 0L, trials, r.Steps, Array.create r.Seeds.Length r.Steps, 0, 0, 0, [||]))
+        (fun res -> sprintf "%d trials, %d env steps per seed, no gradient steps" res.Rounds res.GlobalStep)
