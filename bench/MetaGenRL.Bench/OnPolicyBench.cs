@@ -10,19 +10,59 @@ namespace MetaGenRL.Bench;
 /// onpolicy: the on-policy baselines at their default size (one agent, 2×64 tanh networks): env-steps/s of a
 /// collect (acting, env steps, then the rollout's log-probabilities, values and GAE) and gradient steps/s of the
 /// updates that follow it (PPO: 10 epochs of minibatches of 64; REINFORCE: one policy and 80 value steps on the whole
-/// rollout). <c>--algos ppo,reinforce-onpolicy --envs Pendulum-v1,HalfCheetah-v2 --rounds N</c>. Figures are medians
+/// rollout), and RL² (trials and PPO steps over whole trials). <c>--algos ppo,reinforce-onpolicy,rl2
+/// --envs Pendulum-v1,HalfCheetah-v2 --rounds N</c>. Figures are medians
 /// over the rounds after a first (warm-up) round.
 /// </summary>
 public static class OnPolicyBench
 {
     public static IEnumerable<string> Run(string[] args)
     {
-        var algos = (BenchArgs.Get(args, "--algos") ?? "ppo,reinforce-onpolicy").Split(',');
+        var algos = (BenchArgs.Get(args, "--algos") ?? "ppo,reinforce-onpolicy,rl2").Split(',');
         var envs = (BenchArgs.Get(args, "--envs") ?? "Pendulum-v1,HalfCheetah-v2").Split(',');
         int rounds = (int)BenchArgs.GetDouble(args, "--rounds", 4);
         foreach (var algo in algos)
             foreach (var env in envs)
-                yield return Measure(algo, env, rounds);
+                yield return algo == "rl2" ? MeasureRl2(env, rounds) : Measure(algo, env, rounds);
+    }
+
+    /// <summary>RL² at its default size on one env: env-steps/s of its trials (a GRU step per env step) and PPO
+    /// steps/s of its updates (backpropagation through whole trials).</summary>
+    static string MeasureRl2(string env, int rounds)
+    {
+        var settings = new MetaGenRL.Core.Agents.Rl2Settings();
+        using var e = MetaGenRL.Core.Envs.EnvRegistry.Make(env, 0);
+        using var agent = new MetaGenRL.Core.Agents.Rl2Agent(settings, e.ObservationSize, e.ActionSize, 0L);
+        var collect = new List<double>();
+        var update = new List<double>();
+        long steps = 0, updates = 0;
+        for (int r = 0; r <= rounds; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            var trials = Enumerable.Range(0, settings.TrialsPerIteration).Select(_ => agent.RunTrial(e, long.MaxValue)).ToList();
+            double c = sw.Elapsed.TotalSeconds;
+            long before = agent.Updates;
+            sw.Restart();
+            agent.Train(trials);
+            double u = sw.Elapsed.TotalSeconds;
+            if (r == 0) continue;
+            long n = trials.Sum(t => (long)t.Length), k = agent.Updates - before;
+            collect.Add(n / c);
+            update.Add(k / u);
+            steps += n; updates += k;
+        }
+        return JsonSerializer.Serialize(new
+        {
+            workload = "onpolicy",
+            algo = "rl2",
+            env,
+            rollout_steps = steps / rounds,
+            updates_per_rollout = updates / rounds,
+            env_steps_per_s = Math.Round(Median(collect), 0),
+            updates_per_s = Math.Round(Median(update), 1),
+            env_steps_per_s_overall = Math.Round(steps / (steps / Median(collect) + updates / Median(update)), 0),
+            threads = torch.get_num_threads(),
+        });
     }
 
     static string Measure(string algoName, string env, int rounds)
