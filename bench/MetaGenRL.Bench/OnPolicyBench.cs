@@ -51,18 +51,7 @@ public static class OnPolicyBench
             update.Add(k / u);
             steps += n; updates += k;
         }
-        return JsonSerializer.Serialize(new
-        {
-            workload = "onpolicy",
-            algo = "rl2",
-            env,
-            rollout_steps = steps / rounds,
-            updates_per_rollout = updates / rounds,
-            env_steps_per_s = Math.Round(Median(collect), 0),
-            updates_per_s = Math.Round(Median(update), 1),
-            env_steps_per_s_overall = Math.Round(steps / (steps / Median(collect) + updates / Median(update)), 0),
-            threads = torch.get_num_threads(),
-        });
+        return Result("rl2", env, rounds, steps, updates, collect, update);
     }
 
     static string Measure(string algoName, string env, int rounds)
@@ -87,10 +76,15 @@ public static class OnPolicyBench
             update.Add(n / u);
             steps += res[0].Steps; updates += n;
         }
-        return JsonSerializer.Serialize(new
+        return Result(algoName, env, rounds, steps, updates, collect, update);
+    }
+
+    /// <summary>One measurement as JSON: per-rollout sizes, medians of the rates, and the overall env-steps/s.</summary>
+    static string Result(string algo, string env, int rounds, long steps, long updates, List<double> collect, List<double> update) =>
+        JsonSerializer.Serialize(new
         {
             workload = "onpolicy",
-            algo = algoName,
+            algo,
             env,
             rollout_steps = steps / rounds,
             updates_per_rollout = updates / rounds,
@@ -99,7 +93,6 @@ public static class OnPolicyBench
             env_steps_per_s_overall = Math.Round(steps / (steps / Median(collect) + updates / Median(update)), 0),
             threads = torch.get_num_threads(),
         });
-    }
 
     static double Median(List<double> xs)
     {

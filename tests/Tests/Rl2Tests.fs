@@ -77,6 +77,8 @@ let tests =
                 CliTests.expectError [ "meta-test"; "--algo"; "rl2"; "--objective"; trained; "--env"; "HalfCheetah-v2"; "--out"; tested; "--force" ]
                     [ "HalfCheetah-v2"; "17 observations and 6 actions do not fit"; "4 and 1" ]
                 CliTests.expectError [ "meta-train"; "--algo"; "epg" ] [ "--algo 'epg'" ]
+                CliTests.expectError [ "meta-train"; "--algo"; "rl2"; "--envs"; "Pendulum-v1"; "--steps"; "100"; "--out"; trained ]
+                    [ trained; "already holds a run" ]
             finally
                 for d in [ trained; tested ] do Directory.Delete(d, true)
         }

@@ -72,8 +72,8 @@ let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     let settings = Rl2Settings()
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
     use _lock = FolderLock.acquire out
-    if Results.isComplete out && not r.Force then
-        usageError "--out '%s' already holds a completed run; pass --force to start over or choose another folder" out
+    if not r.Force && (Results.isComplete out || (CheckpointStore out).List().Count > 0) then
+        usageError "--out '%s' already holds a run; pass --force to start over or choose another folder" out
     if r.Force then FolderLock.clear out
     let envs = r.Envs |> List.mapi (makeEnv r.Seed) |> Array.ofList
     try
