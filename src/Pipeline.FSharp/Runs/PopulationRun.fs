@@ -70,7 +70,7 @@ let engineRun (r: MetaTrainRequest) (cfg: RunConfig) =
 
 /// Refuses a resume whose seed, variant or config (envs, population, budget and every other key) differs from the
 /// run it continues: the rows would mix two runs under one run_id. No key is exempt.
-let private checkResume (out: string) (r: MetaTrainRequest) (configJson: string) (previous: JsonObject) =
+let checkResume (out: string) (r: MetaTrainRequest) (configJson: string) (previous: JsonObject) =
     match previous["seed"] with
     | null -> ()
     | s when s.GetValue<int>() <> r.Seed ->

@@ -62,46 +62,89 @@ let private result (agent: Rl2Agent) (iterations: int64) (steps: int64) (checkpo
 let private describe (r: PopulationResult) =
     sprintf "%d iterations, %d env steps, %d PPO updates, %d checkpoints" r.Rounds r.GlobalStep r.ObjectiveVersion r.CheckpointsWritten
 
-/// Meta-trains an RL² policy on `r.Envs` for `r.Steps` env steps in all (trials of the envs drawn uniformly).
+/// The env generators of a run, one after another (a checkpoint part: between trials every env sits at an episode
+/// boundary, so its generator is all of its state).
+let private envStates (envs: IEnv[]) =
+    use ms = new MemoryStream()
+    use w = new BinaryWriter(ms)
+    for e in envs do StateIO.WriteUInt64s(w, (e :?> EnvBase).GetRngState())
+    w.Flush()
+    ms.ToArray()
+
+let private restoreEnvStates (envs: IEnv[]) (bytes: byte[]) =
+    use r = new BinaryReader(new MemoryStream(bytes))
+    for e in envs do (e :?> EnvBase).SetRngState(StateIO.ReadUInt64s(r, "env generator"))
+
+/// Meta-trains an RL² policy on `r.Envs` for `r.Steps` env steps in all (trials of the envs drawn uniformly), with a
+/// checkpoint every `--checkpoint-every` env steps (default max(1000, steps / 5)) at an iteration's end and at the
+/// end; `--resume` continues from the newest checkpoint that verifies, with the same numbers as an uninterrupted run.
 let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
     for e in r.Envs do validateEnv "--envs" e
     validateRun r.Steps r.LossLogEvery r.Device
-    if r.Resume then usageError "--resume: an rl2 run cannot be resumed yet; start it again (--force) or in another folder"
     if r.Device <> "cpu" then usageError "--device %s: rl2 runs on the CPU only" r.Device
     let settings = Rl2Settings()
+    let every = match r.CheckpointEvery with Some n when n > 0L -> n | _ -> max 1000L (r.Steps / 5L)
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
     use _lock = FolderLock.acquire out
-    if not r.Force && (Results.isComplete out || (CheckpointStore out).List().Count > 0) then
-        usageError "--out '%s' already holds a run; pass --force to start over or choose another folder" out
-    if r.Force then FolderLock.clear out
+    let store = CheckpointStore out
+    let previous = Results.readRunJson out
+    if not r.Resume && not r.Force && (Results.isComplete out || store.List().Count > 0) then
+        usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
+    if r.Resume && Results.isComplete out && not r.Force then usageError "--out '%s' holds a completed run; nothing to resume" out
+    if r.Force && not r.Resume then FolderLock.clear out
+    let cfg =
+        resolveConfig [ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1"
+                        sprintf "checkpoint_every=%d" every ]
+    let rl2Request = { r with Variant = "rl2" }
+    if r.Resume then previous |> Option.iter (PopulationRun.checkResume out rl2Request (cfg.ToJson()))
+    let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
+    if r.Resume then for line in resume.Describe out do printfn "%s" line
     let envs = r.Envs |> List.mapi (makeEnv r.Seed) |> Array.ofList
     try
         let obsPad = envs |> Array.map (fun e -> e.ObservationSize) |> Array.max
         let actPad = envs |> Array.map (fun e -> e.ActionSize) |> Array.max
-        let cfg = resolveConfig [ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1" ]
+        let runId =
+            match previous with
+            | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
+            | _ -> Results.newRunId "rl2" r.Seed
         let key : Results.RunKey =
-            { RunId = Results.newRunId "rl2" r.Seed; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"
-              Env = String.Join(",", r.Envs); Seed = r.Seed }
-        let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), Seq.empty)
+            { RunId = runId; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
+        let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
+        if r.Resume then writer.Resumed(resume.ToJson(), previous)
         let info = settingsJson settings
         info["obs_pad"] <- JsonValue.Create obsPad
         info["act_pad"] <- JsonValue.Create actPad
         writer.SetInfo("rl2", info)
-        let store = CheckpointStore out
         execute writer (sprintf "rl2 meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) r.Steps
             (fun onMetric _ progress ct ->
-                use agent = new Rl2Agent(settings, obsPad, actPad, Engine.agentSeed r.Seed 0)
                 let mutable steps = 0L
                 let mutable iterations = 0L
+                let mutable index = 0
                 let mutable written = 0
+                let agent =
+                    match resume.Index with
+                    | Some i ->
+                        let ckpt = store.Load i
+                        steps <- ckpt.Meta["env_step"].GetValue<int64>()
+                        iterations <- ckpt.Meta["iterations"].GetValue<int64>()
+                        index <- i + 1
+                        restoreEnvStates envs ckpt.Parts["envs"]
+                        Rl2Agent.Load(ckpt.Parts[part], settings)
+                    | None -> new Rl2Agent(settings, obsPad, actPad, Engine.agentSeed r.Seed 0)
+                use _agent = agent
+                let mutable lastCheckpoint = steps
                 let checkpoint () =
-                    onMetric.Invoke(Metric(steps, Engine.CheckpointMarker, float written, 0))
+                    onMetric.Invoke(Metric(steps, Engine.CheckpointMarker, float index, 0))
                     let meta = JsonObject()
                     meta["env_step"] <- JsonValue.Create steps
-                    store.Write(written, readOnlyDict [ part, agent.Save() ], meta) |> ignore
+                    meta["iterations"] <- JsonValue.Create iterations
+                    store.Write(index, readOnlyDict [ part, agent.Save(); "envs", envStates envs ], meta) |> ignore
                     store.Prune 3 |> ignore
+                    index <- index + 1
                     written <- written + 1
+                    lastCheckpoint <- steps
+                progress.Report steps
                 while steps < r.Steps do
                     ct.ThrowIfCancellationRequested()
                     let trials = Collections.Generic.List<Rl2Trial>()
@@ -115,8 +158,8 @@ let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
                     let struct (pl, vl, kl) = agent.Train(trials)
                     iterations <- iterations + 1L
                     for name, v in [ "policy_loss", pl; "value_loss", vl; "approx_kl", kl ] do onMetric.Invoke(Metric(steps, name, v, 0))
-                    if iterations % 5L = 0L && steps < r.Steps then checkpoint ()
-                checkpoint ()
+                    if steps - lastCheckpoint >= every && steps < r.Steps then checkpoint ()
+                if lastCheckpoint <> steps || index = 0 then checkpoint ()
                 result agent iterations steps written)
             describe
     finally
