@@ -6,12 +6,25 @@ open System.IO
 open Expecto
 open MetaGenRL.Tests.TestUtil
 
+/// The built CLI.
+let cliDll = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
+
+let private cliStartInfo (args: string list) =
+    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    psi.ArgumentList.Add cliDll
+    for a in args do psi.ArgumentList.Add a
+    psi
+
+/// Starts the CLI as a child process and returns it running, its output drained (a test that kills it).
+let startCli (args: string list) =
+    let p = Process.Start(cliStartInfo args)
+    p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
+    p.BeginOutputReadLine(); p.BeginErrorReadLine()
+    p
+
 /// Runs the built CLI as a child process (as a user would) and returns (exit code, stdout, stderr).
 let cli (args: string list) =
-    let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
-    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-    psi.ArgumentList.Add exe
-    for a in args do psi.ArgumentList.Add a
+    let psi = cliStartInfo args
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
@@ -156,13 +169,7 @@ let tests =
                                "--set"; "policy_random_exploration_steps=200" ]
             try
                 // the first writer: long enough to be killed while it holds the folder
-                let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
-                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                psi.ArgumentList.Add exe
-                for a in args 1_000_000 do psi.ArgumentList.Add a
-                use first = Process.Start psi
-                first.OutputDataReceived.Add ignore; first.ErrorDataReceived.Add ignore
-                first.BeginOutputReadLine(); first.BeginErrorReadLine()
+                use first = startCli (args 1_000_000)
                 let holder = Path.Combine(dir, MetaGenRL.Pipeline.FolderLock.holderFile)
                 let clock = Stopwatch.StartNew()
                 while not (File.Exists holder) && not first.HasExited && clock.Elapsed.TotalSeconds < 120.0 do Threading.Thread.Sleep 100

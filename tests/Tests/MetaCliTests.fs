@@ -78,13 +78,7 @@ let tests =
 
                 // Same run, killed with SIGKILL once its second checkpoint is complete; that newest checkpoint is then
                 // damaged, so the resume must fall back to the first one, say so, and still give the same numbers.
-                let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
-                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                psi.ArgumentList.Add exe
-                for a in metaTrainArgs killed [] do psi.ArgumentList.Add a
-                use p = Process.Start psi
-                p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
-                p.BeginOutputReadLine(); p.BeginErrorReadLine()
+                use p = startCli (metaTrainArgs killed [])
                 let store = CheckpointStore killed
                 let clock = Stopwatch.StartNew()
                 while not p.HasExited && store.Latest().GetValueOrDefault(-1) < 1 && clock.Elapsed.TotalSeconds < 240.0 do

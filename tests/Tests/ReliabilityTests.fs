@@ -88,7 +88,6 @@ let private runFaulty (run: Engine.EngineRun) (fault: FaultAt) =
 
 // ── PROCESS FAULTS ON A REAL FILE SYSTEM ──
 
-let private cliDll = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
 
 /// Runs `command` (argv; "{disk}" stands for the folder) in a private mount namespace where a fresh tmpfs of
 /// `sizeKb` is mounted on a folder, after the shell lines `prepare` ran in it, read-only when `readOnly`. The files
@@ -200,7 +199,7 @@ let tests =
         test "a full disk: the run fails in one line naming the file, and run.json says failed, not running" {
             let (rc, out, err, saved), root =
                 onTmpfs 128 "" false
-                    [ "dotnet"; cliDll; "train"; "--steps"; "1500"; "--scale"; "micro"; "--out"; "{disk}/run" ] [ "run/run.json" ]
+                    [ "dotnet"; CliTests.cliDll; "train"; "--steps"; "1500"; "--scale"; "micro"; "--out"; "{disk}/run" ] [ "run/run.json" ]
             try
                 Expect.equal rc 1 (sprintf "exit 1; stdout %s stderr %s" out err)
                 match errorLines err with
@@ -239,7 +238,7 @@ let tests =
         test "a read-only --out is refused in one line naming the folder (exit 2)" {
             let (rc, out, err, _), root =
                 onTmpfs 64 "mkdir -p run && touch run/.lock" true
-                    [ "dotnet"; cliDll; "train"; "--steps"; "100"; "--out"; "{disk}/run" ] []
+                    [ "dotnet"; CliTests.cliDll; "train"; "--steps"; "100"; "--out"; "{disk}/run" ] []
             try
                 Expect.equal rc 2 (sprintf "exit 2; stdout %s stderr %s" out err)
                 match errorLines err with

@@ -92,13 +92,7 @@ let tests =
                       "--checkpoint-every"; "2000"; "--seed"; "4"; "--out"; out ] @ extra
                 let rc, out, err = CliTests.cli (args whole [])
                 Expect.equal rc 0 (sprintf "uninterrupted; stdout %s stderr %s" out err)
-                let exe = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
-                let psi = Diagnostics.ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                psi.ArgumentList.Add exe
-                for a in args killed [] do psi.ArgumentList.Add a
-                use p = Diagnostics.Process.Start psi
-                p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
-                p.BeginOutputReadLine(); p.BeginErrorReadLine()
+                use p = CliTests.startCli (args killed [])
                 let store = MetaGenRL.Core.Checkpoints.CheckpointStore killed
                 let clock = Diagnostics.Stopwatch.StartNew()
                 while not p.HasExited && store.Latest().GetValueOrDefault(-1) < 1 && clock.Elapsed.TotalSeconds < 120.0 do

@@ -189,7 +189,8 @@ public sealed class AgentGroup : IAgentGroup
         }
     }
 
-    static IEnv[] MakeEnvs(string envId, IReadOnlyList<long> seeds)
+    /// <summary>One registry env per agent seed, each seeded from its agent's env stream (all disposed if one fails).</summary>
+    internal static IEnv[] MakeEnvs(string envId, IReadOnlyList<long> seeds)
     {
         EnvRegistry.Validate(envId);
         var envs = new IEnv[seeds.Count];

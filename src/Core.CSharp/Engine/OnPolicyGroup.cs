@@ -34,7 +34,6 @@ public sealed class OnPolicyGroup : IAgentGroup
 
     readonly RunConfig _cfg;
     readonly IEnv[] _envs;
-    readonly bool _ownsEnvs;
     readonly Device _dev;
     readonly ScalarType _dtype;
     readonly int _obsSize, _actSize;
@@ -76,11 +75,7 @@ public sealed class OnPolicyGroup : IAgentGroup
         Agents = agents.ToArray();
         Size = agents.Count;
         _seeds = seeds.ToArray();
-        EnvRegistry.Validate(envId);
-        _envs = new IEnv[Size];
-        try { for (int k = 0; k < Size; k++) _envs[k] = EnvRegistry.Make(envId, Seeds.DeriveInt(_seeds[k], Seeds.EnvStream)); }
-        catch { foreach (var e in _envs) e?.Dispose(); throw; }
-        _ownsEnvs = true;
+        _envs = AgentGroup.MakeEnvs(envId, _seeds);
         EnvId = envId;
         var first = _envs[0];
         _obsSize = first.ObservationSize; _actSize = first.ActionSize;
@@ -483,7 +478,7 @@ public sealed class OnPolicyGroup : IAgentGroup
         foreach (var p in _v) p.Dispose();
         _logStd.Dispose();
         foreach (var g in _noise) g.Dispose();
-        if (_ownsEnvs) foreach (var e in _envs) e.Dispose();
+        foreach (var e in _envs) e.Dispose();
     }
 
     /// <summary>One slot's rollout as collected: observations as the networks saw them, raw (unclipped) actions,

@@ -140,12 +140,8 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
         (try writer.Flush "interrupted" with ex -> writer.Failed(sprintf "interrupted, and the results could not be written: %s" (messageOf ex)))
         Interrupted
     | ex ->
-        let cause = messageOf ex
-        match ex with
-        | :? PopulationFailedException as p -> writer.AddFailures p.Reasons
-        | _ -> ()
-        writer.Failed cause
-        Failed cause
+        RunCommand.recordFailure writer ex
+        Failed(messageOf ex)
 
 // ── THE EXPERIMENT ──
 
@@ -177,10 +173,10 @@ let private experimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun 
         if not notes.IsEmpty then x["notes"] <- JsonArray(notes |> List.map (fun n -> JsonValue.Create n :> JsonNode) |> Array.ofList)
     o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
-/// experiment.json: the resolved declaration, each trial's status, and provenance.
+/// experiment.json: the resolved declaration, each trial's status, provenance and, when it failed, why.
 let writeExperimentJson (e: Experiment) (trials: Trial list) (runs: TrialRun list) (opts: RunOptions) (status: string)
-                        (started: DateTimeOffset) =
-    Results.writeAllTextAtomic (experimentJsonPath opts.Out) (experimentJson e trials runs opts status started None)
+                        (started: DateTimeOffset) (error: string option) =
+    Results.writeAllTextAtomic (experimentJsonPath opts.Out) (experimentJson e trials runs opts status started error)
 
 /// After the experiment itself failed (not one trial: e.g. a full disk): running trials are marked failed with the
 /// cause, and experiment.json says failed, best effort (see Results.writeAllTextBestEffort).
@@ -225,7 +221,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
         if Results.isComplete (trialDir opts.Out r.Trial) then
             r.Status <- Done
             r.Steps <- r.Trial.Steps
-    (try writeExperimentJson e trials runs opts "running" started
+    (try writeExperimentJson e trials runs opts "running" started None
      with ex -> markFailed e trials runs opts started (messageOf ex); reraise ())
     let system = ActorSystem.Create("experiment", Population.SystemConfig)
     let work =
@@ -276,7 +272,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
             else "interrupted"
         let failure =
             runs |> List.tryPick (fun r -> match r.Status with Failed m -> Some(sprintf "trial %s failed: %s" r.Trial.Id m) | _ -> None)
-        Results.writeAllTextAtomic (experimentJsonPath opts.Out) (experimentJson e trials runs opts status started failure)
+        writeExperimentJson e trials runs opts status started failure
         if all then writeMerged e trials opts
         runs, status
     with ex ->

@@ -91,6 +91,15 @@ let checkResume (out: string) (r: MetaTrainRequest) (configJson: string) (previo
         | None -> ()
     | _ -> usageError "--resume: '%s'/run.json has no config to check the resume against" out
 
+/// Checks a meta-train run folder this process holds: a new run refuses a folder that holds a run (unless
+/// `--force`, which empties it, keeping the lock), a resume refuses a completed one.
+let checkFolder (out: string) (store: CheckpointStore) (r: MetaTrainRequest) =
+    if not r.Resume && not r.Force && (Results.isComplete out || store.Latest().HasValue) then
+        usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
+    if r.Resume && Results.isComplete out && not r.Force then
+        usageError "--out '%s' holds a completed run; nothing to resume" out
+    if r.Force && not r.Resume then FolderLock.clear out
+
 /// Meta-trains an objective with a population of agents; resumable with `Resume = true`.
 let metaTrain (r: MetaTrainRequest) (command: string) : int =
     validateMetaTrain r
@@ -99,11 +108,7 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     use _lock = FolderLock.acquire out   // before the checks: another writer cannot slip in between
     let store = CheckpointStore out
     let previous = Results.readRunJson out
-    if not r.Resume && not r.Force && (Results.isComplete out || store.Latest().HasValue) then
-        usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
-    if r.Resume && Results.isComplete out && not r.Force then
-        usageError "--out '%s' holds a completed run; nothing to resume" out
-    if r.Force && not r.Resume then FolderLock.clear out
+    checkFolder out store r
     let run = engineRun r cfg
     if r.Resume then previous |> Option.iter (checkResume out r (run.Config.ToJson()))
     let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start

@@ -89,10 +89,7 @@ let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     use _lock = FolderLock.acquire out
     let store = CheckpointStore out
     let previous = Results.readRunJson out
-    if not r.Resume && not r.Force && (Results.isComplete out || store.List().Count > 0) then
-        usageError "--out '%s' already holds a run; pass --resume to continue it, --force to start over, or choose another folder" out
-    if r.Resume && Results.isComplete out && not r.Force then usageError "--out '%s' holds a completed run; nothing to resume" out
-    if r.Force && not r.Resume then FolderLock.clear out
+    PopulationRun.checkFolder out store r
     let cfg =
         resolveConfig [ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1"
                         sprintf "checkpoint_every=%d" every ]

@@ -9,6 +9,13 @@ open MetaGenRL.Actors
 open MetaGenRL.Core.Engine
 open MetaGenRL.Pipeline.Errors
 
+/// Marks a run failed by `e`: its one-line cause and, when the population gave up, every agent failure.
+let recordFailure (w: Results.RunWriter) (e: exn) =
+    match e with
+    | :? PopulationFailedException as p -> w.AddFailures p.Reasons
+    | _ -> ()
+    w.Failed(messageOf e)
+
 /// Runs `work` under the progress display with Ctrl-C handling and periodic flushes of the writers, then writes
 /// the final status. One writer holds every agent's rows; several hold one agent each (agent k's rows go to
 /// writer k as agent 0, and checkpoint markers to all). On each checkpoint marker the writers flush, so the rows a
@@ -56,12 +63,7 @@ let executeRuns (writers: Results.RunWriter list) (title: string) (total: int64)
                 printfn "provenance: %s" w.RunJsonPath
             if finalStatus = "complete" then 0 else 130
         with e ->
-            let cause = messageOf e
-            for w in ws do
-                match e with
-                | :? PopulationFailedException as p -> w.AddFailures p.Reasons
-                | _ -> ()
-                w.Failed cause
+            for w in ws do recordFailure w e
             reraise ()
     finally
         Console.CancelKeyPress.RemoveHandler onCancel
