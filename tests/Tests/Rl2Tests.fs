@@ -76,7 +76,7 @@ let tests =
                     Expect.isTrue (objective.["meta_train_complete"].GetValue<bool>()) "run.json records the policy's run as complete"
                 CliTests.expectError [ "meta-test"; "--algo"; "rl2"; "--objective"; trained; "--env"; "HalfCheetah-v2"; "--out"; tested; "--force" ]
                     [ "HalfCheetah-v2"; "17 observations and 6 actions do not fit"; "4 and 1" ]
-                CliTests.expectError [ "meta-train"; "--algo"; "epg" ] [ "--algo 'epg'" ]
+                CliTests.expectError [ "meta-train"; "--algo"; "ddpg" ] [ "--algo 'ddpg'"; "metagenrl, rl2 or epg" ]
                 CliTests.expectError [ "meta-train"; "--algo"; "rl2"; "--envs"; "Pendulum-v1"; "--steps"; "100"; "--out"; trained ]
                     [ trained; "already holds a run" ]
             finally

@@ -220,6 +220,16 @@ public sealed record RunConfig
     /// <summary>Hidden layers + 1 of the policy and value networks (tanh, no LayerNorm).</summary>
     [ConfigKey("onpolicy_depth")] public int? OnPolicyDepth { get; init; }
 
+    // ── EPG (meta-train --algo epg) ── None: Agents.EpgSettings' default.
+    /// <summary>Env steps of one EPG inner loop (a fresh agent's lifetime).</summary>
+    [ConfigKey("epg_inner_steps")] public long? EpgInnerSteps { get; init; }
+    /// <summary>Antithetic pairs per ES epoch (2 × this many inner loops).</summary>
+    [ConfigKey("epg_pairs")] public int? EpgPairs { get; init; }
+    /// <summary>ES perturbation scale σ.</summary>
+    [ConfigKey("epg_sigma")] public double? EpgSigma { get; init; }
+    /// <summary>Adam step size on the loss's parameters φ.</summary>
+    [ConfigKey("epg_es_learning_rate")] public double? EpgEsLearningRate { get; init; }
+
     // ── KEYS, OVERRIDES, VALIDATION ──
 
     static readonly (string Key, PropertyInfo Prop)[] Props =
@@ -351,6 +361,10 @@ public sealed record RunConfig
             case "onpolicy_max_grad_norm": Need(OnPolicyMaxGradNorm is null || (OnPolicyMaxGradNorm >= 0 && double.IsFinite(OnPolicyMaxGradNorm.Value)), "expected None or ≥ 0 (0: no clipping)"); break;
             case "onpolicy_units": Need(OnPolicyUnits is null or >= 1, "expected None or ≥ 1"); break;
             case "onpolicy_depth": Need(OnPolicyDepth is null or >= 2, "expected None or ≥ 2"); break;
+            case "epg_inner_steps": Need(EpgInnerSteps is null or >= 2, "expected None or ≥ 2"); break;
+            case "epg_pairs": Need(EpgPairs is null or >= 1, "expected None or ≥ 1"); break;
+            case "epg_sigma": Need(EpgSigma is null || (EpgSigma > 0 && double.IsFinite(EpgSigma.Value)), "expected None or a positive number"); break;
+            case "epg_es_learning_rate": Need(EpgEsLearningRate is null || (EpgEsLearningRate > 0 && double.IsFinite(EpgEsLearningRate.Value)), "expected None or a positive number"); break;
         }
     }
 

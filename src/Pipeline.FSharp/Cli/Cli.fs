@@ -43,7 +43,7 @@ type TrainArgs =
             | Force -> "overwrite a completed run in --out."
 
 type MetaTrainArgs =
-    | Algo of ``metagenrl|rl2``: string
+    | Algo of ``metagenrl|rl2|epg``: string
     | Envs of ``id,id,…``: string
     | Agents of count: int
     | [<AltCommandLine("-n")>] Steps of count: int64
@@ -65,7 +65,7 @@ type MetaTrainArgs =
         member a.Usage =
             match a with
             | Scale _ -> scaleUsage
-            | Algo _ -> "meta-learner: metagenrl (default; a learned objective, population of agents) or rl2 (a GRU policy meta-trained with PPO on trials of the envs; --agents, --variant and --mode do not apply)."
+            | Algo _ -> "meta-learner: metagenrl (default; a learned objective, population of agents), rl2 (a GRU policy meta-trained with PPO on trials of the envs) or epg (a loss network evolved by ES over inner loops that train fresh agents; --steps counts every inner loop's env steps, whole ES epochs; sizes: --set epg_*). --agents, --variant and --mode apply to metagenrl only."
             | Envs _ -> "meta-training envs, assigned to agents round-robin (default LunarLanderContinuous-v2,HalfCheetah-v2)."
             | Agents _ -> "population size, at least 2 (default 2; the paper uses 20)."
             | Steps _ -> "env steps per agent (timesteps_total; default 10000)."
@@ -83,7 +83,7 @@ type MetaTrainArgs =
             | Force -> "delete a previous run in --out and start over."
 
 type MetaTestArgs =
-    | Algo of ``metagenrl|rl2``: string
+    | Algo of ``metagenrl|rl2|epg``: string
     | [<Mandatory>] Objective of dir: string
     | Checkpoint of index: int
     | [<AltCommandLine("-e")>] Env of id: string
@@ -101,7 +101,7 @@ type MetaTestArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Algo _ -> "meta-learner of --objective: metagenrl (default; trains a fresh agent with the frozen objective) or rl2 (runs the frozen recurrent policy, no gradient steps)."
+            | Algo _ -> "meta-learner of --objective: metagenrl (default; trains a fresh agent with the frozen objective), rl2 (runs the frozen recurrent policy, no gradient steps) or epg (trains a fresh agent with the frozen evolved loss)."
             | Objective _ -> "a meta-train run folder whose objective (α) is loaded, frozen."
             | Checkpoint _ -> "checkpoint index to load (default: the latest complete one)."
             | Env _ -> "env to train a fresh agent on; need not be one seen in meta-training."
@@ -252,12 +252,14 @@ let run (argv: string[]) : int =
         match a.GetResult(MetaTrainArgs.Algo, "metagenrl") with
         | "metagenrl" -> PopulationRun.metaTrain (metaTrainRequest a) command
         | "rl2" -> Rl2Run.metaTrain (metaTrainRequest a) command
-        | other -> Errors.usageError "--algo '%s': expected metagenrl or rl2 (EPG is not implemented yet)" other
+        | "epg" -> EpgRun.metaTrain (metaTrainRequest a) command
+        | other -> Errors.usageError "--algo '%s': expected metagenrl, rl2 or epg" other
     | [ Meta_Test a ] ->
         match a.GetResult(MetaTestArgs.Algo, "metagenrl") with
         | "metagenrl" -> MetaTestRun.metaTest (metaTestRequest a) command
         | "rl2" -> Rl2Run.metaTest (metaTestRequest a) command
-        | other -> Errors.usageError "--algo '%s': expected metagenrl or rl2 (EPG is not implemented yet)" other
+        | "epg" -> EpgRun.metaTest (metaTestRequest a) command
+        | other -> Errors.usageError "--algo '%s': expected metagenrl, rl2 or epg" other
     | [ Report a ] -> report a
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()

@@ -68,9 +68,10 @@ type LoadedObjective =
         x["skipped"] <- Engine.skippedJson o.Skipped
         x
 
-/// The objective of a meta-train run folder: checkpoint `index`, or the newest one that verifies (damaged newer ones
-/// are skipped, with their reasons). A named checkpoint that is missing or damaged is a UsageError naming it.
-let loadObjective (dir: string) (index: int option) : LoadedObjective =
+/// The learned parameters of a meta-train run folder, read by `read` from checkpoint part `part` (`what` names them in
+/// messages): checkpoint `index`, or the newest one that verifies (damaged newer ones are skipped, with their
+/// reasons). A named checkpoint that is missing or damaged is a UsageError naming it.
+let loadFrom (part: string) (what: string) (read: byte[] -> float32[]) (dir: string) (index: int option) : LoadedObjective =
     if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
     let runJson = Results.readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
     let cfg =
@@ -97,12 +98,16 @@ let loadObjective (dir: string) (index: int option) : LoadedObjective =
         try (store.Load k).Parts
         with :? InvalidDataException as e -> usageError "--objective '%s': checkpoint %d is damaged (%s)" dir k e.Message
     let alpha =
-        match parts.TryGetValue "server" with
-        | true, bytes -> ObjectiveAdam.Import(bytes).Alpha
-        | _ -> usageError "--objective '%s': checkpoint %d holds no objective (part 'server')" dir k
+        match parts.TryGetValue part with
+        | true, bytes -> read bytes
+        | _ -> usageError "--objective '%s': checkpoint %d holds no %s (part '%s')" dir k what part
     let text (key: string) fallback = match runJson[key] with null -> fallback | v -> v.GetValue<string>()
     { Alpha = alpha; Config = cfg; Variant = text "variant" "full"; Dir = dir; Checkpoint = k; Hash = store.ManifestHash k
       Skipped = skipped; MetaTrainStatus = text "status" "unknown"; MetaTrainRunId = text "run_id" "" }
+
+/// The objective α of a MetaGenRL meta-train run folder (see loadFrom).
+let loadObjective (dir: string) (index: int option) : LoadedObjective =
+    loadFrom "server" "objective" (fun bytes -> ObjectiveAdam.Import(bytes).Alpha) dir index
 
 /// The engine run of a meta-test: `cfg` (the test preset, the objective's own keys, the user's overrides), one fresh
 /// agent per seed (seeded as that seed's agent 0) on `env` with the frozen α.
