@@ -65,10 +65,11 @@ let private epochRows (envs: string list) (start: int64) (s: EpgSettings) (jobs:
       yield Metric(stop, "es_grad_norm", gradNorm, 0) ]
 
 /// The work of an EPG meta-train run, shared by the CLI and experiment trials: whole ES epochs while they fit in
-/// `steps` env steps, the inner loops of each run concurrently by `workers` actors in `system` (an own one when None);
+/// `steps` env steps, the inner loops of each run concurrently by `workers` actors (`threads` torch threads each) in
+/// `system` (an own one when None);
 /// a checkpoint (φ, its Adam state, the ES generator) at an epoch's end once `every` env steps have passed since the
 /// last, and at the end. Continues from `resume`'s checkpoint with the numbers of an uninterrupted run.
-let trainInto (envs: string list) (seed: int) (steps: int64) (every: int64) (s: EpgSettings) (workers: int) (system: ActorSystem option)
+let trainInto (envs: string list) (seed: int) (steps: int64) (every: int64) (s: EpgSettings) (workers: int) (threads: int) (system: ActorSystem option)
               (store: CheckpointStore) (resume: Engine.ResumePoint) (onMetric: Action<Metric>) (progress: IProgress<int64>)
               (ct: CancellationToken) : PopulationResult =
     let epochs = steps / s.StepsPerEpoch
@@ -92,7 +93,7 @@ let trainInto (envs: string list) (seed: int) (steps: int64) (every: int64) (s: 
         index <- index + 1
         written <- written + 1
         lastCheckpoint <- stepsDone
-    use pool = new EpgWorkerPool(Option.toObj system, s, max 1 (min workers (2 * s.Pairs)))
+    use pool = new EpgWorkerPool(Option.toObj system, s, max 1 (min workers (2 * s.Pairs)), max 1 threads)
     let ids = Array.ofList envs
     progress.Report stepsDone
     while trainer.Epochs < epochs do
@@ -142,9 +143,10 @@ let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
     if r.Resume then writer.Resumed(resume.ToJson(), previous)
     writer.SetInfo("epg", settingsJson settings)
-    let workers = if r.TorchThreads > 0 then max 1 (Environment.ProcessorCount / r.TorchThreads) else Environment.ProcessorCount
+    let threads = max 1 r.TorchThreads
+    let workers = max 1 (Environment.ProcessorCount / threads)
     execute writer (sprintf "epg meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) (r.Steps / settings.StepsPerEpoch * settings.StepsPerEpoch)
-        (fun onMetric _ progress ct -> trainInto r.Envs r.Seed r.Steps every settings workers None store resume onMetric progress ct)
+        (fun onMetric _ progress ct -> trainInto r.Envs r.Seed r.Steps every settings workers threads None store resume onMetric progress ct)
         describe
 
 /// The loss of an EPG meta-train folder (checkpoint `checkpoint`, else its newest that verifies) and the settings it
