@@ -78,7 +78,10 @@ type MetaLearner =
     | Rl2
 
 module MetaLearner =
-    let all = [ MetaGenRL; Rl2 ]
+    /// Every case, read from the type, so a new one needs no entry here.
+    let all =
+        Reflection.FSharpType.GetUnionCases typeof<MetaLearner>
+        |> Array.map (fun c -> Reflection.FSharpValue.MakeUnion(c, [||]) :?> MetaLearner) |> List.ofArray
 
     /// The name its results carry (run.json's and the rows' variant) and its variant's name; MetaGenRL's runs carry
     /// their objective variant's name instead.
