@@ -42,7 +42,7 @@ type ScriptArgs =
             | Meta_Train_Steps _ -> "per-agent env steps of each meta-train population (default: the scale's)."
             | Meta_Test_Steps _ -> "env steps of each meta-test and baseline run (default: the scale's)."
             | Agents _ -> "population size of each meta-train trial (default: the scale's)."
-            | Objective _ -> "meta-test the objective of this meta-train folder (repeatable; replaces the script's Objectives)."
+            | Objective _ -> "meta-test what this meta-train folder learned: its objective, or its RL² policy (repeatable; replaces the script's Objectives)."
             | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
             | Device _ -> "cpu (default), cuda or cuda:N."

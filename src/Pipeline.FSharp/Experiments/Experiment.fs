@@ -1,6 +1,7 @@
 /// The experiment DSL: an experiment is a value built from `Experiment.create`, validated once (every message
-/// names the field), and expanded into trials: meta-train populations, meta-test runs of their objectives and
-/// baselines, over variants × sweep points × seeds × envs. A dry run prints the grid and writes nothing.
+/// names the field), and expanded into trials: meta-train runs of each variant's meta-learner (MetaGenRL's
+/// populations, RL²), meta-test runs of what they learned, and baselines, over variants × sweep points × seeds × envs.
+/// A dry run prints the grid and writes nothing.
 module MetaGenRL.Pipeline.Experiment
 
 open System
@@ -63,8 +64,39 @@ let preset =
           Agents = 4; MetaTrainSteps = 50_000L; MetaTestSteps = 50_000L }
     | Paper -> { Set = []; TestSet = [ "policy_random_exploration_steps", "10000" ]; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
 
-/// A variant of the learned objective: a name and the config keys it changes (a small diff from the defaults).
-type Variant = { Name: string; Set: (string * string) list }
+// ── META-LEARNERS ──
+
+/// The meta-learner a variant runs. Adding one (e.g. EPG): a case here, its name and cost in the functions that match
+/// on it (the compiler lists them), a DSL value (`let epg = learner Epg`), and its meta-train and meta-test
+/// (MetaLearnerRun.Train and Test) in ExperimentRunner.learnerRuns.
+type MetaLearner =
+    /// The paper's method: an objective L_α meta-trained by a population of TD3 agents; a meta-test trains a fresh
+    /// agent with it frozen. Its variants are objective variants (`objective "full"`, `variant name set`).
+    | MetaGenRL
+    /// RL² (Rl2Run): a GRU policy meta-trained with PPO on trials of the env set, one learner (Rl2Settings); a
+    /// meta-test runs it frozen, so only on envs no larger than the set's largest (its input padding).
+    | Rl2
+
+module MetaLearner =
+    /// Every case, read from the type, so a new one needs no entry here.
+    let all =
+        Reflection.FSharpType.GetUnionCases typeof<MetaLearner>
+        |> Array.map (fun c -> Reflection.FSharpValue.MakeUnion(c, [||]) :?> MetaLearner) |> List.ofArray
+
+    /// The name its results carry (run.json's and the rows' variant) and its variant's name; MetaGenRL's runs carry
+    /// their objective variant's name instead.
+    let name = function MetaGenRL -> "metagenrl" | Rl2 -> "rl2"
+
+    /// The meta-learner other than MetaGenRL whose runs carry `variant`.
+    let ofVariant (variant: string) = all |> List.tryFind (fun l -> l <> MetaGenRL && name l = variant)
+
+/// The config keys a meta-learner other than MetaGenRL takes from the declaration (Set, its variant's Set): its own
+/// settings are fixed and recorded in run.json; every other key tunes MetaGenRL's agents, objective or population.
+let learnerKeys = [ "checkpoint_every" ]
+
+/// A variant: the meta-learner it runs, a name, and for MetaGenRL the config keys it changes (a small diff from the
+/// defaults).
+type Variant = { Name: string; Set: (string * string) list; Learner: MetaLearner }
 
 /// One axis of a sweep grid: a config key and its values. The grid is the product of all axes.
 type Axis = { Key: string; Values: string list }
@@ -88,7 +120,8 @@ type Experiment =
       MetaTestSeeds: int list
       /// Seeds of each baseline on each meta-test env.
       BaselineSeeds: int list
-      /// Objective variants, each meta-trained and meta-tested.
+      /// The variants, each meta-trained on every MetaTrain set and seed and meta-tested on every MetaTest env and
+      /// seed: MetaGenRL's objective variants (`objective`, `variant`) and other meta-learners (`rl2`).
       Variants: Variant list
       /// Objectives meta-trained elsewhere: meta-train run or trial folders, or folders to search for complete
       /// meta-train trials (e.g. results/meta_train). Each one's latest checkpoint is meta-tested on MetaTest.
@@ -113,10 +146,22 @@ type Experiment =
       Device: string }
 
 /// An objective variant selected by `obj_func_variant` (one of `Settings.variantNames`).
-let objective (name: string) = { Name = name; Set = [ "obj_func_variant", name ] }
+let objective (name: string) = { Name = name; Set = [ "obj_func_variant", name ]; Learner = MetaGenRL }
 
-/// A variant that changes any keys.
-let variant (name: string) (set: (string * string) list) = { Name = name; Set = set }
+/// A MetaGenRL variant that changes any keys.
+let variant (name: string) (set: (string * string) list) = { Name = name; Set = set; Learner = MetaGenRL }
+
+/// A meta-learner other than MetaGenRL as a variant, under its own name.
+let learner (l: MetaLearner) = { Name = MetaLearner.name l; Set = []; Learner = l }
+
+/// RL² as a variant (`Variants = [ objective "full"; rl2 ]`): per MetaTrain set and MetaTrainSeed, one RL²
+/// meta-train of MetaTrainSteps env steps in all (one learner: Agents, AgentsPerEnv and Mode do not apply), and its
+/// meta-tests on every MetaTest env (seen or unseen) and MetaTestSeed, MetaTestSteps each, beside MetaGenRL's.
+/// Its settings are Rl2Settings' (run.json records them under `rl2`). Of the config it takes only checkpoint_every
+/// (see learnerKeys); the other keys of the scale preset, Set, TestSet and the sweep axes tune MetaGenRL and are
+/// ignored by its trials, which run once per set and seed at no sweep point. A key other than checkpoint_every in its
+/// own Set is refused, and so is a MetaTest env larger than a MetaTrain set's largest, or a Device other than cpu.
+let rl2 = learner Rl2
 
 /// A sweep axis over a config key.
 let axis (key: string) (values: 'a list) = { Key = key; Values = values |> List.map (fun v -> Convert.ToString(v, CultureInfo.InvariantCulture)) }
@@ -177,7 +222,9 @@ type Phase =
 type Trial =
     { Id: string
       Phase: Phase
-      /// Objective variant, or the baseline's algorithm.
+      /// The meta-learner of a meta-train or meta-test trial; None for a baseline.
+      Learner: MetaLearner option
+      /// The variant's name (MetaGenRL's objective variant, or the meta-learner's name), or the baseline's algorithm.
       Variant: string
       /// Meta-train: the env set; otherwise the one env.
       Envs: string list
@@ -188,7 +235,8 @@ type Trial =
       Seen: bool option
       /// The sweep point: (key, value) per axis.
       Swept: (string * string) list
-      /// Every config override from the defaults, in order: scale, experiment, variant, sweep point.
+      /// Every config override from the defaults, in order: scale, experiment, variant, sweep point (another
+      /// meta-learner's trials: only the keys it uses, see learnerKeys).
       Overrides: (string * string) list
       Agents: int
       Steps: int64
@@ -214,10 +262,11 @@ let rec private grid (axes: Axis list) : (string * string) list list =
     | a :: rest -> [ for v in a.Values do for tail in grid rest -> (a.Key, v) :: tail ]
 
 /// What an external objective folder says about itself (its run.json).
-type private External = { Variant: string; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
+type private External = { Variant: string; Learner: MetaLearner; Envs: string list; Seed: int; ObjectiveKeys: (string * string) list }
 
 /// Reads an objective folder's run.json; the objective's own keys (obj_func_*, paper_quirks, normalize_actions) carry
-/// over to its tests.
+/// over to its tests. A run of another meta-learner (its variant is the learner's name and run.json holds its
+/// settings under that name, e.g. `rl2`) is tested as that learner.
 let private readExternal (dir: string) : External =
     let fail why = usageError "Objectives: '%s' %s" dir why
     if not (IO.Directory.Exists dir) then fail "is not a folder (meta-train first, e.g. with experiments/meta_train.fsx, or pass --objective DIR)"
@@ -227,8 +276,12 @@ let private readExternal (dir: string) : External =
     let cfg =
         try RunConfig.FromJson(j["config"].ToJsonString())
         with ex -> fail (sprintf "has no readable config in run.json (%s)" ex.Message)
-    let keys = objectiveKeys cfg
-    { Variant = str "variant"; Envs = (str "env").Split(',') |> List.ofArray; Seed = j["seed"].GetValue<int>(); ObjectiveKeys = keys }
+    let learner = MetaLearner.ofVariant (str "variant") |> Option.defaultValue MetaGenRL
+    if learner <> MetaGenRL && isNull j[MetaLearner.name learner] then
+        fail (sprintf "names variant %s but its run.json has no '%s' settings (not a %s meta-train run)" (str "variant") (MetaLearner.name learner) (MetaLearner.name learner))
+    let keys = if learner = MetaGenRL then objectiveKeys cfg else []
+    { Variant = str "variant"; Learner = learner; Envs = (str "env").Split(',') |> List.ofArray; Seed = j["seed"].GetValue<int>()
+      ObjectiveKeys = keys }
 
 /// The objective folders of `Objectives`: run folders as given, other folders searched for complete meta-train trials.
 let objectiveDirs (e: Experiment) =
@@ -257,22 +310,29 @@ let expand (e: Experiment) : Trial list =
     let metaTrials =
         [ for point in points do
             for v in e.Variants do
-                for set in e.MetaTrain do
-                    for m in e.MetaTrainSeeds do
-                        let overrides = p.Set @ e.Set @ v.Set @ point
-                        let mt =
-                            { Id = trialId [ "mt"; v.Name; envList set; sprintf "s%d" m ] point
-                              Phase = MetaTrainPhase; Variant = v.Name; Envs = set; TrainEnvs = Some set; Seed = m
-                              MetaSeed = Some m; Seen = None; Swept = point; Overrides = overrides
-                              Agents = agentsOf point set; Steps = mtSteps; DependsOn = None; ObjectiveDir = None }
-                        yield mt
-                        for env in e.MetaTest do
-                            for t in e.MetaTestSeeds do
-                                yield { mt with
-                                          Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
-                                          Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
-                                          Overrides = testSet @ v.Set @ point
-                                          Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
+                // Another meta-learner runs once per set and seed, at no sweep point, with only its keys (see `rl2`).
+                let population = v.Learner = MetaGenRL
+                if population || point = points.Head then
+                    let point = if population then point else []
+                    for set in e.MetaTrain do
+                        for m in e.MetaTrainSeeds do
+                            let overrides =
+                                if population then p.Set @ e.Set @ v.Set @ point
+                                else p.Set @ e.Set @ v.Set |> List.filter (fun (k, _) -> List.contains k learnerKeys)
+                            let mt =
+                                { Id = trialId [ "mt"; v.Name; envList set; sprintf "s%d" m ] point
+                                  Phase = MetaTrainPhase; Learner = Some v.Learner; Variant = v.Name; Envs = set
+                                  TrainEnvs = Some set; Seed = m; MetaSeed = Some m; Seen = None; Swept = point
+                                  Overrides = overrides; Agents = (if population then agentsOf point set else 1)
+                                  Steps = mtSteps; DependsOn = None; ObjectiveDir = None }
+                            yield mt
+                            for env in e.MetaTest do
+                                for t in e.MetaTestSeeds do
+                                    yield { mt with
+                                              Id = trialId [ "test"; v.Name; envList set; sprintf "s%d" m; env; sprintf "t%d" t ] point
+                                              Phase = MetaTestPhase; Envs = [ env ]; Seed = t; Seen = Some(List.contains env set)
+                                              Overrides = (if population then testSet @ v.Set @ point else [])
+                                              Agents = 1; Steps = testSteps; DependsOn = Some mt.Id } ]
     let baselinePoints =
         grid (e.Sweep |> List.filter (fun a -> not (isMetaKey a.Key)))
     let baselines =
@@ -281,7 +341,7 @@ let expand (e: Experiment) : Trial list =
                 for env in e.MetaTest do
                     for s in e.BaselineSeeds do
                         { Id = trialId [ algo; env; sprintf "s%d" s ] point
-                          Phase = BaselinePhase; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
+                          Phase = BaselinePhase; Learner = None; Variant = algo; Envs = [ env ]; TrainEnvs = None; Seed = s; MetaSeed = None
                           Seen = None; Swept = point; Overrides = testSet @ point; Agents = 1; Steps = testSteps
                           DependsOn = None; ObjectiveDir = None } ]
     let external =
@@ -290,9 +350,10 @@ let expand (e: Experiment) : Trial list =
             for env in e.MetaTest do
                 for t in e.MetaTestSeeds do
                     { Id = trialId [ "test"; o.Variant; envList o.Envs; sprintf "s%d" o.Seed; env; sprintf "t%d" t ] []
-                      Phase = MetaTestPhase; Variant = o.Variant; Envs = [ env ]; TrainEnvs = Some o.Envs; Seed = t
-                      MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
-                      Overrides = testSet @ o.ObjectiveKeys; Agents = 1; Steps = testSteps; DependsOn = None
+                      Phase = MetaTestPhase; Learner = Some o.Learner; Variant = o.Variant; Envs = [ env ]
+                      TrainEnvs = Some o.Envs; Seed = t; MetaSeed = Some o.Seed; Seen = Some(List.contains env o.Envs); Swept = []
+                      Overrides = (if o.Learner = MetaGenRL then testSet @ o.ObjectiveKeys else [])
+                      Agents = 1; Steps = testSteps; DependsOn = None
                       ObjectiveDir = Some dir } ]
     // Meta-train trials first so their objectives are ready early; each meta-test follows its objective.
     (metaTrials |> List.filter (fun t -> t.Phase = MetaTrainPhase))
@@ -300,13 +361,17 @@ let expand (e: Experiment) : Trial list =
     @ external
     @ baselines
 
-/// The resolved config of a trial (the paper's defaults, then the trial's overrides, then its budget and envs).
+/// The resolved config of a trial: the paper's defaults, then the trial's overrides, then its budget and envs. A
+/// trial of another meta-learner records only what it uses (MetaLearnerRun.config): its envs, budget, one agent and,
+/// for a meta-train, its checkpoint interval.
 let trialConfig (t: Trial) : RunConfig =
-    let fixedKeys =
-        [ "timesteps_total", string t.Steps
-          "env_name", String.Join(",", t.Envs)
-          "agent_count", string t.Agents ]
-    resolveConfigFrom RunConfig.Default ((t.Overrides @ fixedKeys) |> List.map (fun (k, v) -> k + "=" + v))
+    let resolved (extra: (string * string) list) = resolveConfigFrom RunConfig.Default ((t.Overrides @ extra) |> List.map (fun (k, v) -> k + "=" + v))
+    match t.Learner with
+    | Some MetaGenRL | None ->
+        resolved [ "timesteps_total", string t.Steps; "env_name", String.Join(",", t.Envs); "agent_count", string t.Agents ]
+    | Some _ ->
+        let every = Engine.checkpointEvery (resolved []).CheckpointEvery t.Steps
+        MetaLearnerRun.config t.Envs t.Steps (if t.Phase = MetaTrainPhase then Some every else None)
 
 // ── VALIDATION ──
 
@@ -324,6 +389,12 @@ let private checkSafeName (field: string) (name: string) =
     if String.IsNullOrWhiteSpace name then usageError "%s: must not be empty" field
     if name |> Seq.exists (fun c -> not (Char.IsLetterOrDigit c || c = '-' || c = '.' || c = '_')) then
         usageError "%s '%s': use letters, digits, '-', '_' and '.' only (it names folders)" field name
+
+/// Refuses a MetaTest env that what `l` meta-trains on `trainEnvs` cannot be tested on.
+let private checkTestable (l: MetaLearner) (trainEnvs: string list) (env: string) =
+    match l with
+    | MetaGenRL -> ()   // the objective trains a fresh agent of the env's own sizes
+    | Rl2 -> Rl2Run.checkFits "MetaTest" env (Rl2Run.paddingOf trainEnvs) (sprintf "the rl2 policy of %s is padded to its largest env" (envList trainEnvs))
 
 let private checkSeeds (field: string) (seeds: int list) =
     if seeds.IsEmpty then usageError "%s: give at least one seed" field
@@ -346,7 +417,11 @@ let validate (e: Experiment) =
     if not e.Objectives.IsEmpty then
         if e.MetaTest.IsEmpty then usageError "MetaTest: give at least one env to test the Objectives on"
         checkSeeds "MetaTestSeeds" e.MetaTestSeeds
-        for dir in objectiveDirs e do readExternal dir |> ignore
+        for dir in objectiveDirs e do
+            let o = readExternal dir
+            for env in e.MetaTest do
+                try checkTestable o.Learner o.Envs env
+                with UsageError msg -> usageError "Objectives: '%s': %s" dir msg
     if not e.Variants.IsEmpty then
         if e.MetaTrain.IsEmpty then usageError "MetaTrain: give at least one env set to meta-train the variants on"
         e.MetaTrain |> List.iteri (fun i set ->
@@ -359,7 +434,8 @@ let validate (e: Experiment) =
     if List.distinct e.MetaTest <> e.MetaTest then usageError "MetaTest: an env is listed twice"
     if not e.Baselines.IsEmpty then checkSeeds "BaselineSeeds" e.BaselineSeeds
     match e.Agents with
-    | Some n when n < 2 -> usageError "Agents: %d; meta-training needs at least 2 agents" n
+    | Some n when n < 2 && e.Variants |> List.exists (fun v -> v.Learner = MetaGenRL) ->
+        usageError "Agents: %d; meta-training needs at least 2 agents" n
     | _ -> ()
     match e.AgentsPerEnv with
     | Some n when n < 1 -> usageError "AgentsPerEnv: %d; must be ≥ 1" n
@@ -371,6 +447,21 @@ let validate (e: Experiment) =
     for v in e.Variants do
         checkSafeName "Variants" v.Name
         checkOverrides (sprintf "Variants[%s].Set" v.Name) v.Set
+        match v.Learner with
+        | MetaGenRL ->
+            match MetaLearner.ofVariant v.Name with
+            | Some l -> usageError "Variants[%s]: '%s' names the %s meta-learner (its value is `%s`); give this objective variant another name" v.Name v.Name (MetaLearner.name l) (MetaLearner.name l)
+            | None -> ()
+        | l ->
+            let name = MetaLearner.name l
+            if v.Name <> name then usageError "Variants[%s]: a %s variant is named '%s' (its results and meta-tests know it by that name)" v.Name name name
+            for (k, _) in v.Set do
+                if not (List.contains k learnerKeys) then
+                    usageError "Variants[%s].Set: key '%s' does not apply to %s, which takes only %s from the config (its own settings are fixed)"
+                        v.Name k name (String.Join(", ", learnerKeys))
+            if e.Device <> "cpu" then usageError "Device: %s; the %s variant runs on the CPU only" e.Device name
+            for set in e.MetaTrain do
+                for env in e.MetaTest do checkTestable l set env
     if (e.Variants |> List.map (fun v -> v.Name) |> List.distinct).Length <> e.Variants.Length then
         usageError "Variants: two variants share a name"
     for b in e.Baselines do
@@ -411,7 +502,13 @@ let toJson (e: Experiment) (trials: Trial list) : JsonObject =
     o["device"] <- JsonValue.Create e.Device
     o["set"] <- pairs e.Set
     if not e.TestSet.IsEmpty then o["test_set"] <- pairs e.TestSet   // only when used: earlier experiments keep their identity
-    o["variants"] <- JsonArray(e.Variants |> List.map (fun v -> let x = pairs v.Set in x["name"] <- JsonValue.Create v.Name; x :> JsonNode) |> Array.ofList)
+    // "learner" only for another meta-learner: experiments of MetaGenRL variants keep their identity
+    o["variants"] <-
+        JsonArray(e.Variants |> List.map (fun v ->
+            let x = pairs v.Set
+            x["name"] <- JsonValue.Create v.Name
+            if v.Learner <> MetaGenRL then x["learner"] <- JsonValue.Create(MetaLearner.name v.Learner)
+            x :> JsonNode) |> Array.ofList)
     o["sweep"] <- JsonArray(e.Sweep |> List.map (fun a -> let x = JsonObject() in x["key"] <- JsonValue.Create a.Key; x["values"] <- strs a.Values; x :> JsonNode) |> Array.ofList)
     o["baselines"] <- strs e.Baselines
     o["trials"] <-
@@ -421,6 +518,9 @@ let toJson (e: Experiment) (trials: Trial list) : JsonObject =
                 let x = JsonObject()
                 x["trial_id"] <- JsonValue.Create t.Id
                 x["phase"] <- JsonValue.Create t.Phase.Name
+                match t.Learner with
+                | Some l when l <> MetaGenRL -> x["learner"] <- JsonValue.Create(MetaLearner.name l)
+                | _ -> ()
                 x["variant"] <- JsonValue.Create t.Variant
                 x["envs"] <- strs t.Envs
                 x["seed"] <- JsonValue.Create t.Seed
@@ -453,14 +553,19 @@ let private secondsPerAgentStep scale (phase: Phase) =
     | Small -> if meta then 0.030 else 0.006
     | Paper -> if meta then 0.22 else 0.10
 
-/// Core-seconds per agent-step of a trial: the on-policy baselines run at their own size at every scale (measured
-/// with the onpolicy benchmark: PPO ≈ 1,600–2,100 env-steps/s, on-policy REINFORCE ≈ 4,500–6,800 on 2 threads),
-/// the others as above.
+/// Core-seconds per env step of another meta-learner's trials, at every scale (None for MetaGenRL: by scale and
+/// phase, above). RL²: ≈ 1,400–1,700 env-steps/s overall in the onpolicy benchmark.
+let private learnerSecondsPerStep = function MetaGenRL -> None | Rl2 -> Some(1.0 / 1500.0)
+
+/// Core-seconds per agent-step of a trial: other meta-learners and the on-policy baselines run at their own size at
+/// every scale (measured with the onpolicy benchmark: PPO ≈ 1,600–2,100 env-steps/s, on-policy REINFORCE ≈
+/// 4,500–6,800 on 2 threads), the others as above.
 let private secondsPerTrialStep scale (t: Trial) =
-    match t.Phase, t.Variant with
-    | BaselinePhase, "ppo" -> 0.0008
-    | BaselinePhase, "reinforce-onpolicy" -> 0.0003
-    | _ -> secondsPerAgentStep scale t.Phase
+    match t.Learner |> Option.bind learnerSecondsPerStep, t.Phase, t.Variant with
+    | Some s, _, _ -> s
+    | None, BaselinePhase, "ppo" -> 0.0008
+    | None, BaselinePhase, "reinforce-onpolicy" -> 0.0003
+    | None, _, _ -> secondsPerAgentStep scale t.Phase
 
 /// A rough wall-clock estimate on `cores` cores (trials spread over the cores).
 let estimateSeconds (scale: Scale) (cores: int) (trials: Trial list) =

@@ -1,6 +1,7 @@
 /// Runs an expanded experiment: its trials on one in-process ActorSystem, as many at once as the cores allow,
-/// each trial a population (one agent for meta-test and baselines) with its own Parquet file and checkpoints.
-/// Completed trials are skipped, interrupted ones resume from their checkpoints, Ctrl-C stops cleanly.
+/// each trial a population (one agent for meta-test and baselines) or another meta-learner's run (RL²), with its own
+/// Parquet file and checkpoints. Completed trials are skipped, interrupted ones resume from their checkpoints,
+/// Ctrl-C stops cleanly.
 module MetaGenRL.Pipeline.ExperimentRunner
 
 open System
@@ -89,6 +90,28 @@ let private trialEngine (t: Trial) (mode: ScheduleMode) =
 let trialRun (e: Experiment) (opts: RunOptions) (t: Trial) : Engine.EngineRun =
     { trialEngine t e.Mode with Device = e.Device; LossLogEvery = opts.LossLogEvery; TorchThreads = opts.TorchThreads }
 
+/// The meta-train and meta-test of each meta-learner that runs outside the population engine: the one place a
+/// learner's functions are named (see MetaLearnerRun). None: MetaGenRL, which runs on the engine.
+let private learnerRuns (l: MetaLearner) : (MetaLearnerRun.Train * MetaLearnerRun.Test) option =
+    match l with
+    | MetaGenRL -> None
+    | Rl2 -> Some(Rl2Run.trainInto, Rl2Run.testInto)
+
+/// The config a trial runs with and records in run.json: an engine run's (its algorithm's settings applied), or
+/// another meta-learner's (Experiment.trialConfig).
+let private recordedConfig (t: Trial) =
+    match t.Learner |> Option.bind learnerRuns with
+    | Some _ -> trialConfig t
+    | None -> (trialEngine t ScheduleMode.Sync).Config
+
+/// Which env a row's agent index names: the engine's agent i runs env i mod n; another meta-learner's rows carry
+/// the env's index in the set (the same rule).
+let private envOfAgent (t: Trial) (agent: int) = Grouping.EnvOf(t.Envs, agent)
+
+/// The meta-train folder whose result a meta-test trial tests: its meta-train trial's, or an external one.
+let private sourceOf (opts: RunOptions) (t: Trial) =
+    t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
+
 // ── ONE TRIAL ──
 
 /// Runs (or resumes) one trial to completion on `system`. Returns its final status; never throws for the trial's
@@ -108,20 +131,35 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     let key : Results.RunKey =
         { RunId = runId; Experiment = e.Name; Variant = t.Variant; Phase = t.Phase.Name
           Env = String.Join(",", t.Envs); Seed = t.Seed }
-    let engine = trialRun e opts t
-    let writer = Results.RunWriter(dir, key, engine.Config.ToJson(), opts.Command, engine.EnvOf, point.Rows, Some(columnsOf t, sweptColumnsOf e))
+    let writer = Results.RunWriter(dir, key, (recordedConfig t).ToJson(), opts.Command, envOfAgent t, point.Rows, Some(columnsOf t, sweptColumnsOf e))
+    let note (line: string) = lock run.Notes (fun () -> run.Notes.Add line)
     if resume then
         writer.Resumed(point.ToJson(), previous)
-        run.Notes.AddRange(point.Describe dir |> List.filter (fun l -> l.StartsWith "skipping"))
+        point.Describe dir |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note
     try
         writer.Flush "running"
-        let source = t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
-        let objective = source |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
-        objective |> Option.iter (fun o ->
-            writer.SetInfo("objective", o.ToJson())
-            run.Notes.AddRange(o.Describe() |> List.filter (fun l -> l.StartsWith "skipping")))
-        let engine = { engine with Objective = objective |> Option.map (fun o -> o.Alpha) }
-        let options = Engine.populationOptions engine store point.Index resume (fun line -> lock run.Notes (fun () -> run.Notes.Add line))
+        let setInfo (k: string) (v: JsonNode) = writer.SetInfo(k, v)
+        // ── DISPATCH: the trial's meta-learner, or the population engine (MetaGenRL and the baselines) ──
+        let work : Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult =
+            // A meta-learner computes on the trial's thread, with the intra-op threads an agent gets.
+            let onTrialThread (f: Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult) onMetric progress ct =
+                if opts.TorchThreads > 0 then MetaGenRL.Core.Torch.TorchThreads.Use opts.TorchThreads
+                f onMetric progress ct
+            match t.Phase, t.Learner |> Option.bind learnerRuns with
+            | MetaTrainPhase, Some (train, _) ->
+                onTrialThread (train { Envs = t.Envs; Seed = t.Seed; Steps = t.Steps; CheckpointEvery = (trialConfig t).CheckpointEvery
+                                       Store = store; Resume = point; SetInfo = setInfo })
+            | MetaTestPhase, Some (_, test) ->
+                onTrialThread (test { Source = (sourceOf opts t).Value; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps
+                                      SetInfo = setInfo; Note = note })
+            | _ ->
+                let objective = sourceOf opts t |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
+                objective |> Option.iter (fun o ->
+                    setInfo "objective" (o.ToJson())
+                    o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
+                let engine = { trialRun e opts t with Objective = objective |> Option.map (fun o -> o.Alpha) }
+                let options = Engine.populationOptions engine store point.Index resume note
+                Engine.run (Some system) engine options
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
@@ -131,7 +169,7 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
                 if m.Name = Engine.CheckpointMarker then writer.Flush "running")
         let progress = { new IProgress<int64> with member _.Report v = run.Steps <- v }
         use _timer = new Timer((fun _ -> try writer.Flush "running" with _ -> ()), null, 60_000, 60_000)
-        let res = Engine.run (Some system) engine options onMetric progress ct
+        let res = work onMetric progress ct
         writer.AddFailures res.FailureReasons
         writer.Flush "complete"
         Complete
@@ -202,7 +240,7 @@ let checkExisting (trials: Trial list) (out: string) =
         match (try Results.readRunJson (trialDir out t) with _ -> None) with
         | Some j when not (isNull j["config"]) ->
             let stored = j["config"].AsObject()
-            let wanted = JsonNode.Parse((trialEngine t ScheduleMode.Sync).Config.ToJson()).AsObject()
+            let wanted = JsonNode.Parse((recordedConfig t).ToJson()).AsObject()
             match differingKey (wanted |> Seq.map (fun kv -> kv.Key)) stored wanted with
             | Some (k, was, want) ->
                 usageError "--out '%s': trial %s was run with %s=%s, this declaration gives %s; choose another --out (or move the folder away)"

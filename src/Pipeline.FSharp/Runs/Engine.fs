@@ -50,10 +50,14 @@ let agentSeed (runSeed: int) (index: int) = Seeds.AgentSeed(int64 runSeed, index
 /// Sets a key from its value (F# cannot use C#'s `with` on the record).
 let private set (key: string) (value: string) (c: RunConfig) = c.With(key, value)
 
+/// The checkpoint interval a run of `steps` env steps uses: checkpoint_every as configured, or max(1000, steps / 5)
+/// when it is 0 (or negative).
+let checkpointEvery (configured: int64) (steps: int64) = if configured > 0L then configured else max 1000L (steps / 5L)
+
 /// Builds a run: `cfg` with the algorithm's settings, the envs (agent i runs env i mod n), the step budget, the
-/// population size and the checkpoint interval as they will run (checkpoint_every 0 ⇒ max(1000, steps / 5)).
+/// population size and the checkpoint interval as they will run (see checkpointEvery).
 let create (cfg: RunConfig) (algorithm: Algorithm) (envs: string list) (agentSeeds: int64[]) (steps: int64) (mode: ScheduleMode) =
-    let every = if cfg.CheckpointEvery > 0L then cfg.CheckpointEvery else max 1000L (steps / 5L)
+    let every = checkpointEvery cfg.CheckpointEvery steps
     let config =
         (try AgentGroup.EffectiveConfig(cfg, algorithm) with :? ArgumentException as e -> raise (Errors.UsageError(Errors.messageOf e)))
         |> set "env_name" (String.Join(",", envs))

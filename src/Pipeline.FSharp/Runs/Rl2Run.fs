@@ -75,92 +75,118 @@ let private restoreEnvStates (envs: IEnv[]) (bytes: byte[]) =
     use r = new BinaryReader(new MemoryStream(bytes))
     for e in envs do (e :?> EnvBase).SetRngState(StateIO.ReadUInt64s(r, "env generator"))
 
-/// Meta-trains an RL² policy on `r.Envs` for `r.Steps` env steps in all (trials of the envs drawn uniformly), with a
-/// checkpoint every `--checkpoint-every` env steps (default max(1000, steps / 5)) at an iteration's end and at the
-/// end; `--resume` continues from the newest checkpoint that verifies, with the same numbers as an uninterrupted run.
+/// The padding of a policy meta-trained on `envs`: their largest observation and action sizes.
+let private padding (envs: IEnv seq) =
+    (envs |> Seq.map (fun e -> e.ObservationSize) |> Seq.max), (envs |> Seq.map (fun e -> e.ActionSize) |> Seq.max)
+
+/// The padding of a policy meta-trained on the env ids `envs` (each made once, to read its sizes).
+let paddingOf (envs: string list) =
+    let made = envs |> List.map (fun id -> EnvRegistry.Make(id, 0))
+    try padding made finally for e in made do e.Dispose()
+
+/// Refuses to test a policy padded to (obsPad, actPad) on `env` when the env is larger; `what` names where the env
+/// was given (a flag or a field) and `why` ends the message.
+let checkFits (what: string) (env: string) (obsPad: int, actPad: int) (why: string) =
+    use probe = EnvRegistry.Make(env, 0)
+    if probe.ObservationSize > obsPad || probe.ActionSize > actPad then
+        usageError "%s %s: %d observations and %d actions do not fit the rl2 policy's padding of %d and %d (%s)"
+            what env probe.ObservationSize probe.ActionSize obsPad actPad why
+
+/// Meta-trains an RL² policy on `job.Envs` for `job.Steps` env steps in all: trials of the envs drawn uniformly, a PPO
+/// update per Rl2Settings.TrialsPerIteration trials, a checkpoint (policy, Adam state and generators, the envs'
+/// generators) every `job.CheckpointEvery` env steps at an iteration's end and one at the end. From `job.Resume`'s
+/// checkpoint it continues with the numbers of an uninterrupted run. Records its settings and padding as run.json's
+/// `rl2`. The CLI's `meta-train --algo rl2` and an experiment's rl2 meta-train trial.
+let trainInto (job: MetaLearnerRun.TrainJob) (onMetric: Action<Metric>) (progress: IProgress<int64>) (ct: Threading.CancellationToken) =
+    let settings = Rl2Settings()
+    let store = job.Store
+    let envs = job.Envs |> List.mapi (makeEnv job.Seed) |> Array.ofList
+    try
+        let obsPad, actPad = padding envs
+        let info = settingsJson settings
+        info["obs_pad"] <- JsonValue.Create obsPad
+        info["act_pad"] <- JsonValue.Create actPad
+        job.SetInfo "rl2" info
+        let mutable steps = 0L
+        let mutable iterations = 0L
+        let mutable index = 0
+        let mutable written = 0
+        let agent =
+            match job.Resume.Index with
+            | Some i ->
+                let ckpt = store.Load i
+                steps <- ckpt.Meta["env_step"].GetValue<int64>()
+                iterations <- ckpt.Meta["iterations"].GetValue<int64>()
+                index <- i + 1
+                restoreEnvStates envs ckpt.Parts["envs"]
+                Rl2Agent.Load(ckpt.Parts[part], settings)
+            | None -> new Rl2Agent(settings, obsPad, actPad, Engine.agentSeed job.Seed 0)
+        use _agent = agent
+        let mutable lastCheckpoint = steps
+        let checkpoint () =
+            onMetric.Invoke(Metric(steps, Engine.CheckpointMarker, float index, 0))
+            let meta = JsonObject()
+            meta["env_step"] <- JsonValue.Create steps
+            meta["iterations"] <- JsonValue.Create iterations
+            store.Write(index, readOnlyDict [ part, agent.Save(); "envs", envStates envs ], meta) |> ignore
+            store.Prune 3 |> ignore
+            index <- index + 1
+            written <- written + 1
+            lastCheckpoint <- steps
+        progress.Report steps
+        while steps < job.Steps do
+            let trials = Collections.Generic.List<Rl2Trial>()
+            while trials.Count < settings.TrialsPerIteration && steps < job.Steps do
+                // between trials: a stop loses at most one trial's work (the iteration resumes from its checkpoint)
+                ct.ThrowIfCancellationRequested()
+                let i = agent.Choose envs.Length
+                let t = agent.RunTrial(envs[i], job.Steps - steps)
+                for m in trialRows i steps t do onMetric.Invoke m
+                steps <- steps + int64 t.Length
+                trials.Add t
+                progress.Report steps
+            let struct (pl, vl, kl) = agent.Train(trials)
+            iterations <- iterations + 1L
+            for name, v in [ "policy_loss", pl; "value_loss", vl; "approx_kl", kl ] do onMetric.Invoke(Metric(steps, name, v, 0))
+            if steps - lastCheckpoint >= job.CheckpointEvery && steps < job.Steps then checkpoint ()
+        if lastCheckpoint <> steps || index = 0 then checkpoint ()
+        result agent iterations steps written
+    finally
+        for e in envs do e.Dispose()
+
+/// Meta-trains an RL² policy on `r.Envs` for `r.Steps` env steps in all (see trainInto), with a checkpoint every
+/// `--checkpoint-every` env steps (default max(1000, steps / 5)); `--resume` continues from the newest checkpoint
+/// that verifies, with the same numbers as an uninterrupted run.
 let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
     for e in r.Envs do validateEnv "--envs" e
     validateRun r.Steps r.LossLogEvery r.Device
     if r.Device <> "cpu" then usageError "--device %s: rl2 runs on the CPU only" r.Device
-    let settings = Rl2Settings()
-    let every = match r.CheckpointEvery with Some n when n > 0L -> n | _ -> max 1000L (r.Steps / 5L)
+    let every = Engine.checkpointEvery (defaultArg r.CheckpointEvery 0L) r.Steps
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
     use _lock = FolderLock.acquire out
     let store = CheckpointStore out
     let previous = Results.readRunJson out
     PopulationRun.checkFolder out store r
-    let cfg =
-        resolveConfig [ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1"
-                        sprintf "checkpoint_every=%d" every ]
+    let cfg = MetaLearnerRun.config r.Envs r.Steps (Some every)
     let rl2Request = { r with Variant = "rl2" }
     if r.Resume then previous |> Option.iter (PopulationRun.checkResume out rl2Request (cfg.ToJson()))
     let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
     if r.Resume then for line in resume.Describe out do printfn "%s" line
-    let envs = r.Envs |> List.mapi (makeEnv r.Seed) |> Array.ofList
-    try
-        let obsPad = envs |> Array.map (fun e -> e.ObservationSize) |> Array.max
-        let actPad = envs |> Array.map (fun e -> e.ActionSize) |> Array.max
-        let runId =
-            match previous with
-            | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
-            | _ -> Results.newRunId "rl2" r.Seed
-        let key : Results.RunKey =
-            { RunId = runId; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
-        let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
-        if r.Resume then writer.Resumed(resume.ToJson(), previous)
-        let info = settingsJson settings
-        info["obs_pad"] <- JsonValue.Create obsPad
-        info["act_pad"] <- JsonValue.Create actPad
-        writer.SetInfo("rl2", info)
-        execute writer (sprintf "rl2 meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) r.Steps
-            (fun onMetric _ progress ct ->
-                let mutable steps = 0L
-                let mutable iterations = 0L
-                let mutable index = 0
-                let mutable written = 0
-                let agent =
-                    match resume.Index with
-                    | Some i ->
-                        let ckpt = store.Load i
-                        steps <- ckpt.Meta["env_step"].GetValue<int64>()
-                        iterations <- ckpt.Meta["iterations"].GetValue<int64>()
-                        index <- i + 1
-                        restoreEnvStates envs ckpt.Parts["envs"]
-                        Rl2Agent.Load(ckpt.Parts[part], settings)
-                    | None -> new Rl2Agent(settings, obsPad, actPad, Engine.agentSeed r.Seed 0)
-                use _agent = agent
-                let mutable lastCheckpoint = steps
-                let checkpoint () =
-                    onMetric.Invoke(Metric(steps, Engine.CheckpointMarker, float index, 0))
-                    let meta = JsonObject()
-                    meta["env_step"] <- JsonValue.Create steps
-                    meta["iterations"] <- JsonValue.Create iterations
-                    store.Write(index, readOnlyDict [ part, agent.Save(); "envs", envStates envs ], meta) |> ignore
-                    store.Prune 3 |> ignore
-                    index <- index + 1
-                    written <- written + 1
-                    lastCheckpoint <- steps
-                progress.Report steps
-                while steps < r.Steps do
-                    ct.ThrowIfCancellationRequested()
-                    let trials = Collections.Generic.List<Rl2Trial>()
-                    while trials.Count < settings.TrialsPerIteration && steps < r.Steps do
-                        let i = agent.Choose envs.Length
-                        let t = agent.RunTrial(envs[i], r.Steps - steps)
-                        for m in trialRows i steps t do onMetric.Invoke m
-                        steps <- steps + int64 t.Length
-                        trials.Add t
-                        progress.Report steps
-                    let struct (pl, vl, kl) = agent.Train(trials)
-                    iterations <- iterations + 1L
-                    for name, v in [ "policy_loss", pl; "value_loss", vl; "approx_kl", kl ] do onMetric.Invoke(Metric(steps, name, v, 0))
-                    if steps - lastCheckpoint >= every && steps < r.Steps then checkpoint ()
-                if lastCheckpoint <> steps || index = 0 then checkpoint ()
-                result agent iterations steps written)
-            describe
-    finally
-        for e in envs do e.Dispose()
+    let runId =
+        match previous with
+        | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
+        | _ -> Results.newRunId "rl2" r.Seed
+    let key : Results.RunKey =
+        { RunId = runId; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
+    let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
+    if r.Resume then writer.Resumed(resume.ToJson(), previous)
+    let job : MetaLearnerRun.TrainJob =
+        { Envs = r.Envs; Seed = r.Seed; Steps = r.Steps; CheckpointEvery = every; Store = store; Resume = resume
+          SetInfo = fun k v -> writer.SetInfo(k, v) }
+    execute writer (sprintf "rl2 meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) r.Steps
+        (fun onMetric _ progress ct -> trainInto job onMetric progress ct)
+        describe
 
 /// Loads the RL² policy of a meta-train run folder (its newest checkpoint that verifies), with what a meta-test
 /// records about it.
@@ -184,6 +210,44 @@ let loadPolicy (dir: string) =
     o["skipped"] <- Engine.skippedJson (skipped |> Seq.map (fun struct (i, why) -> i, why) |> List.ofSeq)
     bytes, o
 
+/// The padding a saved policy was built with.
+let private policyPadding (bytes: byte[]) =
+    use policy = Rl2Agent.Load(bytes, Rl2Settings())
+    policy.ObsPad, policy.ActPad
+
+/// Runs the frozen policy `bytes` on `env` for `steps` env steps per seed (trials of its episodes per trial, the
+/// hidden state reset between trials; no gradient step); seed k's rows carry agent = k.
+let private runFrozen (bytes: byte[]) (env: string) (seeds: int list) (steps: int64) (onMetric: Action<Metric>)
+                      (progress: IProgress<int64>) (ct: Threading.CancellationToken) =
+    let settings = Rl2Settings()
+    let mutable total = 0L
+    let mutable trials = 0L
+    for k, seed in List.indexed seeds do
+        use agent = Rl2Agent.Load(bytes, settings)
+        agent.Reseed(Engine.agentSeed seed 0)
+        use env = makeEnv seed 0 env
+        let mutable ran = 0L
+        while ran < steps do
+            ct.ThrowIfCancellationRequested()
+            let t = agent.RunTrial(env, steps - ran)
+            for m in trialRows k ran t do onMetric.Invoke m
+            ran <- ran + int64 t.Length
+            trials <- trials + 1L
+            progress.Report(total + ran)
+        total <- total + ran
+    PopulationResult([||], 0L, trials, steps, Array.create seeds.Length steps, 0, 0, 0, [||])
+
+/// Meta-tests the RL² policy of the meta-train run `job.Source` (its newest checkpoint that verifies) on `job.Env`
+/// for `job.Steps` env steps with seed `job.Seed`, as `meta-test --algo rl2 --seed` does; records what it loaded as
+/// run.json's `objective`. An experiment's rl2 meta-test trial.
+let testInto (job: MetaLearnerRun.TestJob) (onMetric: Action<Metric>) (progress: IProgress<int64>) (ct: Threading.CancellationToken) =
+    let bytes, objective = loadPolicy job.Source
+    checkFits "--env" job.Env (policyPadding bytes) "it was meta-trained on smaller envs"
+    job.SetInfo "objective" objective
+    for x in objective["skipped"].AsArray() do
+        job.Note(sprintf "skipping checkpoint %d of %s: %s" (x["checkpoint"].GetValue<int>()) job.Source (x["reason"].GetValue<string>()))
+    runFrozen bytes job.Env [ job.Seed ] job.Steps onMetric progress ct
+
 /// Runs the frozen RL² policy of `r.Objective` on `r.Env` for `r.Steps` env steps per seed (trials of its episodes
 /// per trial, the hidden state reset between trials); no gradient step.
 let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
@@ -192,38 +256,15 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     validateSeeds r.Seeds
     if r.Checkpoint.IsSome then usageError "--checkpoint: an rl2 meta-test loads the newest checkpoint that verifies"
     let bytes, objective = loadPolicy r.Objective
-    let settings = Rl2Settings()
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%s" r.Env (String.Join(",", r.Seeds))))
-    let cfg = resolveConfig [ sprintf "env_name=%s" r.Env; sprintf "timesteps_total=%d" r.Steps; "agent_count=1" ]
+    let cfg = MetaLearnerRun.config [ r.Env ] r.Steps None
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-rl2-%s" r.Env) seed; Experiment = r.Experiment; Variant = "rl2"
           Phase = "meta-test"; Env = r.Env; Seed = seed }
-    let checkFits () =
-        use probe = EnvRegistry.Make(r.Env, 0)
-        use policy = Rl2Agent.Load(bytes, settings)
-        if probe.ObservationSize > policy.ObsPad || probe.ActionSize > policy.ActPad then
-            usageError "--env %s: %d observations and %d actions do not fit the rl2 policy's padding of %d and %d (it was meta-trained on smaller envs)"
-                r.Env probe.ObservationSize probe.ActionSize policy.ObsPad policy.ActPad
-    checkFits ()
+    checkFits "--env" r.Env (policyPadding bytes) "it was meta-trained on smaller envs"
     let writers, locks = seedWriters out r.Seeds r.Force key (cfg.ToJson()) command
     use _locks = locks
     for w in writers do w.SetInfo("objective", objective)
     executeRuns writers (sprintf "rl2 meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) (r.Steps * int64 r.Seeds.Length)
-        (fun onMetric _ progress ct ->
-            let mutable total = 0L
-            let mutable trials = 0L
-            for k, seed in List.indexed r.Seeds do
-                use agent = Rl2Agent.Load(bytes, settings)
-                agent.Reseed(Engine.agentSeed seed 0)
-                use env = makeEnv seed 0 r.Env
-                let mutable steps = 0L
-                while steps < r.Steps do
-                    ct.ThrowIfCancellationRequested()
-                    let t = agent.RunTrial(env, r.Steps - steps)
-                    for m in trialRows k steps t do onMetric.Invoke m
-                    steps <- steps + int64 t.Length
-                    trials <- trials + 1L
-                    progress.Report(total + steps)
-                total <- total + steps
-            PopulationResult([||], 0L, trials, r.Steps, Array.create r.Seeds.Length r.Steps, 0, 0, 0, [||]))
+        (fun onMetric _ progress ct -> runFrozen bytes r.Env r.Seeds r.Steps onMetric progress ct)
         (fun res -> sprintf "%d trials, %d env steps per seed, no gradient steps" res.Rounds res.GlobalStep)
