@@ -1,8 +1,8 @@
-// The paper's Table 1 protocol: objectives meta-trained on five env sets (10 agents per env), and RL² meta-trained on
-// the same sets (one learner, MetaTrainSteps env steps in all), each meta-tested on Cheetah, Hopper and Lunar (seen or
-// unseen), against the hand-designed baselines (TD3, DDPG, PPO, off- and on-policy REINFORCE); 6 meta-train × 2
-// meta-test seeds at paper scale. (EPG is not in this harness yet.) Paper scale needs GPUs or a cluster (see --dry-run
-// for the estimate).
+// The paper's Table 1 protocol: objectives meta-trained on five env sets (10 agents per env), and RL² and EPG
+// meta-trained on the same sets (each one learner with the env steps of the population beside it), each meta-tested on
+// Cheetah, Hopper and Lunar (seen or unseen), against the hand-designed baselines (TD3, DDPG, PPO, off- and on-policy
+// REINFORCE); 6 meta-train × 2 meta-test seeds at paper scale (the paper ran EPG with 3). Paper scale needs GPUs or a
+// cluster (see --dry-run for the estimate).
 //   dotnet fsi experiments/table1.fsx -- --scale paper
 //   dotnet fsi experiments/table1.fsx -- --help | --dry-run | --out DIR
 #load "common.fsx"
@@ -22,7 +22,7 @@ let table1 =
             [ cheetah; hopper; walker; ant ] ]
         MetaTest = [ cheetah; hopper; lunar ]
         AgentsPerEnv = Some 10
-        Variants = [ objective "full"; rl2 ]
+        Variants = [ objective "full"; rl2; epg ]
         Baselines = [ "td3"; "ddpg"; "ppo"; "reinforce-offpolicy"; "reinforce-onpolicy" ]
         MetaTrainSeeds = [ 0 .. 5 ]
         MetaTestSeeds = [ 0; 1 ]

@@ -1,4 +1,4 @@
-/// Meta-learners as experiment variants (`Variants = [ objective "full"; rl2 ]`): how RL² variants expand and are
+/// Meta-learners as experiment variants (`Variants = [ objective "full"; rl2; epg ]`): how RL² and EPG variants expand and are
 /// validated, and micro runs through the experiment runner: meta-train → meta-test beside MetaGenRL's, a re-run that
 /// does nothing, an RL² meta-train from another experiment tested as an objective folder, and a resume.
 module MetaGenRL.Tests.ExperimentLearnerTests
@@ -65,14 +65,15 @@ let expansionTests =
             let mt = of' Rl2 MetaTrainPhase |> List.find (fun t -> t.Seed = 1 && t.Envs = [ "Pendulum-v1"; "Reacher-v2" ])
             Expect.equal mt.Id "mt_rl2_Pendulum-v1+Reacher-v2_s1" "id: as MetaGenRL's, without a sweep point"
             Expect.equal (mt.Variant, mt.Agents, mt.Swept) ("rl2", 1, []) "variant rl2, one learner, no sweep point"
+            Expect.equal mt.Steps (2L * 5000L) "the env steps of the population beside it (Tiny: 2 agents × 5000)"
             Expect.equal mt.Overrides [ "checkpoint_every", "3000" ] "of the overrides only checkpoint_every"
-            Expect.equal ((trialConfig mt).ToJson()) ((MetaLearnerRun.config mt.Envs mt.Steps (Some 3000L)).ToJson()) "the config it records: envs, budget, one agent, checkpoint interval"
+            Expect.equal ((trialConfig mt).ToJson()) ((MetaLearnerRun.config mt.Envs mt.Steps (Some 3000L) []).ToJson()) "the config it records: envs, budget, one agent, checkpoint interval"
             let tests = of' Rl2 MetaTestPhase |> List.filter (fun t -> t.DependsOn = Some mt.Id)
             Expect.equal tests.Length 6 "2 envs × 3 seeds"
             for t in tests do
                 Expect.equal t.Seen (Some(t.Envs = [ "Pendulum-v1" ])) (t.Id + ": Pendulum seen, MountainCar unseen")
                 Expect.equal (t.TrainEnvs, t.MetaSeed, t.Overrides) (Some mt.Envs, Some 1, []) (t.Id + ": trial columns, no overrides")
-                Expect.equal ((trialConfig t).ToJson()) ((MetaLearnerRun.config t.Envs t.Steps None).ToJson()) (t.Id + ": config as meta-test --algo rl2")
+                Expect.equal ((trialConfig t).ToJson()) ((MetaLearnerRun.config t.Envs t.Steps None []).ToJson()) (t.Id + ": config as meta-test --algo rl2")
             let full = of' MetaGenRL MetaTrainPhase |> List.head
             Expect.equal (trialConfig full).CriticUnits 8 "MetaGenRL trials keep every key"
             // an rl2 meta-train costs ≈ 1/1500 s per env step, one core
@@ -100,6 +101,25 @@ let expansionTests =
             expectUsage "not on cuda" "Device: cuda; the rl2 variant runs on the CPU only" (v { grid with Device = "cuda" })
             validate { grid with Variants = [ { rl2 with Set = [ "checkpoint_every", "500" ] } ]; Agents = Some 1 }
             validate grid
+        }
+
+        test "an epg variant: the scale's LearnerSet and its epg_* keys, the population's budget, any test env; validation" {
+            let e = { grid with Variants = [ objective "full"; { epg with Set = [ "epg_sigma", "0.1" ] } ]; MetaTest = [ "Pendulum-v1"; "Hopper-v2" ] }
+            validate e
+            let trials = expand e
+            let mt = trials |> List.find (fun t -> t.Learner = Some Epg && t.Phase = MetaTrainPhase)
+            Expect.equal mt.Overrides [ "epg_inner_steps", "1000"; "epg_pairs", "2"; "checkpoint_every", "3000"; "epg_sigma", "0.1" ]
+                "Tiny's LearnerSet, the experiment's checkpoint_every, its own Set; not critic_units"
+            Expect.equal mt.Steps 10_000L "2 agents × 5000 env steps"
+            let cfg = trialConfig mt
+            Expect.equal (cfg.EpgInnerSteps, cfg.EpgPairs, cfg.EpgSigma, cfg.CheckpointEvery) (Nullable 1000L, Nullable 2, Nullable 0.1, 3000L) "recorded config"
+            Expect.equal (trials |> List.filter (fun t -> t.Learner = Some Epg && t.Phase = MetaTestPhase)).Length 24 "Hopper is fine: a fresh agent of its own size"
+            let v x = fun () -> validate x
+            expectUsage "a population key" "Variants[epg].Set: key 'policy_units' does not apply to epg, which takes only checkpoint_every, epg_inner_steps"
+                (v { e with Variants = [ { epg with Set = [ "policy_units", "8" ] } ] })
+            expectUsage "less than an epoch" "MetaTrainSteps: the epg trial mt_epg_Pendulum-v1+InvertedPendulum-v2_s0 gets 400 env steps (agents × MetaTrainSteps), less than one ES epoch (2 × 2 pairs × 1000 inner steps = 4000)"
+                (v { e with MetaTrainSteps = Some 200L })
+            expectUsage "a bad σ" "epg_sigma=0" (v { e with Variants = [ { epg with Set = [ "epg_sigma", "0" ] } ] })
         }
     ]
 
@@ -161,14 +181,40 @@ let runTests =
             finally Directory.Delete(root, true)
         }
 
+        test "epg: meta-train → meta-test on a seen and an unseen env with the population's budget; a re-run does nothing" {
+            let root = tempDir "learners-epg"
+            try
+                let out = Path.Combine(root, "a")
+                let e = { micro "epg" with Variants = [ epg ]; MetaTrain = [ [ "Pendulum-v1"; "InvertedPendulum-v2" ] ]; MetaTest = [ "Pendulum-v1"; "MountainCarContinuous-v0" ] }
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "exit code"
+                let trials = expand (atScale e)
+                Expect.equal (trials |> List.map (fun t -> t.Phase, t.Steps)) [ MetaTrainPhase, 400L; MetaTestPhase, 200L; MetaTestPhase, 200L ] "1 epoch of 4 × 100 steps, 2 meta-tests"
+                for t in trials do Expect.equal (statusOf (ExperimentRunner.trialDir out t)) "complete" t.Id
+                let merged = ExperimentRunner.mergedPath out
+                let fitness = duck (sprintf "SELECT count(*) FROM read_parquet('%s') WHERE phase = 'meta-train' AND metric = 'fitness'" merged)
+                Expect.equal fitness [ [ "4" ] ] "one fitness row per inner loop"
+                let tests = duck (sprintf "SELECT env, seen, count(*) FROM read_parquet('%s') WHERE phase = 'meta-test' AND metric = 'last_loss' GROUP BY ALL ORDER BY ALL" merged)
+                Expect.equal tests [ [ "MountainCarContinuous-v0"; "False"; "1" ]; [ "Pendulum-v1"; "True"; "1" ] ] "each meta-test trained on the loss; seen and unseen"
+                let mt = trials.Head
+                let run = (Results.readRunJson (ExperimentRunner.trialDir out mt)).Value
+                Expect.equal (run.["epg"].["inner_steps"].GetValue<int64>(), run.["epg"].["pairs"].GetValue<int>()) (100L, 2) "run.json records its settings"
+                let testRun = (Results.readRunJson (ExperimentRunner.trialDir out trials.[1])).Value
+                Expect.equal (testRun.["objective"].["dir"].GetValue<string>()) (Path.GetFullPath(ExperimentRunner.trialDir out mt)) "the loss of its meta-train trial"
+                let stamps () = trials |> List.map (fun t -> File.GetLastWriteTimeUtc(Path.Combine(ExperimentRunner.trialDir out t, "metrics.parquet")))
+                let before = stamps ()
+                Expect.equal (Script.main e [| "x.fsx"; "--out"; out; "--no-report" |]) 0 "re-run"
+                Expect.equal (stamps ()) before "no trial re-ran"
+            finally Directory.Delete(root, true)
+        }
+
         test "an interrupted rl2 meta-train resumes from its checkpoint to the rows of an uninterrupted run" {
             let root = tempDir "learners-resume"
             try
-                // 8 Pendulum trials (3200 steps) per PPO iteration: checkpoint 0 after the first, 3 more trials (the stop
-                // comes between two of them), checkpoint 1 at the end
+                // 2 micro agents × 2400 = 4800 env steps: 8 Pendulum trials (3200 steps) per PPO iteration, checkpoint 0
+                // after the first, 3 more trials (the stop comes between two of them), checkpoint 1 at the end
                 let e =
                     atScale { micro "resume" with
-                                Variants = [ rl2 ]; MetaTrain = [ [ "Pendulum-v1" ] ]; MetaTest = []; MetaTrainSteps = Some 4800L
+                                Variants = [ rl2 ]; MetaTrain = [ [ "Pendulum-v1" ] ]; MetaTest = []; MetaTrainSteps = Some 2400L
                                 Set = [ "checkpoint_every", "400" ] }
                 let trials = expand e
                 let whole, cut = Path.Combine(root, "whole"), Path.Combine(root, "cut")

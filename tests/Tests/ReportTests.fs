@@ -127,6 +127,7 @@ let tests =
                 // self-contained: plotly.js is in the page, nothing is loaded from the network
                 Expect.stringContains html "* plotly.js v" "plotly.js is embedded"
                 Expect.isFalse (Text.RegularExpressions.Regex.IsMatch(html, @"<script[^>]*\bsrc\s*=")) "no <script src=…>: the page works offline"
+                Expect.stringContains md "report.html holds plotly.js itself" "summary.md says the page works offline"
                 Expect.isEmpty (Directory.GetFiles(out, "*.tmp-*")) "no temp files left"
                 // TensorBoard: one folder per run and agent; every row is one event after the file-version event.
                 // agent 0: 2 returns + 2 objective_loss + value gain + correlation; agent 1: 2 returns + 3 diagnostics.

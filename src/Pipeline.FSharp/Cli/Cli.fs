@@ -252,7 +252,14 @@ let run (argv: string[]) : int =
         match a.GetResult(MetaTrainArgs.Algo, "metagenrl") with
         | "metagenrl" -> PopulationRun.metaTrain (metaTrainRequest a) command
         | "rl2" -> Rl2Run.metaTrain (metaTrainRequest a) command
-        | "epg" -> EpgRun.metaTrain (metaTrainRequest a) command
+        | "epg" ->
+            // --scale sizes EPG through the preset's LearnerSet (its Set tunes MetaGenRL's agents)
+            let r = metaTrainRequest a
+            let learnerSet =
+                a.TryGetResult MetaTrainArgs.Scale
+                |> Option.map (fun s -> (Experiment.preset (Experiment.Scale.parse s)).LearnerSet |> List.map (fun (k, v) -> k + "=" + v))
+                |> Option.defaultValue []
+            EpgRun.metaTrain { r with Overrides = learnerSet @ r.Overrides } command
         | other -> Errors.usageError "--algo '%s': expected metagenrl, rl2 or epg" other
     | [ Meta_Test a ] ->
         match a.GetResult(MetaTestArgs.Algo, "metagenrl") with

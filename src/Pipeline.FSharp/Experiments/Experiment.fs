@@ -41,6 +41,8 @@ type Preset =
       /// What meta-tests and baselines change on top of Set: the test protocol, not the meta-train run's settings
       /// (the official test config explores at random for its first 10k steps at paper scale).
       TestSet: (string * string) list
+      /// What the meta-learners other than MetaGenRL take at this scale (EPG's inner-loop size), before Set.
+      LearnerSet: (string * string) list
       Agents: int
       MetaTrainSteps: int64
       MetaTestSteps: int64 }
@@ -51,18 +53,21 @@ let preset =
         { Set = [ "policy_units", "16"; "critic_units", "16"; "buffer_sample_size", "4"; "recurrent_time_steps", "10"
                   "steps", "2"; "policy_random_exploration_steps", "100"; "obj_func_anneal_steps", "100" ]
           TestSet = []
+          LearnerSet = [ "epg_inner_steps", "100"; "epg_pairs", "2" ]
           Agents = 2; MetaTrainSteps = 400L; MetaTestSteps = 400L }
     | Tiny ->
         { Set = [ "policy_units", "32"; "critic_units", "32"; "buffer_sample_size", "16"
                   "policy_random_exploration_steps", "1000"; "obj_func_anneal_steps", "2000" ]
           TestSet = []
+          LearnerSet = [ "epg_inner_steps", "1000"; "epg_pairs", "2" ]
           Agents = 2; MetaTrainSteps = 5_000L; MetaTestSteps = 6_000L }
     | Small ->
         { Set = [ "policy_units", "64"; "critic_units", "64"; "buffer_sample_size", "32"
                   "policy_random_exploration_steps", "2000"; "obj_func_anneal_steps", "10000" ]
           TestSet = [ "policy_random_exploration_steps", "5000" ]
+          LearnerSet = []
           Agents = 4; MetaTrainSteps = 50_000L; MetaTestSteps = 50_000L }
-    | Paper -> { Set = []; TestSet = [ "policy_random_exploration_steps", "10000" ]; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
+    | Paper -> { Set = []; TestSet = [ "policy_random_exploration_steps", "10000" ]; LearnerSet = []; Agents = 20; MetaTrainSteps = 700_000L; MetaTestSteps = 700_000L }
 
 // ── META-LEARNERS ──
 
@@ -76,6 +81,9 @@ type MetaLearner =
     /// RL² (Rl2Run): a GRU policy meta-trained with PPO on trials of the env set, one learner (Rl2Settings); a
     /// meta-test runs it frozen, so only on envs no larger than the set's largest (its input padding).
     | Rl2
+    /// EPG (EpgRun): a loss network evolved by ES over inner loops that train fresh agents on the set's envs
+    /// (EpgSettings, sized by the epg_* keys); a meta-test trains a fresh agent on any env with the frozen loss.
+    | Epg
 
 module MetaLearner =
     /// Every case, read from the type, so a new one needs no entry here.
@@ -85,14 +93,15 @@ module MetaLearner =
 
     /// The name its results carry (run.json's and the rows' variant) and its variant's name; MetaGenRL's runs carry
     /// their objective variant's name instead.
-    let name = function MetaGenRL -> "metagenrl" | Rl2 -> "rl2"
+    let name = function MetaGenRL -> "metagenrl" | Rl2 -> "rl2" | Epg -> "epg"
 
     /// The meta-learner other than MetaGenRL whose runs carry `variant`.
     let ofVariant (variant: string) = all |> List.tryFind (fun l -> l <> MetaGenRL && name l = variant)
 
-/// The config keys a meta-learner other than MetaGenRL takes from the declaration (Set, its variant's Set): its own
-/// settings are fixed and recorded in run.json; every other key tunes MetaGenRL's agents, objective or population.
-let learnerKeys = [ "checkpoint_every" ]
+/// The config keys a meta-learner other than MetaGenRL takes from the declaration (the scale's LearnerSet, Set, its
+/// variant's Set): checkpoint_every and its own sizes (EPG's epg_*); its resolved settings are recorded in run.json.
+/// Every other key tunes MetaGenRL's agents, objective or population.
+let learnerKeys = function Epg -> "checkpoint_every" :: EpgRun.keys | _ -> [ "checkpoint_every" ]
 
 /// A variant: the meta-learner it runs, a name, and for MetaGenRL the config keys it changes (a small diff from the
 /// defaults).
@@ -155,13 +164,21 @@ let variant (name: string) (set: (string * string) list) = { Name = name; Set = 
 let learner (l: MetaLearner) = { Name = MetaLearner.name l; Set = []; Learner = l }
 
 /// RL² as a variant (`Variants = [ objective "full"; rl2 ]`): per MetaTrain set and MetaTrainSeed, one RL²
-/// meta-train of MetaTrainSteps env steps in all (one learner: Agents, AgentsPerEnv and Mode do not apply), and its
+/// meta-train of as many env steps in all as the MetaGenRL population of that set would take (its agents ×
+/// MetaTrainSteps; one learner, so Mode does not apply), and its
 /// meta-tests on every MetaTest env (seen or unseen) and MetaTestSeed, MetaTestSteps each, beside MetaGenRL's.
 /// Its settings are Rl2Settings' (run.json records them under `rl2`). Of the config it takes only checkpoint_every
 /// (see learnerKeys); the other keys of the scale preset, Set, TestSet and the sweep axes tune MetaGenRL and are
 /// ignored by its trials, which run once per set and seed at no sweep point. A key other than checkpoint_every in its
 /// own Set is refused, and so is a MetaTest env larger than a MetaTrain set's largest, or a Device other than cpu.
 let rl2 = learner Rl2
+
+/// EPG as a variant (`Variants = [ objective "full"; epg ]`): per MetaTrain set and MetaTrainSeed, one EPG meta-train
+/// (whole ES epochs) and its meta-tests, each training a fresh agent with the frozen loss on a MetaTest env (seen or
+/// unseen) and MetaTestSeed for MetaTestSteps. It takes checkpoint_every and the epg_* keys (the scale's LearnerSet,
+/// Set, its own Set; see learnerKeys); like `rl2` it runs once per set and seed at no sweep point, on the CPU, with
+/// the env steps of the population beside it. Its meta-train must hold at least one ES epoch.
+let epg = learner Epg
 
 /// A sweep axis over a config key.
 let axis (key: string) (values: 'a list) = { Key = key; Values = values |> List.map (fun v -> Convert.ToString(v, CultureInfo.InvariantCulture)) }
@@ -318,13 +335,15 @@ let expand (e: Experiment) : Trial list =
                         for m in e.MetaTrainSeeds do
                             let overrides =
                                 if population then p.Set @ e.Set @ v.Set @ point
-                                else p.Set @ e.Set @ v.Set |> List.filter (fun (k, _) -> List.contains k learnerKeys)
+                                else p.LearnerSet @ e.Set @ v.Set |> List.filter (fun (k, _) -> List.contains k (learnerKeys v.Learner))
                             let mt =
                                 { Id = trialId [ "mt"; v.Name; envList set; sprintf "s%d" m ] point
                                   Phase = MetaTrainPhase; Learner = Some v.Learner; Variant = v.Name; Envs = set
                                   TrainEnvs = Some set; Seed = m; MetaSeed = Some m; Seen = None; Swept = point
                                   Overrides = overrides; Agents = (if population then agentsOf point set else 1)
-                                  Steps = mtSteps; DependsOn = None; ObjectiveDir = None }
+                                  // another meta-learner gets the env steps of the population it stands beside
+                                  Steps = (if population then mtSteps else mtSteps * int64 (agentsOf point set))
+                                  DependsOn = None; ObjectiveDir = None }
                             yield mt
                             for env in e.MetaTest do
                                 for t in e.MetaTestSeeds do
@@ -369,9 +388,10 @@ let trialConfig (t: Trial) : RunConfig =
     match t.Learner with
     | Some MetaGenRL | None ->
         resolved [ "timesteps_total", string t.Steps; "env_name", String.Join(",", t.Envs); "agent_count", string t.Agents ]
-    | Some _ ->
+    | Some l ->
         let every = Engine.checkpointEvery (resolved []).CheckpointEvery t.Steps
-        MetaLearnerRun.config t.Envs t.Steps (if t.Phase = MetaTrainPhase then Some every else None)
+        let own = t.Overrides |> List.filter (fun (k, _) -> k <> "checkpoint_every" && List.contains k (learnerKeys l))
+        MetaLearnerRun.config t.Envs t.Steps (if t.Phase = MetaTrainPhase then Some every else None) own
 
 // ── VALIDATION ──
 
@@ -395,6 +415,7 @@ let private checkTestable (l: MetaLearner) (trainEnvs: string list) (env: string
     match l with
     | MetaGenRL -> ()   // the objective trains a fresh agent of the env's own sizes
     | Rl2 -> Rl2Run.checkFits "MetaTest" env (Rl2Run.paddingOf trainEnvs) (sprintf "the rl2 policy of %s is padded to its largest env" (envList trainEnvs))
+    | Epg -> ()         // the loss trains a fresh agent of the env's own sizes
 
 let private checkSeeds (field: string) (seeds: int list) =
     if seeds.IsEmpty then usageError "%s: give at least one seed" field
@@ -456,9 +477,9 @@ let validate (e: Experiment) =
             let name = MetaLearner.name l
             if v.Name <> name then usageError "Variants[%s]: a %s variant is named '%s' (its results and meta-tests know it by that name)" v.Name name name
             for (k, _) in v.Set do
-                if not (List.contains k learnerKeys) then
+                if not (List.contains k (learnerKeys l)) then
                     usageError "Variants[%s].Set: key '%s' does not apply to %s, which takes only %s from the config (its own settings are fixed)"
-                        v.Name k name (String.Join(", ", learnerKeys))
+                        v.Name k name (String.Join(", ", learnerKeys l))
             if e.Device <> "cpu" then usageError "Device: %s; the %s variant runs on the CPU only" e.Device name
             for set in e.MetaTrain do
                 for env in e.MetaTest do checkTestable l set env
@@ -479,7 +500,14 @@ let validate (e: Experiment) =
         usageError "Sweep: a key has two axes"
     (try MetaGenRL.Core.Torch.Devices.Resolve e.Device |> ignore
      with :? ArgumentException as ex -> usageError "Device: %s" (messageOf ex))
-    let ids = expand e |> List.map (fun t -> t.Id)
+    let trials = expand e
+    for t in trials do
+        if t.Phase = MetaTrainPhase && t.Learner = Some Epg then
+            let s = EpgRun.settingsOf (sprintf "Variants[epg]: trial %s" t.Id) (trialConfig t)
+            if t.Steps < s.StepsPerEpoch then
+                usageError "MetaTrainSteps: the epg trial %s gets %d env steps (agents × MetaTrainSteps), less than one ES epoch (2 × %d pairs × %d inner steps = %d); raise MetaTrainSteps or lower epg_inner_steps or epg_pairs"
+                    t.Id t.Steps s.Pairs s.InnerSteps s.StepsPerEpoch
+    let ids = trials |> List.map (fun t -> t.Id)
     match ids |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
     | Some (dup, _) -> usageError "Objectives: two objective folders give the same trial id '%s' (same variant, envs and seed)" dup
     | None -> ()
@@ -554,8 +582,9 @@ let private secondsPerAgentStep scale (phase: Phase) =
     | Paper -> if meta then 0.22 else 0.10
 
 /// Core-seconds per env step of another meta-learner's trials, at every scale (None for MetaGenRL: by scale and
-/// phase, above). RL²: ≈ 1,400–1,700 env-steps/s overall in the onpolicy benchmark.
-let private learnerSecondsPerStep = function MetaGenRL -> None | Rl2 -> Some(1.0 / 1500.0)
+/// phase, above). RL²: ≈ 1,400–1,700 env-steps/s overall in the onpolicy benchmark; EPG: ≈ 6,000–8,700 env-steps/s
+/// of a Pendulum meta-train on 2 cores (≈ 3,000–4,000 per core).
+let private learnerSecondsPerStep = function MetaGenRL -> None | Rl2 -> Some(1.0 / 1500.0) | Epg -> Some(1.0 / 3000.0)
 
 /// Core-seconds per agent-step of a trial: other meta-learners and the on-policy baselines run at their own size at
 /// every scale (measured with the onpolicy benchmark: PPO ≈ 1,600–2,100 env-steps/s, on-policy REINFORCE ≈

@@ -96,6 +96,7 @@ let private learnerRuns (l: MetaLearner) : (MetaLearnerRun.Train * MetaLearnerRu
     match l with
     | MetaGenRL -> None
     | Rl2 -> Some(Rl2Run.trainInto, Rl2Run.testInto)
+    | Epg -> Some(EpgRun.trainInto, EpgRun.testInto)
 
 /// The config a trial runs with and records in run.json: an engine run's (its algorithm's settings applied), or
 /// another meta-learner's (Experiment.trialConfig).
@@ -147,8 +148,10 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
                 f onMetric progress ct
             match t.Phase, t.Learner |> Option.bind learnerRuns with
             | MetaTrainPhase, Some (train, _) ->
-                onTrialThread (train { Envs = t.Envs; Seed = t.Seed; Steps = t.Steps; CheckpointEvery = (trialConfig t).CheckpointEvery
-                                       Store = store; Resume = point; SetInfo = setInfo })
+                let cfg = trialConfig t
+                onTrialThread (train { Envs = t.Envs; Seed = t.Seed; Steps = t.Steps; CheckpointEvery = cfg.CheckpointEvery
+                                       Store = store; Resume = point; Config = cfg; Cores = min opts.Cores t.Agents
+                                       SetInfo = setInfo })
             | MetaTestPhase, Some (_, test) ->
                 onTrialThread (test { Source = (sourceOf opts t).Value; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps
                                       SetInfo = setInfo; Note = note })

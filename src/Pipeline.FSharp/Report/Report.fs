@@ -226,7 +226,7 @@ let write (dir: string) (opts: ReportOptions) : ReportResult =
     sb.AppendLine("\n## Figures\n") |> ignore
     for f in files do
         if not (f.StartsWith(Path.Combine(outDir, "tensorboard"))) then sb.AppendLine(sprintf "- `%s`" (Path.GetFileName f)) |> ignore
-    sb.AppendLine("\nreport.html loads plotly.js from its CDN (Plotly.NET's default), so it needs a network to render.\n") |> ignore
+    sb.AppendLine("\nreport.html holds plotly.js itself, so it renders without a network.\n") |> ignore
     sb.Append(definitions) |> ignore
     let summary = sb.ToString()
     save "summary.md" (Encoding.UTF8.GetBytes summary)

@@ -1,14 +1,13 @@
-/// `./metagenrl meta-train --algo epg` and `./metagenrl meta-test --algo epg`: EPG (an evolved loss network, trained
-/// by evolution strategies over inner loops that train fresh agents on it; meta-test trains fresh agents on any env
-/// with the frozen loss). Meta-train rows carry agent = the env's index in the meta-train set (the env column names the
-/// inner loop's env); meta-test rows agent = the seed's index.
+/// `./metagenrl meta-train --algo epg` and `./metagenrl meta-test --algo epg`, and an experiment's epg trials: EPG (a
+/// loss network evolved by evolution strategies over inner loops that train fresh agents on it; a meta-test trains
+/// fresh agents on any env with the frozen loss). Meta-train rows carry agent = the env's index in the meta-train set
+/// (the env column names the inner loop's env); meta-test rows agent = the seed's index.
 module MetaGenRL.Pipeline.EpgRun
 
 open System
 open System.IO
 open System.Text.Json.Nodes
 open System.Threading
-open Akka.Actor
 open MetaGenRL.Actors
 open MetaGenRL.Core.Agents
 open MetaGenRL.Core.Checkpoints
@@ -38,6 +37,9 @@ let settingsJson (s: EpgSettings) =
     o["loss_parameters"] <- JsonValue.Create(EpgLoss.Size s.LossChannels)
     o
 
+/// The config keys EPG takes besides checkpoint_every (the others tune MetaGenRL).
+let keys = [ "epg_inner_steps"; "epg_pairs"; "epg_sigma"; "epg_es_learning_rate" ]
+
 /// The settings of a run config (its epg_* keys), checked; `field` names where the keys came from in messages.
 let settingsOf (field: string) (cfg: RunConfig) =
     let s = EpgSettings.From cfg
@@ -50,7 +52,7 @@ let checkBudget (flag: string) (steps: int64) (s: EpgSettings) =
         usageError "%s %d: one EPG epoch takes 2 × %d pairs × %d inner steps = %d env steps; give at least that, or lower epg_inner_steps or epg_pairs (--set)"
             flag steps s.Pairs s.InnerSteps s.StepsPerEpoch
 
-let private epochRows (envs: string list) (start: int64) (s: EpgSettings) (jobs: Collections.Generic.IReadOnlyList<EpgJob>)
+let private epochRows (start: int64) (s: EpgSettings) (jobs: Collections.Generic.IReadOnlyList<EpgJob>)
                       (lives: Collections.Generic.IReadOnlyList<EpgLifetime>) (gradNorm: float) =
     [ for m in 0 .. jobs.Count - 1 do
         let j, life = jobs[m], lives[m]
@@ -64,21 +66,22 @@ let private epochRows (envs: string list) (start: int64) (s: EpgSettings) (jobs:
       yield Metric(stop, "fitness_mean", lives |> Seq.averageBy (fun l -> l.Fitness), 0)
       yield Metric(stop, "es_grad_norm", gradNorm, 0) ]
 
-/// The work of an EPG meta-train run, shared by the CLI and experiment trials: whole ES epochs while they fit in
-/// `steps` env steps, the inner loops of each run concurrently by `workers` actors (`threads` torch threads each) in
-/// `system` (an own one when None);
-/// a checkpoint (φ, its Adam state, the ES generator) at an epoch's end once `every` env steps have passed since the
-/// last, and at the end. Continues from `resume`'s checkpoint with the numbers of an uninterrupted run.
-let trainInto (envs: string list) (seed: int) (steps: int64) (every: int64) (s: EpgSettings) (workers: int) (threads: int) (system: ActorSystem option)
-              (store: CheckpointStore) (resume: Engine.ResumePoint) (onMetric: Action<Metric>) (progress: IProgress<int64>)
-              (ct: CancellationToken) : PopulationResult =
-    let epochs = steps / s.StepsPerEpoch
+/// Meta-trains an EPG loss on `job.Envs` for `job.Steps` env steps in all: whole ES epochs while they fit, the inner
+/// loops of each run concurrently by `job.Cores` InnerLoopActors (one torch thread each); a checkpoint (φ, its Adam
+/// state, the ES generator) at an epoch's end once `job.CheckpointEvery` env steps have passed since the last, and one
+/// at the end. From `job.Resume`'s checkpoint it continues with the numbers of an uninterrupted run. Its settings come
+/// from `job.Config`'s epg_* keys and go to run.json as `epg`. The CLI's `meta-train --algo epg` and an experiment's
+/// epg meta-train trial.
+let trainInto (job: MetaLearnerRun.TrainJob) (onMetric: Action<Metric>) (progress: IProgress<int64>) (ct: CancellationToken) : PopulationResult =
+    let s = settingsOf "epg_*" job.Config
+    checkBudget "budget" job.Steps s
+    job.SetInfo "epg" (settingsJson s)
+    let epochs = job.Steps / s.StepsPerEpoch
+    let store = job.Store
     let trainer, first =
-        match resume.Index with
-        | Some i ->
-            let ckpt = store.Load i
-            EpgTrainer.Load(ckpt.Parts[part], s, envs.Length, int64 seed), i + 1
-        | None -> EpgTrainer(s, envs.Length, int64 seed), 0
+        match job.Resume.Index with
+        | Some i -> EpgTrainer.Load((store.Load i).Parts[part], s, job.Envs.Length, int64 job.Seed), i + 1
+        | None -> EpgTrainer(s, job.Envs.Length, int64 job.Seed), 0
     let mutable index = first
     let mutable written = 0
     let mutable stepsDone = trainer.Epochs * s.StepsPerEpoch
@@ -93,61 +96,33 @@ let trainInto (envs: string list) (seed: int) (steps: int64) (every: int64) (s: 
         index <- index + 1
         written <- written + 1
         lastCheckpoint <- stepsDone
-    use pool = new EpgWorkerPool(Option.toObj system, s, max 1 (min workers (2 * s.Pairs)), max 1 threads)
-    let ids = Array.ofList envs
+    use pool = new EpgWorkerPool(null, s, max 1 (min job.Cores (2 * s.Pairs)), 1)
+    let ids = Array.ofList job.Envs
     progress.Report stepsDone
     while trainer.Epochs < epochs do
         ct.ThrowIfCancellationRequested()
         let jobs = trainer.Propose()
         let lives = pool.Run(jobs, ids, ct)
         let norm = trainer.Apply(lives |> Seq.map (fun l -> l.Fitness) |> Array.ofSeq)
-        for m in epochRows envs stepsDone s jobs lives norm do onMetric.Invoke m
+        for m in epochRows stepsDone s jobs lives norm do onMetric.Invoke m
         stepsDone <- stepsDone + s.StepsPerEpoch
         progress.Report stepsDone
-        if stepsDone - lastCheckpoint >= every && trainer.Epochs < epochs then checkpoint ()
+        if stepsDone - lastCheckpoint >= job.CheckpointEvery && trainer.Epochs < epochs then checkpoint ()
     if lastCheckpoint <> stepsDone || index = 0 then checkpoint ()
     PopulationResult([||], trainer.Epochs, trainer.Epochs, stepsDone, [| stepsDone |], 0, 0, written, [||])
 
 let describe (r: PopulationResult) =
     sprintf "%d ES epochs, %d env steps, %d checkpoints" r.Rounds r.GlobalStep r.CheckpointsWritten
 
-/// Meta-trains an EPG loss on `r.Envs` for `r.Steps` env steps in all (whole ES epochs; `--set epg_*` changes their
-/// size), with a checkpoint every `--checkpoint-every` env steps (default max(1000, steps / 5)) and at the end;
-/// `--resume` continues from the newest checkpoint that verifies, with the numbers of an uninterrupted run.
+/// Meta-trains an EPG loss on `r.Envs` for `r.Steps` env steps in all (whole ES epochs; `--set epg_*` sizes them),
+/// with a checkpoint every `--checkpoint-every` env steps (default max(1000, steps / 5)) and at the end; `--resume`
+/// continues from the newest checkpoint that verifies, with the numbers of an uninterrupted run.
 let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
-    if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
-    for e in r.Envs do validateEnv "--envs" e
-    validateRun r.Steps r.LossLogEvery r.Device
-    if r.Device <> "cpu" then usageError "--device %s: epg runs on the CPU only" r.Device
-    let every = match r.CheckpointEvery with Some n when n > 0L -> n | _ -> max 1000L (r.Steps / 5L)
-    let cfg =
-        resolveConfig ([ sprintf "env_name=%s" (String.Join(",", r.Envs)); sprintf "timesteps_total=%d" r.Steps; "agent_count=1"
-                         sprintf "checkpoint_every=%d" every ] @ r.Overrides)
-    let settings = settingsOf "--set" cfg
-    checkBudget "--steps" r.Steps settings
-    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "epg-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
-    use _lock = FolderLock.acquire out
-    let store = CheckpointStore out
-    let previous = Results.readRunJson out
-    PopulationRun.checkFolder out store r
-    let request = { r with Variant = "epg" }
-    if r.Resume then previous |> Option.iter (PopulationRun.checkResume out request (cfg.ToJson()))
-    let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
-    if r.Resume then for line in resume.Describe out do printfn "%s" line
-    let runId =
-        match previous with
-        | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
-        | _ -> Results.newRunId "epg" r.Seed
-    let key : Results.RunKey =
-        { RunId = runId; Experiment = r.Experiment; Variant = "epg"; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
-    if r.Resume then writer.Resumed(resume.ToJson(), previous)
-    writer.SetInfo("epg", settingsJson settings)
-    let threads = max 1 r.TorchThreads
-    let workers = max 1 (Environment.ProcessorCount / threads)
-    execute writer (sprintf "epg meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) (r.Steps / settings.StepsPerEpoch * settings.StepsPerEpoch)
-        (fun onMetric _ progress ct -> trainInto r.Envs r.Seed r.Steps every settings workers threads None store resume onMetric progress ct)
-        describe
+    let check (cfg: RunConfig) =
+        let s = settingsOf "--set" cfg
+        checkBudget "--steps" r.Steps s
+        r.Steps / s.StepsPerEpoch * s.StepsPerEpoch
+    MetaLearnerRun.metaTrainCommand "epg" trainInto describe keys check r command
 
 /// The loss of an EPG meta-train folder (checkpoint `checkpoint`, else its newest that verifies) and the settings it
 /// was trained with. Refuses a folder of another meta-learner by name.
@@ -164,10 +139,10 @@ let loadLoss (dir: string) (checkpoint: int option) : EpgSettings * MetaTestRun.
             dir loaded.Checkpoint loaded.Alpha.Length (EpgLoss.Size settings.LossChannels)
     settings, loaded
 
-/// The work of an EPG meta-test, shared by the CLI and experiment trials: for each seed (its index k the rows' agent),
-/// a fresh agent trained on `env` for `steps` env steps by the frozen loss `phi`, its episodes streamed as rows.
-let testInto (s: EpgSettings) (phi: float32[]) (env: string) (seeds: int list) (steps: int64) (onMetric: Action<Metric>)
-             (progress: IProgress<int64>) (ct: CancellationToken) : PopulationResult =
+/// Trains a fresh agent per seed (its index k the rows' agent) on `env` for `steps` env steps with the frozen loss
+/// `phi`, its episodes streamed as rows.
+let private trainFresh (s: EpgSettings) (phi: float32[]) (env: string) (seeds: int list) (steps: int64) (onMetric: Action<Metric>)
+                       (progress: IProgress<int64>) (ct: CancellationToken) : PopulationResult =
     let mutable total = 0L
     let mutable updates = 0L
     for k, seed in List.indexed seeds do
@@ -185,6 +160,21 @@ let testInto (s: EpgSettings) (phi: float32[]) (env: string) (seeds: int list) (
         progress.Report total
     PopulationResult([||], updates, 0L, steps, Array.create seeds.Length steps, 0, 0, 0, [||])
 
+/// Checks that a meta-test of `steps` env steps lets the loss act at least once.
+let private checkTestSteps (flag: string) (steps: int64) (s: EpgSettings) =
+    if steps < int64 s.BufferSteps then
+        usageError "%s %d: shorter than the EPG loss's buffer of %d steps (no update would happen)" flag steps s.BufferSteps
+
+/// Meta-tests the EPG loss of the meta-train run `job.Source` (its newest checkpoint that verifies): a fresh agent
+/// trained on `job.Env` for `job.Steps` env steps with seed `job.Seed`, as `meta-test --algo epg --seed` does;
+/// records what it loaded as run.json's `objective`. An experiment's epg meta-test trial.
+let testInto (job: MetaLearnerRun.TestJob) (onMetric: Action<Metric>) (progress: IProgress<int64>) (ct: CancellationToken) =
+    let settings, loaded = loadLoss job.Source None
+    checkTestSteps "MetaTestSteps" job.Steps settings
+    job.SetInfo "objective" (loaded.ToJson())
+    for line in loaded.Describe() do if line.StartsWith "skipping" then job.Note line
+    trainFresh settings loaded.Alpha job.Env [ job.Seed ] job.Steps onMetric progress ct
+
 /// Trains a fresh agent per seed on `r.Env` for `r.Steps` env steps with the frozen EPG loss of `r.Objective`.
 let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     validateEnv "--env" r.Env
@@ -193,10 +183,9 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     if r.Device <> "cpu" then usageError "--device %s: epg runs on the CPU only" r.Device
     let settings, loaded = loadLoss r.Objective r.Checkpoint
     for line in loaded.Describe() do printfn "%s" line
-    if r.Steps < int64 settings.BufferSteps then
-        usageError "--steps %d: shorter than the EPG loss's buffer of %d steps (no update would happen)" r.Steps settings.BufferSteps
+    checkTestSteps "--steps" r.Steps settings
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "epg-%s-s%s" r.Env (String.Join(",", r.Seeds))))
-    let cfg = resolveConfig [ sprintf "env_name=%s" r.Env; sprintf "timesteps_total=%d" r.Steps; "agent_count=1" ]
+    let cfg = MetaLearnerRun.config [ r.Env ] r.Steps None []
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-epg-%s" r.Env) seed; Experiment = r.Experiment; Variant = "epg"
           Phase = "meta-test"; Env = r.Env; Seed = seed }
@@ -204,5 +193,5 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     use _locks = locks
     for w in writers do w.SetInfo("objective", loaded.ToJson())
     executeRuns writers (sprintf "epg meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) (r.Steps * int64 r.Seeds.Length)
-        (fun onMetric _ progress ct -> testInto settings loaded.Alpha r.Env r.Seeds r.Steps onMetric progress ct)
+        (fun onMetric _ progress ct -> trainFresh settings loaded.Alpha r.Env r.Seeds r.Steps onMetric progress ct)
         (fun res -> sprintf "%d env steps per seed, %d policy updates on the frozen loss" res.GlobalStep res.ObjectiveVersion)

@@ -26,6 +26,10 @@ type TrainJob =
       Store: CheckpointStore
       /// Where it starts: ResumePoint.Start, or the checkpoint a resumed run continues from (Engine.resumePoint).
       Resume: Engine.ResumePoint
+      /// The config it records (see `config`): the learner reads its own keys from it (EPG's epg_*).
+      Config: MetaGenRL.Core.Config.RunConfig
+      /// Cores it may use (EPG: inner loops at once).
+      Cores: int
       /// Sets a field of run.json (the learner records its settings under its own name).
       SetInfo: string -> JsonNode -> unit }
 
@@ -49,8 +53,55 @@ type Train = TrainJob -> Action<Metric> -> IProgress<int64> -> CancellationToken
 type Test = TestJob -> Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult
 
 /// The config such a run records in run.json and its Parquet metadata: the defaults with its envs, its budget, one
-/// agent and, for a meta-train, its checkpoint interval. Its own settings go to run.json under its name.
-let config (envs: string list) (steps: int64) (checkpointEvery: int64 option) =
+/// agent, for a meta-train its checkpoint interval, and the learner's own keys (`keys`, e.g. EPG's epg_*). Its
+/// resolved settings go to run.json under its name.
+let config (envs: string list) (steps: int64) (checkpointEvery: int64 option) (keys: (string * string) list) =
     Settings.resolveConfig (
         [ sprintf "env_name=%s" (String.Join(",", envs)); sprintf "timesteps_total=%d" steps; "agent_count=1" ]
-        @ (checkpointEvery |> Option.map (sprintf "checkpoint_every=%d") |> Option.toList))
+        @ (checkpointEvery |> Option.map (sprintf "checkpoint_every=%d") |> Option.toList)
+        @ (keys |> List.map (fun (k, v) -> k + "=" + v)))
+
+/// The `key=value` overrides (from --set and --scale) that are among `keys`, as pairs: a learner's own keys.
+let ownKeys (keys: string list) (overrides: string list) =
+    overrides
+    |> List.choose (fun o ->
+        match o.Split('=', 2) with
+        | [| k; v |] when List.contains (k.Trim()) keys -> Some(k.Trim(), v.Trim())
+        | _ -> None)
+
+/// The CLI's `meta-train --algo <name>`: checks the request, holds the run folder (refusing a run already there
+/// unless --resume or --force), resumes from the newest checkpoint that verifies, and runs `train` with a writer for
+/// run.json and metrics.parquet. `keys`: the learner's own config keys taken from --set/--scale (the others tune
+/// MetaGenRL and do not apply); `check` validates the resolved config and returns the env steps the run will take.
+let metaTrainCommand (name: string) (train: Train) (describe: PopulationResult -> string) (keys: string list)
+                     (check: MetaGenRL.Core.Config.RunConfig -> int64) (r: PopulationRun.MetaTrainRequest) (command: string) : int =
+    if List.isEmpty r.Envs then Errors.usageError "--envs: give at least one env id"
+    for e in r.Envs do Settings.validateEnv "--envs" e
+    Settings.validateRun r.Steps r.LossLogEvery r.Device
+    if r.Device <> "cpu" then Errors.usageError "--device %s: %s runs on the CPU only" r.Device name
+    let every = Engine.checkpointEvery (defaultArg r.CheckpointEvery 0L) r.Steps
+    let cfg = config r.Envs r.Steps (Some every) (ownKeys keys r.Overrides)
+    let total = check cfg
+    let envs = String.Join("+", r.Envs)
+    let out = r.Out |> Option.defaultWith (fun () -> IO.Path.Combine("results", r.Experiment, sprintf "%s-%s-s%d" name envs r.Seed))
+    use _lock = FolderLock.acquire out
+    let store = CheckpointStore out
+    let previous = Results.readRunJson out
+    PopulationRun.checkFolder out store r
+    if r.Resume then previous |> Option.iter (PopulationRun.checkResume out { r with Variant = name } (cfg.ToJson()))
+    let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
+    if r.Resume then for line in resume.Describe out do printfn "%s" line
+    let runId =
+        match previous with
+        | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
+        | _ -> Results.newRunId name r.Seed
+    let key : Results.RunKey =
+        { RunId = runId; Experiment = r.Experiment; Variant = name; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
+    let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
+    if r.Resume then writer.Resumed(resume.ToJson(), previous)
+    let job =
+        { Envs = r.Envs; Seed = r.Seed; Steps = r.Steps; CheckpointEvery = every; Store = store; Resume = resume
+          Config = cfg; Cores = Environment.ProcessorCount; SetInfo = fun k v -> writer.SetInfo(k, v) }
+    RunCommand.execute writer (sprintf "%s meta-train %s seed %d" name envs r.Seed) total
+        (fun onMetric _ progress ct -> train job onMetric progress ct)
+        describe

@@ -158,35 +158,7 @@ let trainInto (job: MetaLearnerRun.TrainJob) (onMetric: Action<Metric>) (progres
 /// `--checkpoint-every` env steps (default max(1000, steps / 5)); `--resume` continues from the newest checkpoint
 /// that verifies, with the same numbers as an uninterrupted run.
 let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
-    if List.isEmpty r.Envs then usageError "--envs: give at least one env id"
-    for e in r.Envs do validateEnv "--envs" e
-    validateRun r.Steps r.LossLogEvery r.Device
-    if r.Device <> "cpu" then usageError "--device %s: rl2 runs on the CPU only" r.Device
-    let every = Engine.checkpointEvery (defaultArg r.CheckpointEvery 0L) r.Steps
-    let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%d" (String.Join("+", r.Envs)) r.Seed))
-    use _lock = FolderLock.acquire out
-    let store = CheckpointStore out
-    let previous = Results.readRunJson out
-    PopulationRun.checkFolder out store r
-    let cfg = MetaLearnerRun.config r.Envs r.Steps (Some every)
-    let rl2Request = { r with Variant = "rl2" }
-    if r.Resume then previous |> Option.iter (PopulationRun.checkResume out rl2Request (cfg.ToJson()))
-    let resume = if r.Resume then Engine.resumePoint out store else Engine.ResumePoint.Start
-    if r.Resume then for line in resume.Describe out do printfn "%s" line
-    let runId =
-        match previous with
-        | Some j when resume.Index.IsSome && j.ContainsKey "run_id" -> j["run_id"].GetValue<string>()
-        | _ -> Results.newRunId "rl2" r.Seed
-    let key : Results.RunKey =
-        { RunId = runId; Experiment = r.Experiment; Variant = "rl2"; Phase = "meta-train"; Env = String.Join(",", r.Envs); Seed = r.Seed }
-    let writer = Results.RunWriter(out, key, cfg.ToJson(), command, (fun i -> r.Envs[i % r.Envs.Length]), resume.Rows)
-    if r.Resume then writer.Resumed(resume.ToJson(), previous)
-    let job : MetaLearnerRun.TrainJob =
-        { Envs = r.Envs; Seed = r.Seed; Steps = r.Steps; CheckpointEvery = every; Store = store; Resume = resume
-          SetInfo = fun k v -> writer.SetInfo(k, v) }
-    execute writer (sprintf "rl2 meta-train %s seed %d" (String.Join("+", r.Envs)) r.Seed) r.Steps
-        (fun onMetric _ progress ct -> trainInto job onMetric progress ct)
-        describe
+    MetaLearnerRun.metaTrainCommand "rl2" trainInto describe [] (fun cfg -> cfg.TimestepsTotal) r command
 
 /// Loads the RL² policy of a meta-train run folder (its newest checkpoint that verifies), with what a meta-test
 /// records about it.
@@ -257,7 +229,7 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     if r.Checkpoint.IsSome then usageError "--checkpoint: an rl2 meta-test loads the newest checkpoint that verifies"
     let bytes, objective = loadPolicy r.Objective
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%s" r.Env (String.Join(",", r.Seeds))))
-    let cfg = MetaLearnerRun.config [ r.Env ] r.Steps None
+    let cfg = MetaLearnerRun.config [ r.Env ] r.Steps None []
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-rl2-%s" r.Env) seed; Experiment = r.Experiment; Variant = "rl2"
           Phase = "meta-test"; Env = r.Env; Seed = seed }
