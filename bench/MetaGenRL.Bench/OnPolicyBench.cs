@@ -35,13 +35,14 @@ public static class OnPolicyBench
                     yield return line;
     }
 
-    /// <summary>EPG at its default size on one env: env-steps/s of acting (a lifetime without updates), updates/s of
-    /// the policy's steps on L_φ (a full buffer each), then env-steps/s of whole ES epochs (2K inner loops, one actor
-    /// per core) against the same inner loops run one after another on one thread.</summary>
+    /// <summary>EPG at its default size on one env, one torch thread as in a meta-train: env-steps/s of acting (a
+    /// lifetime without updates), updates/s of the policy's steps on L_φ (a full buffer each), then env-steps/s of
+    /// whole ES epochs (2K inner loops, one actor per core) against the same inner loops one after another.</summary>
     static IEnumerable<string> MeasureEpg(string env, int rounds)
     {
         var s = new EpgSettings();
         var phi = EpgLoss.Init(s.LossChannels, 0L);
+        TorchThreads.Use(1);   // as in a meta-train: one thread per inner loop
         var acting = s with { UpdateEvery = int.MaxValue };
         var collect = new List<double>();
         var update = new List<double>();
@@ -75,7 +76,6 @@ public static class OnPolicyBench
         var trainer = new EpgTrainer(s, 1, 0L);
         var jobs = trainer.Propose();
         var ids = new[] { env };
-        TorchThreads.Use(1);
         var sequential = Stopwatch.StartNew();
         foreach (var j in jobs)
         {
