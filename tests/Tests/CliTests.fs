@@ -36,6 +36,37 @@ let expectError (args: string list) (mustContain: string list) =
     Expect.equal rc 2 (sprintf "exit code for %A (stderr: %s)" args err)
     for s in mustContain do Expect.stringContains err s (sprintf "stderr names '%s'" s)
 
+/// Runs `args out []` to completion in one folder and, in another, starts it, kills it (kill -9) once its second
+/// checkpoint exists, resumes it with `--resume`, and checks that the resumed run has the rows of the uninterrupted
+/// one (checkpoint markers aside). Returns the stdout of the resume.
+let killAndResume (name: string) (args: string -> string list -> string list) =
+    let whole = TestUtil.tempDir (name + "-whole")
+    let killed = TestUtil.tempDir (name + "-killed")
+    try
+        let rc, out, err = cli (args whole [])
+        Expect.equal rc 0 (sprintf "uninterrupted; stdout %s stderr %s" out err)
+        use p = startCli (args killed [])
+        let store = MetaGenRL.Core.Checkpoints.CheckpointStore killed
+        let clock = Stopwatch.StartNew()
+        while not p.HasExited && store.Latest().GetValueOrDefault(-1) < 1 && clock.Elapsed.TotalSeconds < 120.0 do
+            Threading.Thread.Sleep 10
+        Expect.isFalse p.HasExited "the run was still going at its second checkpoint"
+        p.Kill()
+        p.WaitForExit()
+        Expect.isFalse (MetaGenRL.Pipeline.Results.isComplete killed) "a killed run is not complete"
+        let rc2, out2, err2 = cli (args killed [ "--resume" ])
+        Expect.equal rc2 0 (sprintf "resumed; stdout %s stderr %s" out2 err2)
+        Expect.stringContains out2 "resuming from checkpoint" "it resumed"
+        let comparable (d: string) =
+            MetaGenRL.Pipeline.Results.readParquet (Path.Combine(d, "metrics.parquet"))
+            |> List.filter (fun r -> r.metric <> "checkpoint")
+            |> List.map (fun r -> r.env, r.agent, r.env_step, r.metric, r.value)
+        Expect.equal (comparable killed) (comparable whole) "the same rows as the uninterrupted run"
+        expectError (args killed [ "--resume" ]) [ "completed run" ]
+        out2
+    finally
+        for d in [ whole; killed ] do Directory.Delete(d, true)
+
 [<Tests>]
 let tests =
     testList "CLI" [

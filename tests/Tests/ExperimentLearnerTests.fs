@@ -12,12 +12,7 @@ open MetaGenRL.Pipeline.Experiment
 open MetaGenRL.Tests.TestUtil
 open MetaGenRL.Tests.ResultsTests
 
-let private expectUsage (what: string) (text: string) (f: unit -> unit) =
-    try
-        f ()
-        failtestf "%s: expected a usage error containing '%s', nothing was thrown" what text
-    with Errors.UsageError msg ->
-        if not (msg.Contains text) then failtestf "%s: expected a usage error containing '%s', got '%s'" what text msg
+let private expectUsage = ExperimentTests.expectUsage
 
 let private statusOf (dir: string) = (Results.readRunJson dir).Value["status"].GetValue<string>()
 

@@ -10,7 +10,7 @@ open MetaGenRL.Tests.TestUtil
 open MetaGenRL.Tests.ResultsTests
 
 /// UsageError carries its message in Data0; match on it.
-let private expectUsage (what: string) (text: string) (f: unit -> unit) =
+let expectUsage (what: string) (text: string) (f: unit -> unit) =
     try
         f ()
         failtestf "%s: expected a usage error containing '%s', nothing was thrown" what text

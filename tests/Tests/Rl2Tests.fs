@@ -84,33 +84,9 @@ let tests =
         }
 
         test "an rl2 meta-train killed with kill -9 resumes from its checkpoint to the numbers of an uninterrupted run" {
-            let whole = tempDir "rl2-whole"
-            let killed = tempDir "rl2-killed"
-            try
-                let args out extra =
-                    [ "meta-train"; "--algo"; "rl2"; "--envs"; "InvertedPendulum-v2,Pendulum-v1"; "--steps"; "12000"
-                      "--checkpoint-every"; "2000"; "--seed"; "4"; "--out"; out ] @ extra
-                let rc, out, err = CliTests.cli (args whole [])
-                Expect.equal rc 0 (sprintf "uninterrupted; stdout %s stderr %s" out err)
-                use p = CliTests.startCli (args killed [])
-                let store = MetaGenRL.Core.Checkpoints.CheckpointStore killed
-                let clock = Diagnostics.Stopwatch.StartNew()
-                while not p.HasExited && store.Latest().GetValueOrDefault(-1) < 1 && clock.Elapsed.TotalSeconds < 120.0 do
-                    Threading.Thread.Sleep 20
-                Expect.isFalse p.HasExited "the run was still going at its second checkpoint"
-                p.Kill()
-                p.WaitForExit()
-                Expect.isFalse (Results.isComplete killed) "a killed run is not complete"
-                let rc2, out2, err2 = CliTests.cli (args killed [ "--resume" ])
-                Expect.equal rc2 0 (sprintf "resumed; stdout %s stderr %s" out2 err2)
-                Expect.stringContains out2 "resuming from checkpoint" "it resumed"
-                let comparable (d: string) =
-                    Results.readParquet (Path.Combine(d, "metrics.parquet"))
-                    |> List.filter (fun r -> r.metric <> "checkpoint")
-                    |> List.map (fun r -> r.env, r.agent, r.env_step, r.metric, r.value)
-                Expect.equal (comparable killed) (comparable whole) "the same rows as the uninterrupted run"
-                CliTests.expectError (args killed [ "--resume" ]) [ "completed run" ]
-            finally
-                for d in [ whole; killed ] do Directory.Delete(d, true)
+            CliTests.killAndResume "rl2" (fun out extra ->
+                [ "meta-train"; "--algo"; "rl2"; "--envs"; "InvertedPendulum-v2,Pendulum-v1"; "--steps"; "12000"
+                  "--checkpoint-every"; "2000"; "--seed"; "4"; "--out"; out ] @ extra)
+            |> ignore
         }
     ]

@@ -443,8 +443,7 @@ public sealed class EpgTrainer
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true))
         {
-            StateIO.WriteTag(w, Tag);
-            w.Write(Version);
+            StateIO.WriteHeader(w, Tag, Version);
             w.Write(Settings.LossChannels);
             w.Write(Epochs);
             StateIO.WriteBytes(w, _adam.Export());
@@ -457,9 +456,7 @@ public sealed class EpgTrainer
     public static EpgTrainer Load(byte[] state, EpgSettings settings, int envCount, long seed)
     {
         using var r = new BinaryReader(new MemoryStream(state));
-        StateIO.ExpectTag(r, Tag, "EPG trainer state");
-        int version = r.ReadInt32();
-        if (version != Version) throw new InvalidDataException($"EPG trainer state version {version}, expected {Version}");
+        StateIO.ExpectHeader(r, Tag, Version, "EPG trainer state");
         int channels = r.ReadInt32();
         if (channels != settings.LossChannels) throw new InvalidDataException($"EPG trainer state has {channels} loss channels, the settings {settings.LossChannels}");
         var t = new EpgTrainer(settings, envCount, seed) { Epochs = r.ReadInt64() };
@@ -472,9 +469,7 @@ public sealed class EpgTrainer
     public static float[] ReadLoss(byte[] state)
     {
         using var r = new BinaryReader(new MemoryStream(state));
-        StateIO.ExpectTag(r, Tag, "EPG trainer state");
-        int version = r.ReadInt32();
-        if (version != Version) throw new InvalidDataException($"EPG trainer state version {version}, expected {Version}");
+        StateIO.ExpectHeader(r, Tag, Version, "EPG trainer state");
         r.ReadInt32();
         r.ReadInt64();
         return ObjectiveAdam.Import(StateIO.ReadBytes(r, "EPG φ and Adam")).Alpha;

@@ -292,8 +292,7 @@ public sealed class Rl2Agent : IDisposable
         using var ms = new MemoryStream();
         using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true))
         {
-            StateIO.WriteTag(w, Tag);
-            w.Write(Version);
+            StateIO.WriteHeader(w, Tag, Version);
             w.Write(ObsPad); w.Write(ActPad); w.Write(Settings.Hidden);
             StateIO.WriteTensors(w, "rl2", _p);
             StateIO.WriteAdam(w, "rl2_adam", _adam, 0);
@@ -308,9 +307,7 @@ public sealed class Rl2Agent : IDisposable
     public static Rl2Agent Load(byte[] state, Rl2Settings settings)
     {
         using var r = new BinaryReader(new MemoryStream(state));
-        StateIO.ExpectTag(r, Tag, "RL² agent state");
-        int version = r.ReadInt32();
-        if (version != Version) throw new InvalidDataException($"RL² agent state version {version}, expected {Version}");
+        StateIO.ExpectHeader(r, Tag, Version, "RL² agent state");
         int obsPad = r.ReadInt32(), actPad = r.ReadInt32(), hidden = r.ReadInt32();
         var agent = new Rl2Agent(settings with { Hidden = hidden }, obsPad, actPad, 0);
         StateIO.ReadTensorsInto(r, "rl2", agent._p);

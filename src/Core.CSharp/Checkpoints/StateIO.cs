@@ -34,6 +34,21 @@ public static class StateIO
             throw new InvalidDataException($"{what}: expected section '{expected}', found '{Printable(got)}' (corrupt or from another format version)");
     }
 
+    /// <summary>A state's header: its tag and format version.</summary>
+    public static void WriteHeader(BinaryWriter w, string tag, int version)
+    {
+        WriteTag(w, tag);
+        w.Write(version);
+    }
+
+    /// <summary>Reads <see cref="WriteHeader"/>'s header and requires its tag and version, naming <paramref name="what"/>.</summary>
+    public static void ExpectHeader(BinaryReader r, string tag, int version, string what)
+    {
+        ExpectTag(r, tag, what);
+        int got = r.ReadInt32();
+        if (got != version) throw new InvalidDataException($"{what} version {got}, expected {version}");
+    }
+
     /// <summary>Reads a four-character tag.</summary>
     public static string ReadTag(BinaryReader r) => Encoding.ASCII.GetString(ReadExactly(r, 4, "section tag"));
 
