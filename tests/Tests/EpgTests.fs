@@ -177,6 +177,8 @@ let tests =
                     [ "--steps 1000"; "one EPG epoch takes 2 × 4 pairs × 4000 inner steps = 32000 env steps" ]
                 CliTests.expectError [ "meta-train"; "--algo"; "epg"; "--envs"; "Pendulum-v1"; "--set"; "epg_sigma=0"; "--out"; again; "--force" ]
                     [ "epg_sigma=0"; "positive" ]
+                CliTests.expectError [ "meta-test"; "--objective"; trained; "--env"; "Pendulum-v1"; "--out"; again; "--force" ]
+                    [ trained; "holds an epg meta-train run; meta-test it with --algo epg" ]
                 CliTests.expectError [ "meta-test"; "--algo"; "epg"; "--objective"; tested; "--env"; "Pendulum-v1"; "--out"; again; "--force" ]
                     [ tested; "epg meta-test run, not an epg meta-train run" ]
             finally

@@ -14,7 +14,7 @@ open MetaGenRL.Tests.ResultsTests
 
 let private expectUsage = ExperimentTests.expectUsage
 
-let private statusOf (dir: string) = (Results.readRunJson dir).Value["status"].GetValue<string>()
+let private statusOf = ExperimentTests.statusOf
 
 let private grid =
     { Experiment.create "learners" with

@@ -52,7 +52,7 @@ let fsiScript (script: string) (args: string list) =
     if not (p.WaitForExit 600_000) then (p.Kill true; failtestf "%s timed out" script)
     p.ExitCode, out.Result + err.Result
 
-let private statusOf (dir: string) = (Results.readRunJson dir).Value["status"].GetValue<string>()
+let statusOf (dir: string) = (Results.readRunJson dir).Value["status"].GetValue<string>()
 
 [<Tests>]
 let dslTests =

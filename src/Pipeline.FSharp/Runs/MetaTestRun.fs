@@ -107,6 +107,11 @@ let loadFrom (part: string) (what: string) (read: byte[] -> float32[]) (dir: str
 
 /// The objective α of a MetaGenRL meta-train run folder (see loadFrom).
 let loadObjective (dir: string) (index: int option) : LoadedObjective =
+    match Results.readRunJson dir with
+    | Some j ->
+        for learner in [ "rl2"; "epg" ] do
+            if j.ContainsKey learner then usageError "--objective '%s' holds an %s meta-train run; meta-test it with --algo %s" dir learner learner
+    | None -> ()
     loadFrom "server" "objective" (fun bytes -> ObjectiveAdam.Import(bytes).Alpha) dir index
 
 /// The engine run of a meta-test: `cfg` (the test preset, the objective's own keys, the user's overrides), one fresh
