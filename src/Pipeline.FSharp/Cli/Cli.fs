@@ -78,7 +78,7 @@ type MetaTrainArgs =
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Checkpoint_Every _ -> "env steps between checkpoints, taken at round boundaries (config key checkpoint_every; default max(1000, steps/5)). A checkpoint is also written at the end."
             | Loss_Log_Every _ -> "write losses every N updates (default 100)."
-            | Torch_Threads _ -> "torch threads per agent (default: cores / agents, at least 1)."
+            | Torch_Threads _ -> "torch threads per agent (default: cores / agents, at least 1; epg runs one inner loop per core on one thread each)."
             | Experiment _ -> "experiment name stamped on every row (default meta-train)."
             | Force -> "delete a previous run in --out and start over."
 
