@@ -9,27 +9,36 @@ open MetaGenRL.Tests.TestUtil
 /// The built CLI.
 let cliDll = Path.Combine(repoRoot, "src", "Pipeline.FSharp", "bin", "Release", "net10.0", "MetaGenRL.Pipeline.dll")
 
-let private cliStartInfo (args: string list) =
+let private cliStartInfo (env: (string * string) list) (args: string list) =
     let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     psi.ArgumentList.Add cliDll
     for a in args do psi.ArgumentList.Add a
+    for k, v in env do psi.Environment[k] <- v
     psi
 
-/// Starts the CLI as a child process and returns it running, its output drained (a test that kills it).
-let startCli (args: string list) =
-    let p = Process.Start(cliStartInfo args)
+/// Starts the CLI as a child process with extra environment variables and returns it running, its output drained (a
+/// test that kills it).
+let startCliWith (env: (string * string) list) (args: string list) =
+    let p = Process.Start(cliStartInfo env args)
     p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
     p.BeginOutputReadLine(); p.BeginErrorReadLine()
     p
 
-/// Runs the built CLI as a child process (as a user would) and returns (exit code, stdout, stderr).
-let cli (args: string list) =
-    let psi = cliStartInfo args
+/// Starts the CLI as a child process and returns it running, its output drained (a test that kills it).
+let startCli (args: string list) = startCliWith [] args
+
+/// Runs the built CLI as a child process (as a user would) with extra environment variables and returns (exit code,
+/// stdout, stderr).
+let cliWith (env: (string * string) list) (args: string list) =
+    let psi = cliStartInfo env args
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
     if not (p.WaitForExit 300_000) then (p.Kill true; failtest "CLI timed out")
     p.ExitCode, out.Result, err.Result
+
+/// Runs the built CLI as a child process (as a user would) and returns (exit code, stdout, stderr).
+let cli (args: string list) = cliWith [] args
 
 let expectError (args: string list) (mustContain: string list) =
     let rc, _, err = cli args

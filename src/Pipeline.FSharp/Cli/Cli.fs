@@ -128,11 +128,30 @@ type ReportArgs =
             | Out _ -> "where to write summary.md, the PNG curves and report.html (default DIR/report)."
             | Tensorboard -> "also write TensorBoard event files per run and agent under <out>/tensorboard/."
 
+type WorkerArgs =
+    | [<Mandatory>] Join of ``host:port``: string
+    | Host of address: string
+    | Port of port: int
+    | Role of name: string
+    | Secret_File of path: string
+    | Join_Timeout of seconds: float
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Join _ -> "the coordinator (or any member) to join."
+            | Host _ -> "the address this worker binds and is reached at (default 127.0.0.1: only this host; give the machine's address to join across machines)."
+            | Port _ -> "the port to listen on (default 0: a free one)."
+            | Role _ -> "a role besides worker (repeatable)."
+            | Secret_File _ -> sprintf "a file whose first line is the cluster's shared secret (default: the %s variable)." MetaGenRL.Actors.Cluster.ClusterNode.SecretVariable
+            | Join_Timeout _ -> "seconds to wait for the join (default 60)."
+
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-train")>] Meta_Train of ParseResults<MetaTrainArgs>
     | [<CliPrefix(CliPrefix.None); CustomCommandLine("meta-test")>] Meta_Test of ParseResults<MetaTestArgs>
     | [<CliPrefix(CliPrefix.None)>] Report of ParseResults<ReportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Worker of ParseResults<WorkerArgs>
     | [<CliPrefix(CliPrefix.None)>] Envs
     | [<CliPrefix(CliPrefix.None)>] Config
     | Version
@@ -145,6 +164,7 @@ type CliArgs =
             | Meta_Train _ -> "meta-train an objective with a population of agents (Akka.NET), with checkpoints and --resume."
             | Meta_Test _ -> "train a fresh agent with a frozen objective from a meta-train run."
             | Report _ -> "tables (summary.md), learning curves (PNG, HTML) and optional TensorBoard files for a results folder."
+            | Worker _ -> "join a MetaGenRL cluster (Akka.Cluster) as a worker node; the shared secret comes from METAGENRL_CLUSTER_SECRET or --secret-file."
             | Envs -> "list the environment ids with their observation and action sizes."
             | Config -> "list every config key with its default (use with --set key=value)."
             | Version -> "print the version and the package versions."
@@ -268,6 +288,11 @@ let run (argv: string[]) : int =
         | "epg" -> EpgRun.metaTest (metaTestRequest a) command
         | other -> Errors.usageError "--algo '%s': expected metagenrl, rl2 or epg" other
     | [ Report a ] -> report a
+    | [ Worker a ] ->
+        Worker.run
+            { Join = a.GetResult WorkerArgs.Join; Host = a.GetResult(WorkerArgs.Host, "127.0.0.1"); Port = a.GetResult(WorkerArgs.Port, 0)
+              Roles = a.GetResults WorkerArgs.Role; SecretFile = a.TryGetResult Secret_File
+              JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)) }
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()
     | [ Version ] ->
