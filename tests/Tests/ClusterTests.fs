@@ -1,5 +1,6 @@
-/// The cluster's membership on loopback: a worker process joins a coordinator node with the shared secret, is
-/// detected and removed when killed; a worker with another secret cannot join; bad worker flags are named.
+/// The cluster on loopback: a worker process joins a coordinator node with the shared secret, is detected and removed
+/// when killed; a worker with another secret cannot join; bad worker flags are named; a coordinator and two worker
+/// processes run a sweep with the rows of a local run, also when a worker is killed mid-sweep.
 module MetaGenRL.Tests.ClusterTests
 
 open System
@@ -7,6 +8,9 @@ open System.Diagnostics
 open Expecto
 open Akka.Cluster
 open MetaGenRL.Actors.Cluster
+open MetaGenRL.Pipeline
+open MetaGenRL.Pipeline.Experiment
+open MetaGenRL.Tests.TestUtil
 
 let private secret = "test-secret-" + Guid.NewGuid().ToString("N")
 
@@ -74,5 +78,65 @@ let tests =
             Expect.stringContains err ClusterNode.SecretVariable "names the variable"
             Expect.equal (ClusterNode.SystemName "a") (ClusterNode.SystemName "a") "the same secret, the same system"
             Expect.notEqual (ClusterNode.SystemName "a") (ClusterNode.SystemName "b") "another secret, another system"
+        }
+
+        test "a coordinator and two worker processes run a sweep with a local run's rows; a worker killed mid-sweep loses no trial and doubles none" {
+            let root = tempDir "cluster-sweep"
+            let free () =
+                let l = Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+                l.Start()
+                let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+                l.Stop()
+                port
+            // three TD3 trials of 2000 steps with a checkpoint every 500: seconds each
+            let e =
+                { Experiment.create "cluster" with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
+                    Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
+            let trials = expand (atScale e)
+            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let rows (out: string) (t: Trial) =
+                Results.readParquet (IO.Path.Combine(ExperimentRunner.trialDir out t, "metrics.parquet"))
+                |> List.filter (fun r -> r.metric <> "checkpoint")
+                |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
+            try
+                let local = IO.Path.Combine(root, "local")
+                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "the local run"
+                let out = IO.Path.Combine(root, "cluster")
+                let endpoint = sprintf "127.0.0.1:%d" (free ())
+                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let workerPorts = [ free (); free () ]
+                let victim = sprintf "127.0.0.1:%d" workerPorts.Head
+                let mutable killed = false
+                let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
+                    use a = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[0] ]
+                    use b = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[1] ]
+                    try
+                        while not work.IsCompleted do
+                            // kill the first worker once a trial on it has passed its first checkpoint
+                            if not killed then
+                                for r in runs do
+                                    let dir = ExperimentRunner.trialDir out r.Trial
+                                    match (try Results.readRunJson dir with _ -> None) with
+                                    | Some j when not killed && j.ContainsKey "worker" && (string j.["worker"]).Contains victim
+                                                  && r.Status = ExperimentRunner.Running && r.Steps >= 600L ->
+                                        a.Kill()
+                                        killed <- true
+                                    | _ -> ()
+                            work.Wait 20 |> ignore
+                    finally
+                        for p in [ a; b ] do (try p.Kill() with _ -> ())
+                let runs, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                Expect.equal status "complete" "the cluster run"
+                Expect.isTrue killed "a worker was killed mid-trial"
+                for t in trials do
+                    Expect.equal (rows out t) (rows local t) (t.Id + ": the local run's rows, each once")
+                let notes = runs |> List.collect (fun r -> List.ofSeq r.Notes)
+                Expect.exists notes (fun n -> n.Contains "left the cluster" && n.Contains "runs again on another worker") "the lost trial was re-run"
+                let resumed =
+                    trials |> List.filter (fun t -> (Results.readRunJson (ExperimentRunner.trialDir out t)).Value.ContainsKey "resumes")
+                Expect.isNonEmpty resumed "the re-run resumed from a checkpoint"
+            finally IO.Directory.Delete(root, true)
         }
     ]

@@ -23,6 +23,8 @@ type ScriptArgs =
     | Objective of dir: string
     | Cores of count: int
     | Torch_Threads of count: int
+    | Cluster of ``host:port``: string
+    | Secret_File of path: string
     | Device of device: string
     | Mode of ``sync|async``: string
     | Loss_Log_Every of updates: int
@@ -45,6 +47,8 @@ type ScriptArgs =
             | Objective _ -> "meta-test what this meta-train folder learned: its objective, or its RL² policy (repeatable; replaces the script's Objectives)."
             | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
+            | Cluster _ -> "run the trials on cluster workers: start a coordinator listening on HOST:PORT (127.0.0.1:PORT for one host) that hands trials to the workers that join it (./metagenrl worker --join HOST:PORT), one trial per worker at a time; --out must be a folder every node reaches at the same path."
+            | Secret_File _ -> "a file whose first line is the cluster's shared secret (default: the METAGENRL_CLUSTER_SECRET variable)."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Mode _ -> "meta-train schedule: sync (default; deterministic for a seed) or async."
             | Loss_Log_Every _ -> "log losses every K updates (default 100)."
@@ -253,8 +257,15 @@ let main (experiment: Experiment) (argv: string[]) : int =
                 use _orphan = ParentWatch.start (fun () ->
                     eprintfn "the parent process is gone: stopping as on Ctrl-C"
                     cts.Cancel())
+                let cluster =
+                    args.TryGetResult Cluster
+                    |> Option.map (fun endpoint ->
+                        let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File) }
+                        printfn "coordinator on %s: trials go to the workers that join it (./metagenrl worker --join %s)" endpoint endpoint
+                        spec)
+                if cluster.IsNone && args.Contains Secret_File then usageError "--secret-file: only with --cluster"
                 let runs, status =
-                    try ExperimentRunner.run e trials opts cts.Token (watch e)
+                    try ExperimentRunner.runOn cluster e trials opts cts.Token (watch e)
                     finally Console.CancelKeyPress.RemoveHandler onCancel
                 printStatus runs
                 printfn "experiment %s: %s; results in %s" e.Name status out

@@ -1,5 +1,6 @@
 /// `./metagenrl worker --join HOST:PORT`: a node of a MetaGenRL cluster (Akka.Cluster) with the worker role. It joins
-/// the coordinator at HOST:PORT with the shared secret and stays until Ctrl-C or until the cluster removes it.
+/// the coordinator at HOST:PORT with the shared secret, runs the trials the coordinator sends it (a TrialHostActor
+/// over ExperimentRunner.runSpec) and stays until Ctrl-C or until the cluster removes it.
 module MetaGenRL.Pipeline.Worker
 
 open System
@@ -50,6 +51,7 @@ let run (r: WorkerRequest) : int =
     let options =
         NodeOptions(r.Host, r.Port, [ r.Join ], ClusterNode.WorkerRole :: r.Roles, secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
     let system = ClusterNode.Start options
+    system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system), TrialHostActor.Name) |> ignore
     use stop = new ManualResetEventSlim(false)
     let mutable interrupted = false
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; interrupted <- true; stop.Set())

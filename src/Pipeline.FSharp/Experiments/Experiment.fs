@@ -607,3 +607,49 @@ let formatDuration (s: float) =
     elif t.TotalHours >= 1.0 then sprintf "%.1f h" t.TotalHours
     elif t.TotalMinutes >= 1.0 then sprintf "%.0f min" t.TotalMinutes
     else sprintf "%.0f s" s
+
+// ── A TRIAL ON THE WIRE ──
+
+/// A trial as JSON (what a cluster coordinator sends a worker); `trialOfJson` reads it back to an equal trial.
+let trialToJson (t: Trial) : JsonObject =
+    let strs (xs: string seq) = JsonArray(xs |> Seq.map (fun s -> JsonValue.Create s :> JsonNode) |> Array.ofSeq)
+    let pairs (xs: (string * string) list) = JsonArray(xs |> List.map (fun (k, v) -> strs [ k; v ] :> JsonNode) |> Array.ofList)
+    let o = JsonObject()
+    o["id"] <- JsonValue.Create t.Id
+    o["phase"] <- JsonValue.Create t.Phase.Name
+    t.Learner |> Option.iter (fun l -> o["learner"] <- JsonValue.Create(MetaLearner.name l))
+    o["variant"] <- JsonValue.Create t.Variant
+    o["envs"] <- strs t.Envs
+    t.TrainEnvs |> Option.iter (fun e -> o["train_envs"] <- strs e)
+    o["seed"] <- JsonValue.Create t.Seed
+    t.MetaSeed |> Option.iter (fun m -> o["meta_seed"] <- JsonValue.Create m)
+    t.Seen |> Option.iter (fun s -> o["seen"] <- JsonValue.Create s)
+    o["swept"] <- pairs t.Swept
+    o["overrides"] <- pairs t.Overrides
+    o["agents"] <- JsonValue.Create t.Agents
+    o["steps"] <- JsonValue.Create t.Steps
+    t.DependsOn |> Option.iter (fun d -> o["depends_on"] <- JsonValue.Create d)
+    t.ObjectiveDir |> Option.iter (fun d -> o["objective_dir"] <- JsonValue.Create d)
+    o
+
+let trialOfJson (o: JsonObject) : Trial =
+    let str (k: string) = o[k].GetValue<string>()
+    let opt (k: string) (f: JsonNode -> 'a) = match o[k] with null -> None | v -> Some(f v)
+    let strs (n: JsonNode) = n.AsArray() |> Seq.map (fun x -> x.GetValue<string>()) |> List.ofSeq
+    let pairs (n: JsonNode) = n.AsArray() |> Seq.map (fun p -> p.[0].GetValue<string>(), p.[1].GetValue<string>()) |> List.ofSeq
+    let phase =
+        match str "phase" with
+        | "meta-train" -> MetaTrainPhase
+        | "meta-test" -> MetaTestPhase
+        | "train" -> BaselinePhase
+        | p -> invalidArg "phase" (sprintf "trial JSON: unknown phase '%s'" p)
+    let learner (n: JsonNode) =
+        let name = n.GetValue<string>()
+        match MetaLearner.all |> List.tryFind (fun l -> MetaLearner.name l = name) with
+        | Some l -> l
+        | None -> invalidArg "learner" (sprintf "trial JSON: unknown learner '%s'" name)
+    { Id = str "id"; Phase = phase; Learner = opt "learner" learner; Variant = str "variant"; Envs = strs o["envs"]
+      TrainEnvs = opt "train_envs" strs; Seed = o["seed"].GetValue<int>(); MetaSeed = opt "meta_seed" (fun n -> n.GetValue<int>())
+      Seen = opt "seen" (fun n -> n.GetValue<bool>()); Swept = pairs o["swept"]; Overrides = pairs o["overrides"]
+      Agents = o["agents"].GetValue<int>(); Steps = o["steps"].GetValue<int64>()
+      DependsOn = opt "depends_on" (fun n -> n.GetValue<string>()); ObjectiveDir = opt "objective_dir" (fun n -> n.GetValue<string>()) }

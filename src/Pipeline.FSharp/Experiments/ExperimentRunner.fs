@@ -87,8 +87,11 @@ let private trialEngine (t: Trial) (mode: ScheduleMode) =
     let seeds = Array.init t.Agents (Engine.agentSeed t.Seed)
     Engine.create (trialConfig t) algorithm t.Envs seeds t.Steps mode
 
-let trialRun (e: Experiment) (opts: RunOptions) (t: Trial) : Engine.EngineRun =
-    { trialEngine t e.Mode with Device = e.Device; LossLogEvery = opts.LossLogEvery; TorchThreads = opts.TorchThreads }
+/// The engine run of a trial in schedule `mode` on `device`, with the run options' logging and threads.
+let private trialRunWith (mode: ScheduleMode) (device: string) (opts: RunOptions) (t: Trial) : Engine.EngineRun =
+    { trialEngine t mode with Device = device; LossLogEvery = opts.LossLogEvery; TorchThreads = opts.TorchThreads }
+
+let trialRun (e: Experiment) (opts: RunOptions) (t: Trial) : Engine.EngineRun = trialRunWith e.Mode e.Device opts t
 
 /// The meta-train and meta-test of each meta-learner that runs outside the population engine: the one place a
 /// learner's functions are named (see MetaLearnerRun). None: MetaGenRL, which runs on the engine.
@@ -115,9 +118,78 @@ let private sourceOf (opts: RunOptions) (t: Trial) =
 
 // ── ONE TRIAL ──
 
-/// Runs (or resumes) one trial to completion on `system`. Returns its final status; never throws for the trial's
-/// own failures (they are recorded in its run.json and returned).
-let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
+/// A trial's computation: rows through the Action, env steps through the progress; cancellation throws.
+type TrialWork = Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult
+
+/// The work of trial `t` (schedule `mode`, `device`) in this process on `system`, from `point` in its folder's
+/// `store`: its meta-learner's meta-train or meta-test, or the population engine (MetaGenRL and the baselines).
+/// `setInfo` sets a run.json field, `note` adds a line to the trial's notes.
+let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts: RunOptions) (t: Trial) (store: CheckpointStore)
+              (point: Engine.ResumePoint) (resume: bool) (setInfo: string -> JsonNode -> unit) (note: string -> unit) : TrialWork =
+    // A meta-learner computes on the trial's thread, with the intra-op threads an agent gets.
+    let onTrialThread (f: TrialWork) onMetric progress ct =
+        if opts.TorchThreads > 0 then MetaGenRL.Core.Torch.TorchThreads.Use opts.TorchThreads
+        f onMetric progress ct
+    match t.Phase, t.Learner |> Option.bind learnerRuns with
+    | MetaTrainPhase, Some (train, _) ->
+        let cfg = trialConfig t
+        onTrialThread (train { Envs = t.Envs; Seed = t.Seed; Steps = t.Steps; CheckpointEvery = cfg.CheckpointEvery
+                               Store = store; Resume = point; Config = cfg; Cores = min opts.Cores t.Agents
+                               SetInfo = setInfo })
+    | MetaTestPhase, Some (_, test) ->
+        onTrialThread (test { Source = (sourceOf opts t).Value; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps
+                              SetInfo = setInfo; Note = note })
+    | _ ->
+        fun onMetric progress ct ->
+            let objective = sourceOf opts t |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
+            objective |> Option.iter (fun o ->
+                setInfo "objective" (o.ToJson())
+                o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
+            let engine = { trialRunWith mode device opts t with Objective = objective |> Option.map (fun o -> o.Alpha) }
+            let options = Engine.populationOptions engine store point.Index resume note
+            Engine.run (Some system) engine options onMetric progress ct
+
+/// Where a trial computes: in this process, or on a cluster worker (its TrialHostActor), followed from this process.
+type Placement =
+    | Here
+    | OnWorker of host: IActorRef
+
+/// What a worker needs to run trial `t` as this process would: the trial, the schedule, the device, the run options
+/// and where the coordinator resumes it from (the folder is shared, so the worker finds the same checkpoint).
+let private remoteSpec (e: Experiment) (opts: RunOptions) (t: Trial) (resume: bool) (point: Engine.ResumePoint) =
+    let o = JsonObject()
+    o["trial"] <- trialToJson t
+    o["mode"] <- JsonValue.Create(string e.Mode)
+    o["device"] <- JsonValue.Create e.Device
+    o["out"] <- JsonValue.Create(Path.GetFullPath opts.Out)
+    o["cores"] <- JsonValue.Create opts.Cores
+    o["torch_threads"] <- JsonValue.Create opts.TorchThreads
+    o["loss_log_every"] <- JsonValue.Create opts.LossLogEvery
+    o["command"] <- JsonValue.Create opts.Command
+    o["resume"] <- JsonValue.Create resume
+    point.Index |> Option.iter (fun i -> o["resume_index"] <- JsonValue.Create i)
+    o.ToJsonString()
+
+/// The work of a trial placed on a worker: a RemoteTrialActor in `system` sends it there and hands back what comes.
+let private remoteWork (system: ActorSystem) (host: IActorRef) (t: Trial) (spec: string) (setInfo: string -> JsonNode -> unit)
+                       (note: string -> unit) : TrialWork =
+    fun onMetric progress ct ->
+        let finished = TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously)
+        let reporter =
+            { new MetaGenRL.Actors.Cluster.ITrialReporter with
+                member _.SetInfo(key, json) = setInfo key (JsonNode.Parse json)
+                member _.Note line = note line }
+        let proxy = system.ActorOf(MetaGenRL.Actors.Cluster.RemoteTrialActor.Props(host, t.Id, spec, Action<Metric>(fun m -> onMetric.Invoke m), progress, reporter, finished))
+        use _stop = ct.Register(fun () -> proxy.Tell(MetaGenRL.Actors.Cluster.StopTrial t.Id))
+        let reasons =
+            try finished.Task.GetAwaiter().GetResult()
+            with :? TaskCanceledException -> raise (OperationCanceledException ct)
+        PopulationResult([||], 0L, 0L, t.Steps, [||], 0, 0, 0, reasons)
+
+/// Runs (or resumes) one trial to completion, here on `system` or on a worker. Returns its final status; never throws
+/// for the trial's own failures (they are recorded in its run.json and returned). A worker lost mid-trial is the one
+/// exception (WorkerLostException, after the trial is marked interrupted): the caller runs it again elsewhere.
+let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
     let t = run.Trial
     let dir = trialDir opts.Out t
     let store = CheckpointStore dir
@@ -140,29 +212,12 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     try
         writer.Flush "running"
         let setInfo (k: string) (v: JsonNode) = writer.SetInfo(k, v)
-        // ── DISPATCH: the trial's meta-learner, or the population engine (MetaGenRL and the baselines) ──
-        let work : Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult =
-            // A meta-learner computes on the trial's thread, with the intra-op threads an agent gets.
-            let onTrialThread (f: Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult) onMetric progress ct =
-                if opts.TorchThreads > 0 then MetaGenRL.Core.Torch.TorchThreads.Use opts.TorchThreads
-                f onMetric progress ct
-            match t.Phase, t.Learner |> Option.bind learnerRuns with
-            | MetaTrainPhase, Some (train, _) ->
-                let cfg = trialConfig t
-                onTrialThread (train { Envs = t.Envs; Seed = t.Seed; Steps = t.Steps; CheckpointEvery = cfg.CheckpointEvery
-                                       Store = store; Resume = point; Config = cfg; Cores = min opts.Cores t.Agents
-                                       SetInfo = setInfo })
-            | MetaTestPhase, Some (_, test) ->
-                onTrialThread (test { Source = (sourceOf opts t).Value; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps
-                                      SetInfo = setInfo; Note = note })
-            | _ ->
-                let objective = sourceOf opts t |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
-                objective |> Option.iter (fun o ->
-                    setInfo "objective" (o.ToJson())
-                    o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
-                let engine = { trialRun e opts t with Objective = objective |> Option.map (fun o -> o.Alpha) }
-                let options = Engine.populationOptions engine store point.Index resume note
-                Engine.run (Some system) engine options
+        let work =
+            match placement with
+            | Here -> trialWork system e.Mode e.Device opts t store point resume setInfo note
+            | OnWorker host ->
+                writer.SetInfo("worker", JsonValue.Create(string host.Path.Address))
+                remoteWork system host t (remoteSpec e opts t resume point) setInfo note
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
@@ -180,9 +235,41 @@ let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: Tria
     | :? OperationCanceledException when ct.IsCancellationRequested ->
         (try writer.Flush "interrupted" with ex -> writer.Failed(sprintf "interrupted, and the results could not be written: %s" (messageOf ex)))
         Interrupted
+    | :? MetaGenRL.Actors.Cluster.WorkerLostException ->
+        (try writer.Flush "interrupted" with _ -> ())
+        reraise ()
     | ex ->
         RunCommand.recordFailure writer ex
         Failed(messageOf ex)
+
+/// Runs (or resumes) one trial here on `system` (see runTrialOn).
+let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
+    runTrialOn Here system e opts run ct
+
+/// A worker's TrialHostActor.RunSpec: reads a remoteSpec and runs its trial's work in this process on `system`,
+/// reporting run.json fields and notes back. The results folder must be the coordinator's (shared, same path): the
+/// worker checks that it sees the trial's folder and the checkpoint the coordinator resumes from.
+let runSpec (system: ActorSystem) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
+    MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec(fun spec onMetric progress reporter ct ->
+        let j = JsonNode.Parse(spec).AsObject()
+        let t = trialOfJson (j["trial"].AsObject())
+        let opts =
+            { Out = j["out"].GetValue<string>(); Cores = j["cores"].GetValue<int>(); TorchThreads = j["torch_threads"].GetValue<int>()
+              LossLogEvery = j["loss_log_every"].GetValue<int>(); Command = j["command"].GetValue<string>() }
+        let mode = Enum.Parse<ScheduleMode>(j["mode"].GetValue<string>())
+        let dir = trialDir opts.Out t
+        if not (Directory.Exists dir) then
+            failwithf "this worker does not see the trial folder %s: the experiment's --out must be a folder every node reaches at the same path" dir
+        let store = CheckpointStore dir
+        let resume = j["resume"].GetValue<bool>()
+        let wanted = match j["resume_index"] with null -> None | v -> Some(v.GetValue<int>())
+        let point = if resume then Engine.resumePoint dir store else Engine.ResumePoint.Start
+        if point.Index <> wanted then
+            failwithf "this worker resumes %s from checkpoint %A, the coordinator from %A: is --out the same folder on every node?" t.Id point.Index wanted
+        let work =
+            trialWork system mode (j["device"].GetValue<string>()) opts t store point resume
+                (fun k v -> reporter.SetInfo(k, v.ToJsonString())) reporter.Note
+        (work onMetric progress ct).FailureReasons)
 
 // ── THE EXPERIMENT ──
 
@@ -251,9 +338,26 @@ let checkExisting (trials: Trial list) (out: string) =
             | None -> ()
         | _ -> ()
 
-/// Runs every unfinished trial; `watch` gets the live trial states and the work, and returns when the work is done
-/// (a display). Returns the trial states and the experiment's status: complete, failed or interrupted.
-let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
+/// A cluster coordinator: where it listens (HOST:PORT) and the shared secret.
+type ClusterSpec = { Endpoint: string; Secret: string }
+
+/// The Up workers of the cluster `system` belongs to.
+let private upWorkers (system: ActorSystem) =
+    (Akka.Cluster.Cluster.Get system).State.Members
+    |> Seq.filter (fun m -> m.Status = Akka.Cluster.MemberStatus.Up && m.HasRole MetaGenRL.Actors.Cluster.ClusterNode.WorkerRole)
+    |> Seq.map (fun m -> m.Address)
+    |> List.ofSeq
+
+/// The TrialHostActor of the worker at `address`, or None when it does not answer within 5 s.
+let private hostOf (system: ActorSystem) (address: Address) =
+    try Some(system.ActorSelection(sprintf "%O/user/%s" address MetaGenRL.Actors.Cluster.TrialHostActor.Name).ResolveOne(TimeSpan.FromSeconds 5.0).Result)
+    with _ -> None
+
+/// Runs every unfinished trial, here or, with `cluster`, on the workers that join the coordinator it starts (one trial
+/// per worker at a time; a trial whose worker is lost runs again on another, from its last checkpoint). `watch` gets
+/// the live trial states and the work, and returns when the work is done (a display). Returns the trial states and
+/// the experiment's status: complete, failed or interrupted.
+let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
     use _lock = FolderLock.acquire opts.Out   // one writer per experiment folder (see FolderLock)
     Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
     let started = DateTimeOffset.Now
@@ -264,15 +368,44 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
             r.Steps <- r.Trial.Steps
     (try writeExperimentJson e trials runs opts "running" started None
      with ex -> markFailed e trials runs opts started (messageOf ex); reraise ())
-    let system = ActorSystem.Create("experiment", Population.SystemConfig)
+    let system =
+        match cluster with
+        | None -> ActorSystem.Create("experiment", Population.SystemConfig)
+        | Some c ->
+            let struct (host, port) =
+                try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Endpoint, "--cluster")
+                with :? ArgumentException as ex -> usageError "%s" ex.Message
+            let node =
+                MetaGenRL.Actors.Cluster.NodeOptions(host, port, [], [ "coordinator" ], c.Secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
+            let system = MetaGenRL.Actors.Cluster.ClusterNode.Start node
+            if not (MetaGenRL.Actors.Cluster.ClusterNode.AwaitUp(system, TimeSpan.FromSeconds 30.0)) then
+                system.Terminate().Wait() |> ignore
+                usageError "--cluster %s: the coordinator could not start its cluster there" c.Endpoint
+            system
     let work =
         Task.Run(fun () ->
             let running = ConcurrentDictionary<string, Task>()
             let coresOf (t: Trial) = min opts.Cores t.Agents
             let mutable inUse = 0
+            let busy = ConcurrentDictionary<string, Address>()   // trial id → its worker
             let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
             let statusOf id = byId[id].Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
+            let start (r: TrialRun) (placement: Placement) =
+                r.Status <- Running
+                r.Clock.Start()
+                running[r.Trial.Id] <-
+                    Task.Run(fun () ->
+                        let s =
+                            try runTrialOn placement system e opts r ct
+                            with
+                            | :? MetaGenRL.Actors.Cluster.WorkerLostException as ex ->
+                                lock r.Notes (fun () -> r.Notes.Add(sprintf "%s; it runs again on another worker" ex.Message))
+                                Pending
+                            | ex -> Failed(messageOf ex)
+                        r.Clock.Stop()
+                        r.Status <- s
+                        if s = Complete then r.Steps <- r.Trial.Steps)
             // After Ctrl-C nothing new starts; what never started stays pending for the next run.
             while not (running.IsEmpty && (ct.IsCancellationRequested || pendingRuns().IsEmpty)) do
                 if not ct.IsCancellationRequested then
@@ -282,21 +415,28 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
                             r.Status <- Blocked(sprintf "meta-train trial %s is %s" r.Trial.DependsOn.Value s.Name)
                         | Some s when not s.Finished -> ()
                         | _ ->
-                            let need = coresOf r.Trial
-                            if inUse = 0 || inUse + need <= opts.Cores then
-                                inUse <- inUse + need
-                                r.Status <- Running
-                                r.Clock.Start()
-                                running[r.Trial.Id] <-
-                                    Task.Run(fun () ->
-                                        let s = try runTrial system e opts r ct with ex -> Failed(messageOf ex)
-                                        r.Clock.Stop()
-                                        r.Status <- s
-                                        if s = Complete then r.Steps <- r.Trial.Steps)
+                            match cluster with
+                            | None ->
+                                let need = coresOf r.Trial
+                                if inUse = 0 || inUse + need <= opts.Cores then
+                                    inUse <- inUse + need
+                                    start r Here
+                            | Some _ ->
+                                let taken = Set.ofSeq busy.Values
+                                match upWorkers system |> List.tryFind (fun a -> not (taken.Contains a)) with
+                                | Some address ->
+                                    match hostOf system address with
+                                    | Some host ->
+                                        busy[r.Trial.Id] <- address
+                                        start r (OnWorker host)
+                                    | None -> ()
+                                | None -> ()
                 let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq
                 for kv in finished do
                     running.TryRemove kv.Key |> ignore
-                    inUse <- inUse - coresOf byId[kv.Key].Trial
+                    match cluster with
+                    | None -> inUse <- inUse - coresOf byId[kv.Key].Trial
+                    | Some _ -> busy.TryRemove kv.Key |> ignore
                 if finished.IsEmpty then
                     let waiting = running.Values |> Array.ofSeq
                     if waiting.Length > 0 then Task.WaitAny(waiting, 200) |> ignore else Thread.Sleep 50)
@@ -319,3 +459,7 @@ let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: Cancellatio
     with ex ->
         markFailed e trials runs opts started (messageOf ex)
         reraise ()
+
+/// Runs every unfinished trial in this process (see runOn).
+let run (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
+    runOn None e trials opts ct watch
