@@ -167,7 +167,7 @@ internal sealed class WireReader(byte[] bytes, ExtendedActorSystem system)
     T[] Block<T>() where T : unmanaged
     {
         int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-        var a = new T[Length(size)];
+        var a = GC.AllocateUninitializedArray<T>(Length(size));   // every byte is read into it below
         var raw = MemoryMarshal.AsBytes(a.AsSpan());
         _r.BaseStream.ReadExactly(raw);   // Length checked that the bytes are there
         if (!BitConverter.IsLittleEndian && size > 1)

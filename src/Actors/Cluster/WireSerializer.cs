@@ -120,18 +120,23 @@ public sealed class WireSerializer : SerializerWithStringManifest
 
     public override string Manifest(object o) => Find(o).Manifest;
 
+    /// <summary>Two passes: the first only counts the bytes, so the second writes into one array of the exact size
+    /// (no growing buffer, no final copy: a 4 MB α costs one 4 MB copy).</summary>
     public override byte[] ToBinary(object obj)
     {
         var entry = Find(obj);
-        using var stream = new MemoryStream();
-        using var w = new BinaryWriter(stream);
-        try { entry.Write(w, obj); }
+        try
+        {
+            var count = new CountingStream();
+            using (var w = new BinaryWriter(count)) entry.Write(w, obj);
+            var bytes = GC.AllocateUninitializedArray<byte>(checked((int)count.Length));
+            using (var w = new BinaryWriter(new MemoryStream(bytes))) entry.Write(w, obj);
+            return bytes;
+        }
         catch (Exception e) when (e is NullReferenceException or ArgumentNullException)
         {
             throw new SerializationException($"wire: cannot write {entry.Type.Name} ({entry.Manifest}): a non-nullable field is null", e);
         }
-        w.Flush();
-        return stream.ToArray();
     }
 
     public override object FromBinary(byte[] bytes, string manifest)
@@ -178,5 +183,23 @@ public sealed class WireSerializer : SerializerWithStringManifest
         s.AppendLine($"  receive-buffer-size = {FrameBytes}b");
         s.AppendLine("}");
         return s.ToString();
+    }
+
+    /// <summary>A write-only stream that keeps only the number of bytes written to it.</summary>
+    sealed class CountingStream : Stream
+    {
+        long _length;
+        public override long Length => _length;
+        public override long Position { get => _length; set => throw new NotSupportedException(); }
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override void Write(byte[] buffer, int offset, int count) => _length += count;
+        public override void Write(ReadOnlySpan<byte> buffer) => _length += buffer.Length;
+        public override void WriteByte(byte value) => _length++;
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
