@@ -150,7 +150,7 @@ let tests =
                 TestUtil.throwsContaining<SerializationException> "unknown manifest 'ZZ'" "unknown manifest" (fun () ->
                     wire.FromBinary([| 1uy; 2uy |], "ZZ") |> ignore)
 
-        testCase "a truncated, extended or garbled payload throws naming the manifest" <| fun () ->
+        testCase "a truncated, extended or garbled payload throws naming the manifest; so does writing a null where none belongs" <| fun () ->
             withWire <| fun _ wire echo ->
                 for m in samples [| echo |] do
                     let bytes = wire.ToBinary m
@@ -173,6 +173,8 @@ let tests =
                     wire.FromBinary(ready, "GR") |> ignore)
                 TestUtil.throwsContaining<SerializationException> "no manifest for" "an uncovered type" (fun () ->
                     wire.ToBinary(LoopTick()) |> ignore)
+                TestUtil.throwsContaining<SerializationException> "LoadObjective (LO): a non-nullable field is null" "a null α" (fun () ->
+                    wire.ToBinary(LoadObjective(null, 0L)) |> ignore)
 
         testCase "Akka picks the wire serializer for every covered type under WireSerializer.Hocon" <| fun () ->
             withWire <| fun system _ echo ->
