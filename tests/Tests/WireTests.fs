@@ -186,7 +186,7 @@ let tests =
                 for key in [ "maximum-frame-size"; "send-buffer-size"; "receive-buffer-size" ] do
                     Expect.equal (cfg.GetByteSize("akka.remote.dot-netty.tcp." + key)) (Nullable(int64 WireSerializer.FrameBytes)) key
 
-        testCase "Akka.Remote on 127.0.0.1: a 1M-float LoadObjective crosses two ActorSystems and back bitwise" <| fun () ->
+        testCase "Akka.Remote on 127.0.0.1: a 1M-float LoadObjective crosses two ActorSystems and back bitwise, actor refs resolve" <| fun () ->
             use b = remoteSystem "wire-b" WireSerializer.Hocon
             use a = remoteSystem "wire-a" WireSerializer.Hocon
             b.ActorOf(Props.Create<Echo>(), "echo") |> ignore
@@ -198,6 +198,9 @@ let tests =
             let back = echo.Ask<LoadObjective>(msg, timeout).Result
             Expect.isFalse (obj.ReferenceEquals(back, msg)) "the reply was deserialized"
             Expect.isTrue (deepEqual back msg) "α and version intact, bit for bit"
+            // an actor reference goes out with a's address and comes back as the same local actor
+            let serve = ServeAsync(8, TimeSpan.FromMilliseconds 500.0, [| a.ActorOf(Props.Create<Echo>(), "subscriber") |])
+            Expect.isTrue (deepEqual (echo.Ask<ServeAsync>(serve, timeout).Result) serve) "ServeAsync's subscribers"
             a.Terminate().Wait(); b.Terminate().Wait()
 
         testCase "the default serializer: the same α is 16 MB of JSON, over the 128,000-byte frame, and the message is dropped" <| fun () ->

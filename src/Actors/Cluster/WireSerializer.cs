@@ -25,9 +25,9 @@ public sealed class WireSerializer : SerializerWithStringManifest
 {
     public WireSerializer(ExtendedActorSystem system) : base(system) { }
 
-    /// <summary>This serializer's Akka identifier. Akka reserves 0–100 for its own serializers; the number is
-    /// arbitrary above that, but it is written into every remote envelope, so every node must agree on it and it
-    /// must never change or be reused.</summary>
+    /// <summary>This serializer's Akka identifier. Akka's own serializers take small numbers (0–100 are left to
+    /// them here); above that the number is arbitrary, but it travels in every remote envelope, so every node must
+    /// agree on it, and it must never change or be given to another serializer.</summary>
     public const int Id = 4207;
 
     /// <summary>The name under <c>akka.actor.serializers</c>.</summary>
