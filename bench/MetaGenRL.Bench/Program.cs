@@ -11,6 +11,7 @@ var workloads = new Dictionary<string, (string Help, Func<string[], IEnumerable<
     ["population"] = ("agent-steps/s of K agents in one batched group vs K groups of one, train and meta-train, small and paper size (--agents 1,4,16,64 --sizes small,paper --modes train,meta-train --steps S --paper-steps S)", PopulationBench.Run),
     ["group-update"] = ("ms per TD3 update iteration of a group of K agents, by part (--agents 1,4,16,64 --sizes small,paper --threads N)", GroupUpdateBench.Run),
     ["onpolicy"] = ("env-steps/s of a collect and gradient steps/s of the updates of PPO, on-policy REINFORCE, RL² and EPG at their default size (--algos ppo,reinforce-onpolicy,rl2,epg --envs Pendulum-v1,HalfCheetah-v2 --rounds N)", OnPolicyBench.Run),
+    ["serialization"] = ("bytes and µs of a round trip of a 1M-float LoadObjective and a 4×100k-float Updated, WireSerializer vs Akka's default JSON, and ms of a remote round trip on 127.0.0.1 (--rounds N)", SerializationBench.Run),
     ["update-cycle"] = ("ms per MetaGenRL update cycle (2 critic + policy via L_α + meta-gradient) vs PyTorch (--hidden H --batch B --pytorch PATH)", UpdateCycleBench.Run),
 };
 

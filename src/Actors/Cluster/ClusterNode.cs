@@ -65,7 +65,9 @@ public static class ClusterNode
     }
 
     /// <summary>The node's configuration: cluster provider, TCP on Host:Port, seeds, roles, the failure detector and
-    /// the keep-oldest split-brain resolver, quiet logging, and <see cref="Population.SystemConfig"/>'s dispatcher.</summary>
+    /// the keep-oldest split-brain resolver, <see cref="WireSerializer.Hocon"/> (raw bytes for MetaGenRL's messages,
+    /// 64 MiB frames, every other unbound type refused), quiet logging, and <see cref="Population.SystemConfig"/>'s
+    /// dispatcher.</summary>
     public static Config Configuration(NodeOptions o)
     {
         var name = SystemName(o.Secret);
@@ -102,7 +104,9 @@ public static class ClusterNode
               }
             }
             """;
-        return ConfigurationFactory.ParseString(hocon).WithFallback(Population.SystemConfig);
+        return ConfigurationFactory.ParseString(hocon)
+            .WithFallback(ConfigurationFactory.ParseString(WireSerializer.Hocon))
+            .WithFallback(Population.SystemConfig);
     }
 
     /// <summary>Starts the node. With no seeds it joins itself (the first node of a cluster).</summary>
