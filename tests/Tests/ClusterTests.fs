@@ -50,6 +50,24 @@ let tests =
             finally system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
         }
 
+        test "a worker's METAGENRL_AKKA_CONFIG file takes precedence over its own settings; a missing one is named" {
+            use system = coordinator ()
+            let file = IO.Path.GetTempFileName()
+            try
+                IO.File.WriteAllText(file, "akka.cluster.roles = [\"worker\", \"gpu\"]\n")
+                let env = [ ClusterNode.SecretVariable, secret; ClusterNode.ConfigVariable, file ]
+                use p = CliTests.startCliWith env [ "worker"; "--join"; ClusterNode.Endpoint system ]
+                within 60.0 "the worker is Up" (fun () -> workers system |> List.exists (fun m -> m.Status = MemberStatus.Up)) |> ignore
+                Expect.isTrue ((workers system |> List.exactlyOne).HasRole "gpu") "the file's roles"
+                p.Kill()
+                let rc, _, err = CliTests.cliWith [ ClusterNode.SecretVariable, secret; ClusterNode.ConfigVariable, file + ".missing" ] [ "worker"; "--join"; ClusterNode.Endpoint system ]
+                Expect.equal rc 2 "exit code"
+                Expect.stringContains err (sprintf "%s=%s.missing: no such file" ClusterNode.ConfigVariable file) "names the variable and the file"
+            finally
+                IO.File.Delete file
+                system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
+        }
+
         test "a worker with another secret cannot join" {
             use system = coordinator ()
             try

@@ -42,6 +42,10 @@ public static class ClusterNode
     /// <summary>The environment variable a node reads its shared secret from when none is given otherwise.</summary>
     public const string SecretVariable = "METAGENRL_CLUSTER_SECRET";
 
+    /// <summary>The environment variable naming a HOCON file whose settings take precedence over the node's own (e.g.
+    /// Akka.Remote's TLS: <c>akka.remote.dot-netty.tcp.enable-ssl</c> and <c>ssl.certificate</c>).</summary>
+    public const string ConfigVariable = "METAGENRL_AKKA_CONFIG";
+
     /// <summary>The role of nodes that run trials and agent groups.</summary>
     public const string WorkerRole = "worker";
 
@@ -67,7 +71,7 @@ public static class ClusterNode
     /// <summary>The node's configuration: cluster provider, TCP on Host:Port, seeds, roles, the failure detector and
     /// the keep-oldest split-brain resolver, <see cref="WireSerializer.Hocon"/> (raw bytes for MetaGenRL's messages,
     /// 64 MiB frames, every other unbound type refused), quiet logging, and <see cref="Population.SystemConfig"/>'s
-    /// dispatcher.</summary>
+    /// dispatcher; then, in front of all of it, the HOCON file named by <see cref="ConfigVariable"/> if set.</summary>
     public static Config Configuration(NodeOptions o)
     {
         var name = SystemName(o.Secret);
@@ -104,9 +108,17 @@ public static class ClusterNode
               }
             }
             """;
-        return ConfigurationFactory.ParseString(hocon)
+        var own = ConfigurationFactory.ParseString(hocon)
             .WithFallback(ConfigurationFactory.ParseString(WireSerializer.Hocon))
             .WithFallback(Population.SystemConfig);
+        var file = Environment.GetEnvironmentVariable(ConfigVariable);
+        if (string.IsNullOrWhiteSpace(file)) return own;
+        if (!File.Exists(file)) throw new ArgumentException($"{ConfigVariable}={file}: no such file");
+        try { return ConfigurationFactory.ParseString(File.ReadAllText(file)).WithFallback(own); }
+        catch (Exception e) when (e is not ArgumentException)
+        {
+            throw new ArgumentException($"{ConfigVariable}={file}: not valid HOCON ({e.Message})", e);
+        }
     }
 
     /// <summary>Starts the node. With no seeds it joins itself (the first node of a cluster).</summary>

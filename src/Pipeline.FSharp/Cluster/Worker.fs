@@ -43,34 +43,50 @@ let validate (r: WorkerRequest) =
         if String.IsNullOrWhiteSpace role || role |> Seq.exists (fun c -> not (Char.IsLetterOrDigit c || c = '-' || c = '_')) then
             usageError "--role '%s': use letters, digits, '-' and '_'" role
 
-/// Runs the worker node until Ctrl-C (exit 130) or removal from the cluster (exit 1); exit 1 when the join does not
-/// complete within the timeout.
+/// Whether `system`'s cluster still has its coordinator (a member with the coordinator role that is not leaving).
+let private hasCoordinator (system: Akka.Actor.ActorSystem) =
+    (Akka.Cluster.Cluster.Get system).State.Members
+    |> Seq.exists (fun m -> m.HasRole "coordinator" && (m.Status = Akka.Cluster.MemberStatus.Up || m.Status = Akka.Cluster.MemberStatus.Joining))
+
+/// Runs the worker node until Ctrl-C (exit 130). When its coordinator leaves (an experiment ended) or the cluster
+/// removes it, it starts a fresh node and joins the same address again, so one worker serves one experiment after
+/// another. Exit 1 when the first join does not complete within the timeout (later joins wait for a coordinator).
 let run (r: WorkerRequest) : int =
     validate r
     let secret = readSecret r.SecretFile
     let options =
         NodeOptions(r.Host, r.Port, [ r.Join ], ClusterNode.WorkerRole :: r.Roles, secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
-    let system = ClusterNode.Start options
-    system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system), TrialHostActor.Name) |> ignore
     use stop = new ManualResetEventSlim(false)
-    let mutable interrupted = false
-    let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; interrupted <- true; stop.Set())
+    let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; stop.Set())
     Console.CancelKeyPress.AddHandler onCancel
-    try
-        if not (ClusterNode.AwaitUp(system, r.JoinTimeout)) then
-            eprintfn "error: could not join %s within %.0f s (is a coordinator listening there, with the same shared secret?)" r.Join r.JoinTimeout.TotalSeconds
-            1
-        else
+    /// One node's life: Some exit code to stop with, None to join again.
+    let serve (first: bool) =
+        let system = ClusterNode.Start options
+        try
+            system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system), TrialHostActor.Name) |> ignore
             let cluster = Akka.Cluster.Cluster.Get system
-            cluster.RegisterOnMemberRemoved(fun () -> stop.Set())
-            printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", ClusterNode.WorkerRole :: r.Roles))
-            stop.Wait()
-            if interrupted then
-                cluster.Leave cluster.SelfAddress
-                130
+            let mutable removed = false
+            cluster.RegisterOnMemberRemoved(fun () -> removed <- true)
+            if not (ClusterNode.AwaitUp(system, r.JoinTimeout)) then
+                if first then
+                    eprintfn "error: could not join %s within %.0f s (is a coordinator listening there, with the same shared secret?)" r.Join r.JoinTimeout.TotalSeconds
+                    Some 1
+                elif stop.IsSet then Some 130
+                else None
             else
-                eprintfn "error: the cluster removed this worker (its coordinator stopped or found it unreachable)"
-                1
+                printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", ClusterNode.WorkerRole :: r.Roles))
+                while not stop.IsSet && not removed && hasCoordinator system do stop.Wait 1000 |> ignore
+                if stop.IsSet then
+                    cluster.Leave cluster.SelfAddress
+                    Some 130
+                else
+                    printfn "the coordinator at %s is gone; waiting for the next one there" r.Join
+                    None
+        finally
+            system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
+    try
+        let mutable result = serve true
+        while result.IsNone do result <- serve false
+        result.Value
     finally
         Console.CancelKeyPress.RemoveHandler onCancel
-        system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
