@@ -157,4 +157,67 @@ let tests =
                 Expect.isNonEmpty resumed "the re-run resumed from a checkpoint"
             finally IO.Directory.Delete(root, true)
         }
+
+        test "a coordinator killed mid-sweep and started again on the same folder finishes it with the same worker, with a local run's rows" {
+            let root = tempDir "cluster-restart"
+            let free () =
+                let l = Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+                l.Start()
+                let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+                l.Stop()
+                port
+            let declaration =
+                """{ Experiment.create "restart" with
+                        Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
+                        Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }"""
+            let e =
+                { Experiment.create "restart" with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
+                    Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
+            let script = IO.Path.Combine(root, "restart.fsx")
+            IO.File.WriteAllText(script,
+                sprintf "#load \"%s\"\nopen MetaGenRL.Pipeline\nopen MetaGenRL.Pipeline.Experiment\nexit (Script.main (%s) fsi.CommandLineArgs)\n"
+                    (IO.Path.Combine(repoRoot, "experiments", "common.fsx")) declaration)
+            let endpoint = sprintf "127.0.0.1:%d" (free ())
+            let out = IO.Path.Combine(root, "cluster")
+            let coordinator () =
+                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+                for a in [ "fsi"; script; "--"; "--cluster"; endpoint; "--out"; out; "--no-report" ] do psi.ArgumentList.Add a
+                psi.Environment[ClusterNode.SecretVariable] <- secret
+                Process.Start psi
+            let trials = expand (atScale e)
+            let rows (dir: string) (t: Trial) =
+                Results.readParquet (IO.Path.Combine(ExperimentRunner.trialDir dir t, "metrics.parquet"))
+                |> List.filter (fun r -> r.metric <> "checkpoint")
+                |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
+            use worker = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint ]
+            try
+                // the first coordinator: killed once a trial is complete
+                use first = coordinator ()
+                first.OutputDataReceived.Add ignore; first.ErrorDataReceived.Add ignore
+                first.BeginOutputReadLine(); first.BeginErrorReadLine()
+                within 180.0 "a trial completes under the first coordinator" (fun () ->
+                    trials |> List.exists (fun t -> Results.isComplete (ExperimentRunner.trialDir out t))) |> ignore
+                Expect.isFalse first.HasExited "the first coordinator was still running"
+                first.Kill()
+                first.WaitForExit()
+                Expect.isFalse (trials |> List.forall (fun t -> Results.isComplete (ExperimentRunner.trialDir out t))) "the sweep was not finished"
+                // the second: the same command on the same folder; the worker rejoins it
+                use second = coordinator ()
+                let text = second.StandardOutput.ReadToEndAsync()
+                let err = second.StandardError.ReadToEndAsync()
+                let exited = second.WaitForExit 300_000
+                if not exited then second.Kill true
+                Expect.isTrue exited "the second coordinator finished within 5 minutes"
+                Expect.equal second.ExitCode 0 (sprintf "the second coordinator; stderr %s" err.Result)
+                Expect.stringContains text.Result "experiment restart: complete" "it finished the sweep"
+                let local = IO.Path.Combine(root, "local")
+                let opts : ExperimentRunner.RunOptions = { Out = local; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+                let _, status = ExperimentRunner.run (atScale e) trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "the local run"
+                for t in trials do Expect.equal (rows out t) (rows local t) (t.Id + ": the local run's rows, each once")
+            finally
+                (try worker.Kill() with _ -> ())
+                IO.Directory.Delete(root, true)
+        }
     ]
