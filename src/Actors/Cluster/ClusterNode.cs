@@ -84,6 +84,8 @@ public static class ClusterNode
         var hocon = $$"""
             akka {
               actor.provider = cluster
+              # leaving waits for the others to see it; a peer already gone would hold a stop for the default 10 s
+              coordinated-shutdown.phases.cluster-exiting.timeout = 3s
               remote {
                 log-remote-lifecycle-events = off
                 dot-netty.tcp {
