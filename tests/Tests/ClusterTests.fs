@@ -30,6 +30,20 @@ let private within (seconds: float) (what: string) (ok: unit -> bool) =
     if not (ok ()) then failtestf "%s: not within %.0f s" what seconds
     clock.Elapsed.TotalSeconds
 
+/// A free TCP port on 127.0.0.1 (the OS's choice, released at once).
+let private freePort () =
+    let l = Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+    l.Start()
+    let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+    l.Stop()
+    port
+
+/// A trial's rows in the experiment folder `out` but the checkpoint markers: (agent, env_step, metric, value).
+let private rowsOf (out: string) (t: Trial) =
+    Results.readParquet (IO.Path.Combine(ExperimentRunner.trialDir out t, "metrics.parquet"))
+    |> List.filter (fun r -> r.metric <> "checkpoint")
+    |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
+
 [<Tests>]
 let tests =
     testSequenced <| testList "Cluster" [
@@ -100,12 +114,6 @@ let tests =
 
         test "a coordinator and two worker processes run a sweep with a local run's rows; a worker killed mid-sweep loses no trial and doubles none" {
             let root = tempDir "cluster-sweep"
-            let free () =
-                let l = Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-                l.Start()
-                let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-                l.Stop()
-                port
             // three TD3 trials of 2000 steps with a checkpoint every 500: seconds each
             let e =
                 { Experiment.create "cluster" with
@@ -113,18 +121,14 @@ let tests =
                     Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
             let trials = expand (atScale e)
             let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
-            let rows (out: string) (t: Trial) =
-                Results.readParquet (IO.Path.Combine(ExperimentRunner.trialDir out t, "metrics.parquet"))
-                |> List.filter (fun r -> r.metric <> "checkpoint")
-                |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
             try
                 let local = IO.Path.Combine(root, "local")
                 let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
-                let endpoint = sprintf "127.0.0.1:%d" (free ())
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
                 let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
-                let workerPorts = [ free (); free () ]
+                let workerPorts = [ freePort (); freePort () ]
                 let victim = sprintf "127.0.0.1:%d" workerPorts.Head
                 let mutable killed = false
                 let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
@@ -149,7 +153,7 @@ let tests =
                 Expect.equal status "complete" "the cluster run"
                 Expect.isTrue killed "a worker was killed mid-trial"
                 for t in trials do
-                    Expect.equal (rows out t) (rows local t) (t.Id + ": the local run's rows, each once")
+                    Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows, each once")
                 let notes = runs |> List.collect (fun r -> List.ofSeq r.Notes)
                 Expect.exists notes (fun n -> n.Contains "left the cluster" && n.Contains "runs again on another worker") "the lost trial was re-run"
                 let resumed =
@@ -160,12 +164,6 @@ let tests =
 
         test "a coordinator killed mid-sweep and started again on the same folder finishes it with the same worker, with a local run's rows" {
             let root = tempDir "cluster-restart"
-            let free () =
-                let l = Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
-                l.Start()
-                let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
-                l.Stop()
-                port
             let declaration =
                 """{ Experiment.create "restart" with
                         Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
@@ -178,7 +176,7 @@ let tests =
             IO.File.WriteAllText(script,
                 sprintf "#load \"%s\"\nopen MetaGenRL.Pipeline\nopen MetaGenRL.Pipeline.Experiment\nexit (Script.main (%s) fsi.CommandLineArgs)\n"
                     (IO.Path.Combine(repoRoot, "experiments", "common.fsx")) declaration)
-            let endpoint = sprintf "127.0.0.1:%d" (free ())
+            let endpoint = sprintf "127.0.0.1:%d" (freePort ())
             let out = IO.Path.Combine(root, "cluster")
             let coordinator () =
                 let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
@@ -186,10 +184,6 @@ let tests =
                 psi.Environment[ClusterNode.SecretVariable] <- secret
                 Process.Start psi
             let trials = expand (atScale e)
-            let rows (dir: string) (t: Trial) =
-                Results.readParquet (IO.Path.Combine(ExperimentRunner.trialDir dir t, "metrics.parquet"))
-                |> List.filter (fun r -> r.metric <> "checkpoint")
-                |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
             use worker = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint ]
             try
                 // the first coordinator: killed once a trial is complete
@@ -215,7 +209,7 @@ let tests =
                 let opts : ExperimentRunner.RunOptions = { Out = local; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
                 let _, status = ExperimentRunner.run (atScale e) trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status "complete" "the local run"
-                for t in trials do Expect.equal (rows out t) (rows local t) (t.Id + ": the local run's rows, each once")
+                for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows, each once")
             finally
                 (try worker.Kill() with _ -> ())
                 IO.Directory.Delete(root, true)
