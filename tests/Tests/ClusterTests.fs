@@ -16,7 +16,7 @@ let private secret = "test-secret-" + Guid.NewGuid().ToString("N")
 
 /// A coordinator node in this process: the cluster's first node, quick to detect and remove a lost worker.
 let private coordinator () =
-    let system = ClusterNode.Start(NodeOptions("127.0.0.1", 0, [], [ "coordinator" ], secret, TimeSpan.FromSeconds 2.0, TimeSpan.FromSeconds 3.0))
+    let system = ClusterNode.Start(NodeOptions("127.0.0.1", 0, [], [ ClusterNode.CoordinatorRole ], secret, TimeSpan.FromSeconds 2.0, TimeSpan.FromSeconds 3.0))
     Expect.isTrue (ClusterNode.AwaitUp(system, TimeSpan.FromSeconds 20.0)) "the coordinator is up"
     system
 

@@ -49,6 +49,9 @@ public static class ClusterNode
     /// <summary>The role of nodes that run trials and agent groups.</summary>
     public const string WorkerRole = "worker";
 
+    /// <summary>The role of the node that runs an experiment and hands its trials out.</summary>
+    public const string CoordinatorRole = "coordinator";
+
     /// <summary>The ActorSystem name every node with <paramref name="secret"/> uses: "metagenrl-" and 16 hex digits of
     /// SHA-256("metagenrl-cluster:" + secret). Throws naming the variable when the secret is empty.</summary>
     public static string SystemName(string secret)
@@ -135,12 +138,14 @@ public static class ClusterNode
         return system;
     }
 
-    /// <summary>Waits until this node is Up in its cluster; false after <paramref name="timeout"/>.</summary>
-    public static bool AwaitUp(ActorSystem system, TimeSpan timeout)
+    /// <summary>Waits until this node is Up in its cluster; false after <paramref name="timeout"/> or once
+    /// <paramref name="ct"/> is cancelled.</summary>
+    public static bool AwaitUp(ActorSystem system, TimeSpan timeout, CancellationToken ct = default)
     {
         var up = new TaskCompletionSource();
         Akka.Cluster.Cluster.Get(system).RegisterOnMemberUp(() => up.TrySetResult());
-        return up.Task.Wait(timeout);
+        try { return up.Task.Wait(timeout, ct); }
+        catch (OperationCanceledException) { return false; }
     }
 
     /// <summary>The "host:port" a node listens on (its actual port when it was started with port 0).</summary>

@@ -46,7 +46,7 @@ let validate (r: WorkerRequest) =
 /// Whether `system`'s cluster still has its coordinator (a member with the coordinator role that is not leaving).
 let private hasCoordinator (system: Akka.Actor.ActorSystem) =
     (Akka.Cluster.Cluster.Get system).State.Members
-    |> Seq.exists (fun m -> m.HasRole "coordinator" && (m.Status = Akka.Cluster.MemberStatus.Up || m.Status = Akka.Cluster.MemberStatus.Joining))
+    |> Seq.exists (fun m -> m.HasRole ClusterNode.CoordinatorRole && (m.Status = Akka.Cluster.MemberStatus.Up || m.Status = Akka.Cluster.MemberStatus.Joining))
 
 /// Runs the worker node until Ctrl-C (exit 130). When its coordinator leaves (an experiment ended) or the cluster
 /// removes it, it starts a fresh node and joins the same address again, so one worker serves one experiment after
@@ -57,7 +57,8 @@ let run (r: WorkerRequest) : int =
     let options =
         NodeOptions(r.Host, r.Port, [ r.Join ], ClusterNode.WorkerRole :: r.Roles, secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
     use stop = new ManualResetEventSlim(false)
-    let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; stop.Set())
+    use cancel = new CancellationTokenSource()
+    let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; stop.Set(); cancel.Cancel())
     Console.CancelKeyPress.AddHandler onCancel
     /// One node's life: Some exit code to stop with, None to join again.
     let serve (first: bool) =
@@ -67,11 +68,11 @@ let run (r: WorkerRequest) : int =
             let cluster = Akka.Cluster.Cluster.Get system
             let mutable removed = false
             cluster.RegisterOnMemberRemoved(fun () -> removed <- true)
-            if not (ClusterNode.AwaitUp(system, r.JoinTimeout)) then
-                if first then
+            if not (ClusterNode.AwaitUp(system, r.JoinTimeout, cancel.Token)) then
+                if stop.IsSet then Some 130
+                elif first then
                     eprintfn "error: could not join %s within %.0f s (is a coordinator listening there, with the same shared secret?)" r.Join r.JoinTimeout.TotalSeconds
                     Some 1
-                elif stop.IsSet then Some 130
                 else None
             else
                 printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", ClusterNode.WorkerRole :: r.Roles))

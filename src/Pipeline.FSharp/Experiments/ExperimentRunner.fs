@@ -376,7 +376,7 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
                 try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Endpoint, "--cluster")
                 with :? ArgumentException as ex -> usageError "%s" ex.Message
             let node =
-                MetaGenRL.Actors.Cluster.NodeOptions(host, port, [], [ "coordinator" ], c.Secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
+                MetaGenRL.Actors.Cluster.NodeOptions(host, port, [], [ MetaGenRL.Actors.Cluster.ClusterNode.CoordinatorRole ], c.Secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
             let system = MetaGenRL.Actors.Cluster.ClusterNode.Start node
             if not (MetaGenRL.Actors.Cluster.ClusterNode.AwaitUp(system, TimeSpan.FromSeconds 30.0)) then
                 system.Terminate().Wait() |> ignore
