@@ -94,6 +94,36 @@ let tests =
             finally system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
         }
 
+        test "a trial crosses as JSON unchanged; a worker that does not see the trial folder refuses it, naming the folder" {
+            let e =
+                { Experiment.create "wire-trials" with
+                    MetaTrain = [ [ "Pendulum-v1"; "Reacher-v2" ] ]; MetaTest = [ "Pendulum-v1"; "Hopper-v2" ]
+                    Variants = [ objective "full"; rl2; epg ]; Baselines = [ "td3"; "ppo" ]
+                    Sweep = [ axis "obj_func_second_order_stepsize" [ 0.001; 0.01 ] ]; Scale = Tiny }
+            let trials = expand e
+            for t in trials do
+                Expect.equal (trialOfJson (trialToJson t)) t (t.Id + " round-trips")
+            use system = Akka.Actor.ActorSystem.Create("worker-alone")
+            try
+                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system))
+                let inbox = Akka.Actor.Inbox.Create system
+                let t = trials |> List.find (fun t -> t.Phase = BaselinePhase)
+                let spec = Text.Json.Nodes.JsonObject()
+                spec["trial"] <- trialToJson t
+                for k, v in [ "mode", "Sync"; "device", "cpu"; "out", "/nonexistent/results"; "command", "test" ] do
+                    spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
+                for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
+                host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
+                match inbox.Receive(TimeSpan.FromSeconds 20.0) with
+                | :? TrialError as err ->
+                    Expect.isFalse err.Stopped "a failure, not a stop"
+                    Expect.stringContains err.Message (sprintf "does not see the trial folder /nonexistent/results/trials/%s" t.Id) "names the folder"
+                    Expect.stringContains err.Message "same path" "says what is needed"
+                | other -> failtestf "expected a TrialError, got %A" other
+            finally system.Terminate().Wait() |> ignore
+        }
+
         test "bad worker flags and a missing secret are named" {
             let env = [ ClusterNode.SecretVariable, secret ]
             for args, text in
