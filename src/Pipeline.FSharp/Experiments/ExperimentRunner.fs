@@ -145,7 +145,7 @@ let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts:
             objective |> Option.iter (fun o ->
                 setInfo "objective" (o.ToJson())
                 o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
-            let engine = { trialRunWith mode device opts t with Objective = objective |> Option.map (fun o -> o.Alpha) }
+            let engine = { trialRunWith mode device opts t with Objective = objective |> Option.map (fun o -> o.Value) }
             let options = Engine.populationOptions engine store point.Index resume note
             Engine.run (Some system) engine options onMetric progress ct
 

@@ -134,9 +134,9 @@ let loadLoss (dir: string) (checkpoint: int option) : EpgSettings * MetaTestRun.
     | _ -> ()
     let loaded = MetaTestRun.loadFrom part "EPG loss" (fun bytes -> EpgTrainer.ReadLoss bytes) dir checkpoint
     let settings = settingsOf (sprintf "--objective '%s'" dir) loaded.Config
-    if loaded.Alpha.Length <> EpgLoss.Size settings.LossChannels then
+    if loaded.Value.Length <> EpgLoss.Size settings.LossChannels then
         usageError "--objective '%s': checkpoint %d holds a loss of %d parameters; this version's loss has %d"
-            dir loaded.Checkpoint loaded.Alpha.Length (EpgLoss.Size settings.LossChannels)
+            dir loaded.Checkpoint loaded.Value.Length (EpgLoss.Size settings.LossChannels)
     settings, loaded
 
 /// Trains a fresh agent per seed (its index k the rows' agent) on `env` for `steps` env steps with the frozen loss
@@ -173,7 +173,7 @@ let testInto (job: MetaLearnerRun.TestJob) (onMetric: Action<Metric>) (progress:
     checkTestSteps "MetaTestSteps" job.Steps settings
     job.SetInfo "objective" (loaded.ToJson())
     for line in loaded.Describe() do if line.StartsWith "skipping" then job.Note line
-    trainFresh settings loaded.Alpha job.Env [ job.Seed ] job.Steps onMetric progress ct
+    trainFresh settings loaded.Value job.Env [ job.Seed ] job.Steps onMetric progress ct
 
 /// Trains a fresh agent per seed on `r.Env` for `r.Steps` env steps with the frozen EPG loss of `r.Objective`.
 let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
@@ -193,5 +193,5 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     use _locks = locks
     for w in writers do w.SetInfo("objective", loaded.ToJson())
     executeRuns writers (sprintf "epg meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) (r.Steps * int64 r.Seeds.Length)
-        (fun onMetric _ progress ct -> trainFresh settings loaded.Alpha r.Env r.Seeds r.Steps onMetric progress ct)
+        (fun onMetric _ progress ct -> trainFresh settings loaded.Value r.Env r.Seeds r.Steps onMetric progress ct)
         (fun res -> sprintf "%d env steps per seed, %d policy updates on the frozen loss" res.GlobalStep res.ObjectiveVersion)

@@ -32,9 +32,11 @@ type MetaTestRequest =
       Experiment: string
       Force: bool }
 
-/// An objective loaded from a meta-train run folder, with what a meta-test records about where it came from.
-type LoadedObjective =
-    { Alpha: float32[]
+/// What a meta-test loads from a meta-train run folder (α, an EPG loss, an RL² policy), with what it records about
+/// where it came from.
+type Loaded<'T> =
+    { /// What the checkpoint part holds: α, an EPG loss, an RL² policy's bytes.
+      Value: 'T
       /// The meta-train run's config.
       Config: RunConfig
       Variant: string
@@ -68,10 +70,13 @@ type LoadedObjective =
         x["skipped"] <- Engine.skippedJson o.Skipped
         x
 
+/// A MetaGenRL objective α as loaded for a meta-test.
+type LoadedObjective = Loaded<float32[]>
+
 /// The learned parameters of a meta-train run folder, read by `read` from checkpoint part `part` (`what` names them in
 /// messages): checkpoint `index`, or the newest one that verifies (damaged newer ones are skipped, with their
 /// reasons). A named checkpoint that is missing or damaged is a UsageError naming it.
-let loadFrom (part: string) (what: string) (read: byte[] -> float32[]) (dir: string) (index: int option) : LoadedObjective =
+let loadFrom (part: string) (what: string) (read: byte[] -> 'T) (dir: string) (index: int option) : Loaded<'T> =
     if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
     let runJson = Results.readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
     let cfg =
@@ -97,12 +102,12 @@ let loadFrom (part: string) (what: string) (read: byte[] -> float32[]) (dir: str
     let parts =
         try (store.Load k).Parts
         with :? InvalidDataException as e -> usageError "--objective '%s': checkpoint %d is damaged (%s)" dir k e.Message
-    let alpha =
+    let value =
         match parts.TryGetValue part with
         | true, bytes -> read bytes
         | _ -> usageError "--objective '%s': checkpoint %d holds no %s (part '%s')" dir k what part
     let text (key: string) fallback = match runJson[key] with null -> fallback | v -> v.GetValue<string>()
-    { Alpha = alpha; Config = cfg; Variant = text "variant" "full"; Dir = dir; Checkpoint = k; Hash = store.ManifestHash k
+    { Value = value; Config = cfg; Variant = text "variant" "full"; Dir = dir; Checkpoint = k; Hash = store.ManifestHash k
       Skipped = skipped; MetaTrainStatus = text "status" "unknown"; MetaTrainRunId = text "run_id" "" }
 
 /// The objective α of a MetaGenRL meta-train run folder (see loadFrom).
@@ -129,7 +134,7 @@ let metaTest (r: MetaTestRequest) (command: string) : int =
     let objective = loadObjective r.Objective r.Checkpoint
     let variant = objective.Variant
     let cfg = resolveConfig (r.Preset @ (objectiveKeys objective.Config |> List.map (fun (k, v) -> k + "=" + v)) @ r.Overrides)
-    let run = { engineRun cfg objective.Alpha r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
+    let run = { engineRun cfg objective.Value r.Env r.Seeds r.Steps with Device = r.Device; LossLogEvery = r.LossLogEvery }
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "%s-%s-s%s" variant r.Env (String.Join(",", r.Seeds))))
     let key seed : Results.RunKey =
         { RunId = Results.newRunId (sprintf "meta-test-%s-%s" variant r.Env) seed; Experiment = r.Experiment

@@ -160,27 +160,13 @@ let trainInto (job: MetaLearnerRun.TrainJob) (onMetric: Action<Metric>) (progres
 let metaTrain (r: PopulationRun.MetaTrainRequest) (command: string) : int =
     MetaLearnerRun.metaTrainCommand "rl2" trainInto describe [] (fun cfg -> cfg.TimestepsTotal) r command
 
-/// Loads the RL² policy of a meta-train run folder (its newest checkpoint that verifies), with what a meta-test
-/// records about it.
-let loadPolicy (dir: string) =
-    if not (Directory.Exists dir) then usageError "--objective '%s': no such folder" dir
-    let runJson = Results.readRunJson dir |> Option.defaultWith (fun () -> usageError "--objective '%s': no run.json (not a meta-train run folder)" dir)
-    match runJson["variant"] with
-    | null -> usageError "--objective '%s': run.json names no variant" dir
-    | v when v.GetValue<string>() <> "rl2" -> usageError "--objective '%s' holds a %s run, not an rl2 one (use --algo metagenrl)" dir (v.GetValue<string>())
+/// Loads the RL² policy of a meta-train run folder (its newest checkpoint that verifies, through MetaTestRun.loadFrom),
+/// with what a meta-test records about it. Refuses a folder of another variant by name.
+let loadPolicy (dir: string) : MetaTestRun.Loaded<byte[]> =
+    match Results.readRunJson dir |> Option.bind (fun j -> Option.ofObj j["variant"]) with
+    | Some v when v.GetValue<string>() <> "rl2" -> usageError "--objective '%s' holds a %s run, not an rl2 one (use --algo metagenrl)" dir (v.GetValue<string>())
     | _ -> ()
-    let store = CheckpointStore dir
-    let struct (newest, skipped) = store.NewestValid()
-    let k = if newest.HasValue then newest.Value else usageError "--objective '%s': no intact checkpoint under %s" dir store.Root
-    let parts = (store.Load k).Parts
-    let bytes = match parts.TryGetValue part with | true, b -> b | _ -> usageError "--objective '%s': checkpoint %d holds no rl2 policy" dir k
-    let o = JsonObject()
-    o["dir"] <- JsonValue.Create(Path.GetFullPath dir)
-    o["checkpoint"] <- JsonValue.Create k
-    o["sha256"] <- JsonValue.Create(store.ManifestHash k)
-    o["meta_train_complete"] <- JsonValue.Create(Results.isComplete dir)
-    o["skipped"] <- Engine.skippedJson (skipped |> Seq.map (fun struct (i, why) -> i, why) |> List.ofSeq)
-    bytes, o
+    MetaTestRun.loadFrom part "rl2 policy" id dir None
 
 /// The padding a saved policy was built with.
 let private policyPadding (bytes: byte[]) =
@@ -213,12 +199,11 @@ let private runFrozen (bytes: byte[]) (env: string) (seeds: int list) (steps: in
 /// for `job.Steps` env steps with seed `job.Seed`, as `meta-test --algo rl2 --seed` does; records what it loaded as
 /// run.json's `objective`. An experiment's rl2 meta-test trial.
 let testInto (job: MetaLearnerRun.TestJob) (onMetric: Action<Metric>) (progress: IProgress<int64>) (ct: Threading.CancellationToken) =
-    let bytes, objective = loadPolicy job.Source
-    checkFits "--env" job.Env (policyPadding bytes) "it was meta-trained on smaller envs"
-    job.SetInfo "objective" objective
-    for x in objective["skipped"].AsArray() do
-        job.Note(sprintf "skipping checkpoint %d of %s: %s" (x["checkpoint"].GetValue<int>()) job.Source (x["reason"].GetValue<string>()))
-    runFrozen bytes job.Env [ job.Seed ] job.Steps onMetric progress ct
+    let policy = loadPolicy job.Source
+    checkFits "--env" job.Env (policyPadding policy.Value) "it was meta-trained on smaller envs"
+    job.SetInfo "objective" (policy.ToJson())
+    for line in policy.Describe() do if line.StartsWith "skipping" then job.Note line
+    runFrozen policy.Value job.Env [ job.Seed ] job.Steps onMetric progress ct
 
 /// Runs the frozen RL² policy of `r.Objective` on `r.Env` for `r.Steps` env steps per seed (trials of its episodes
 /// per trial, the hidden state reset between trials); no gradient step.
@@ -227,7 +212,8 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     validateRun r.Steps r.LossLogEvery r.Device
     validateSeeds r.Seeds
     if r.Checkpoint.IsSome then usageError "--checkpoint: an rl2 meta-test loads the newest checkpoint that verifies"
-    let bytes, objective = loadPolicy r.Objective
+    let policy = loadPolicy r.Objective
+    let bytes = policy.Value
     let out = r.Out |> Option.defaultWith (fun () -> Path.Combine("results", r.Experiment, sprintf "rl2-%s-s%s" r.Env (String.Join(",", r.Seeds))))
     let cfg = MetaLearnerRun.config [ r.Env ] r.Steps None []
     let key seed : Results.RunKey =
@@ -236,7 +222,7 @@ let metaTest (r: MetaTestRun.MetaTestRequest) (command: string) : int =
     checkFits "--env" r.Env (policyPadding bytes) "it was meta-trained on smaller envs"
     let writers, locks = seedWriters out r.Seeds r.Force key (cfg.ToJson()) command
     use _locks = locks
-    for w in writers do w.SetInfo("objective", objective)
+    for w in writers do w.SetInfo("objective", policy.ToJson())
     executeRuns writers (sprintf "rl2 meta-test %s seed %s" r.Env (String.Join(",", r.Seeds))) (r.Steps * int64 r.Seeds.Length)
         (fun onMetric _ progress ct -> runFrozen bytes r.Env r.Seeds r.Steps onMetric progress ct)
         (fun res -> sprintf "%d trials, %d env steps per seed, no gradient steps" res.Rounds res.GlobalStep)
