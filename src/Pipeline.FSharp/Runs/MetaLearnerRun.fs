@@ -61,13 +61,10 @@ let config (envs: string list) (steps: int64) (checkpointEvery: int64 option) (k
         @ (checkpointEvery |> Option.map (sprintf "checkpoint_every=%d") |> Option.toList)
         @ (keys |> List.map (fun (k, v) -> k + "=" + v)))
 
-/// The `key=value` overrides (from --set and --scale) that are among `keys`, as pairs: a learner's own keys.
+/// The `key=value` overrides (from --set and --scale) that are among `keys`, as pairs: a learner's own keys (a
+/// malformed override is an error naming it, as everywhere).
 let ownKeys (keys: string list) (overrides: string list) =
-    overrides
-    |> List.choose (fun o ->
-        match o.Split('=', 2) with
-        | [| k; v |] when List.contains (k.Trim()) keys -> Some(k.Trim(), v.Trim())
-        | _ -> None)
+    overrides |> List.map Settings.parseOverride |> List.filter (fun (k, _) -> List.contains k keys)
 
 /// The CLI's `meta-train --algo <name>`: checks the request, holds the run folder (refusing a run already there
 /// unless --resume or --force), resumes from the newest checkpoint that verifies, and runs `train` with a writer for
