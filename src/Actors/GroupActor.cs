@@ -36,6 +36,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
     readonly Func<GroupSpec, IAgentGroup> _factory;
     readonly IActorRef _sink;
     readonly IActorRef _server;
+    readonly IActorRef? _coordinator;   // null: the parent (a group in the coordinator's process)
     IAgentGroup? _group;
     byte[]?[] _restore;             // per slot: the state a failed slot is restored from (null: reset)
     bool _restarted;                // this incarnation follows a group failure
@@ -51,19 +52,29 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
 
     public IStash Stash { get; set; } = null!;
 
+    /// <param name="coordinator">where the group's lifecycle messages go when its parent is not the coordinator (a
+    /// <see cref="Cluster.GroupHostActor"/> on another node); null: the parent.</param>
+    /// <param name="restarted">this group replaces one that was lost (its node left the cluster): it starts as a
+    /// restarted group does.</param>
     public static Props Props(GroupSpec spec, PopulationOptions options, Func<GroupSpec, IAgentGroup> factory,
-                              IActorRef sink, IActorRef server) =>
-        Akka.Actor.Props.Create(() => new GroupActor(spec, options, factory, sink, server)).WithDispatcher(Population.GroupDispatcher);
+                              IActorRef sink, IActorRef server, IActorRef? coordinator = null, bool restarted = false) =>
+        Akka.Actor.Props.Create(() => new GroupActor(spec, options, factory, sink, server, coordinator, restarted))
+            .WithDispatcher(Population.GroupDispatcher);
 
-    public GroupActor(GroupSpec spec, PopulationOptions options, Func<GroupSpec, IAgentGroup> factory, IActorRef sink, IActorRef server)
+    public GroupActor(GroupSpec spec, PopulationOptions options, Func<GroupSpec, IAgentGroup> factory, IActorRef sink, IActorRef server,
+                      IActorRef? coordinator = null, bool restarted = false)
     {
-        _spec = spec; _o = options; _factory = factory; _sink = sink; _server = server;
+        _spec = spec; _o = options; _factory = factory; _sink = sink; _server = server; _coordinator = coordinator;
+        _restarted = restarted;
+        _catchUpAlpha = restarted;
         _restore = new byte[]?[spec.Agents.Length];
         Receive<RestoreGroup>(OnRestore);
         ReceiveAny(_ => Stash.Stash());
     }
 
-    protected override void PreStart() => Context.Parent.Tell(new GroupStarted(_spec.Group, _restarted));
+    IActorRef Coordinator => _coordinator ?? Context.Parent;
+
+    protected override void PreStart() => Coordinator.Tell(new GroupStarted(_spec.Group, _restarted));
 
     protected override void PostRestart(Exception reason)
     {
@@ -96,7 +107,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         Become(Ready);
         Stash.UnstashAll();
         int agent0 = Array.IndexOf(_spec.Agents, 0);
-        Context.Parent.Tell(new GroupReady(_spec.Group, _restarted, agent0 >= 0 ? _group.ObjectiveParameters(agent0) : null, _group.EnvSteps));
+        Coordinator.Tell(new GroupReady(_spec.Group, _restarted, agent0 >= 0 ? _group.ObjectiveParameters(agent0) : null, _group.EnvSteps));
     });
 
     void Ready()
@@ -220,14 +231,14 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         long mark = min / _o.CheckpointEvery * _o.CheckpointEvery;
         var states = SaveAll(_o.CheckpointIncludesReplay);
         _restore = states.ToArray<byte[]?>();
-        Context.Parent.Tell(new StatesSaved(_spec.Group, mark, states, Group.EnvSteps));
+        Coordinator.Tell(new StatesSaved(_spec.Group, mark, states, Group.EnvSteps));
         _nextMark = mark + _o.CheckpointEvery;
     }
 
     void Finish()
     {
         _looping = false;
-        Context.Parent.Tell(new GroupFinished(_spec.Group, Group.EnvSteps, _loop?.Rounds ?? new long[K]));
+        Coordinator.Tell(new GroupFinished(_spec.Group, Group.EnvSteps, _loop?.Rounds ?? new long[K]));
     }
 
     // ── ONE STEP, WITH SLOT FAILURES ──
@@ -275,12 +286,12 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         _rows.Add(new Metric(env, "agent_restart", 1, agent));
         if (_restore[k] is { } state)
         {
-            Context.Parent.Tell(new AgentFailed(agent, reason + "; restored from its last checkpoint"));
+            Coordinator.Tell(new AgentFailed(agent, reason + "; restored from its last checkpoint"));
             Group.LoadState(k, state);
         }
         else
         {
-            Context.Parent.Tell(new AgentFailed(agent, reason + "; restarted from its initial state (no checkpoint yet)"));
+            Coordinator.Tell(new AgentFailed(agent, reason + "; restarted from its initial state (no checkpoint yet)"));
             Group.ResetAgent(k);
         }
         if (_loadedAlpha is not null) Group.LoadObjective(_loadedAlpha);
@@ -316,7 +327,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
     void Fail(long round, long j, Exception e)
     {
         string reason = $"{e.GetType().Name}: {e.Message}";
-        Context.Parent.Tell(new GroupFailed(_spec.Group, round, j, reason, _rows.ToArray()));
+        Coordinator.Tell(new GroupFailed(_spec.Group, round, j, reason, _rows.ToArray()));
         throw new GroupFaultException($"group {_spec.Group} failed (round {round}, j {j}): {reason}", e);
     }
 }

@@ -1,7 +1,6 @@
 using Akka.Actor;
 using Akka.Configuration;
 using MetaGenRL.Core.Engine;
-using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
 

@@ -1,4 +1,5 @@
 using Akka.Actor;
+using MetaGenRL.Actors.Cluster;
 using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
@@ -22,6 +23,11 @@ namespace MetaGenRL.Actors;
 /// Failures: a slot failure is handled inside its group (restored at once, gradient dropped); a group whose method
 /// threw is restarted (<see cref="SupervisorStrategy"/>) and restored from the last checkpointed states, and in sync its
 /// request counts as a reply without gradients. More than MaxRestartsPerAgent failures of one agent fail the run.
+///
+/// Groups on other nodes (<see cref="PopulationOptions.Placement"/>): each is built by a <see cref="GroupHostActor"/>
+/// there and introduces itself with <see cref="GroupStarted"/>; until then what is sent to it waits here. The protocol
+/// is the same, over Akka.Remote. A group whose node is lost (or that stopped there) is handled as a group failure and
+/// built again on the next host still there (or in this process), restored from the last checkpointed states.
 /// </summary>
 public sealed class PopulationCoordinator : ReceiveActor
 {
@@ -38,6 +44,11 @@ public sealed class PopulationCoordinator : ReceiveActor
     readonly SyncRound _round;
     readonly CheckpointAssembly _checkpoints;
     IActorRef[] _groups = Array.Empty<IActorRef>();
+    // groups on other nodes
+    readonly int[] _hostOf;                      // per group: its host in Placement.Hosts, −1 in this process
+    readonly bool[] _hostLost;                   // per host: its node left (or it stopped)
+    readonly List<object>?[] _waiting;           // per group: messages for a group that has not introduced itself yet
+    int _incarnations;
     IActorRef _server = ActorRefs.Nobody;
     Phase _phase = Phase.Starting;
     Action _afterCheckpoint = () => { };
@@ -72,8 +83,12 @@ public sealed class PopulationCoordinator : ReceiveActor
         _envSteps = new long[options.AgentCount]; _loopRounds = new long[options.AgentCount];
         _agentFailures = new int[options.AgentCount];
         _firstReason = new string?[options.AgentCount];
+        _hostOf = Enumerable.Repeat(-1, _specs.Length).ToArray();
+        _hostLost = new bool[options.Placement?.Hosts.Count ?? 0];
+        _waiting = new List<object>?[_specs.Length];
 
-        Receive<GroupStarted>(m => Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group]))));
+        Receive<GroupStarted>(OnGroupStarted);
+        Receive<GroupHostFailed>(m => Fail(new InvalidOperationException($"group {m.Group} could not be built on {Sender.Path.Address}: {m.Reason}")));
         Receive<GroupReady>(OnGroupReady);
         Receive<ObjectivePublished>(OnPublished);
         Receive<Collected>(OnCollected);
@@ -86,7 +101,7 @@ public sealed class PopulationCoordinator : ReceiveActor
         Receive<GroupObjective>(m => { _alpha = m.Alpha; Flush(); });
         Receive<Flushed>(OnFlushed);
         Receive<CancelRun>(_ => OnCancel());
-        Receive<Terminated>(t => { if (_phase is not (Phase.Finishing or Phase.Done)) Fail(new InvalidOperationException($"{t.ActorRef.Path.Name} stopped: {_lastChildError?.Message ?? "no reason given"}", _lastChildError)); });
+        Receive<Terminated>(OnTerminated);
     }
 
     /// <summary>Groups that fault are restarted (the coordinator counts failures per agent and ends the run past
@@ -119,13 +134,95 @@ public sealed class PopulationCoordinator : ReceiveActor
             _server = Context.ActorOf(ObjectiveServer.Props(_o.ObjFuncLearningRate), "objective-server");
             Context.Watch(_server);
         }
-        _groups = _specs.Select(spec =>
+        _groups = new IActorRef[_specs.Length];
+        if (_o.Placement is { } placement)
         {
-            var g = Context.ActorOf(GroupActor.Props(spec, _o, _factory, _sink, _server), $"group-{spec.Group}");
-            Context.Watch(g);
-            return g;
-        }).ToArray();
+            foreach (var host in placement.Hosts) Context.Watch(host);
+            for (int g = 0; g < _specs.Length; g++) _hostOf[g] = g % placement.Hosts.Count;
+        }
+        for (int g = 0; g < _specs.Length; g++) Place(g, _hostOf[g], restarted: false);
     }
+
+    /// <summary>Builds group <paramref name="g"/> here (<paramref name="host"/> −1) or on that host of the placement.</summary>
+    void Place(int g, int host, bool restarted)
+    {
+        _hostOf[g] = host;
+        if (host < 0)
+        {
+            string name = _incarnations++ < _specs.Length ? $"group-{g}" : $"group-{g}-{_incarnations}";
+            _groups[g] = Context.ActorOf(GroupActor.Props(_specs[g], _o, _factory, _sink, _server, null, restarted), name);
+            Context.Watch(_groups[g]);
+            foreach (var waiting in _waiting[g] ?? []) _groups[g].Tell(waiting);   // it keeps them until restored
+            _waiting[g] = null;
+            return;
+        }
+        _incarnations++;
+        _groups[g] = ActorRefs.Nobody;   // until it introduces itself
+        _waiting[g] ??= new List<object>();   // what waited for a group lost before it started waits for this one
+        var server = _server.Equals(ActorRefs.Nobody) ? null : _server;
+        int onHost = _hostOf.Count(h => h == host);
+        _o.Placement!.Hosts[host].Tell(new HostGroup(_o.Placement.Blueprint, _o, _specs[g], Self, _sink, server, restarted, onHost));
+    }
+
+    void OnGroupStarted(GroupStarted m)
+    {
+        if (m.Group < 0 || m.Group >= _specs.Length) return;
+        if (_hostOf[m.Group] >= 0 && !Sender.Equals(_groups[m.Group]))
+        {
+            // a group built on another node introduces itself: from now on it is reached and watched directly
+            if (!_groups[m.Group].Equals(ActorRefs.Nobody)) return;   // a stale incarnation
+            _groups[m.Group] = Sender;
+            Context.Watch(Sender);
+            Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])));
+            foreach (var waiting in _waiting[m.Group] ?? []) Sender.Tell(waiting);
+            _waiting[m.Group] = null;
+            if (_phase == Phase.Loop && _o.HasServer) _server.Tell(ServeAsyncMessage());
+            return;
+        }
+        Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])));
+    }
+
+    /// <summary>A watched actor stopped. Here: a group that stopped (not a fault the coordinator restarts) fails the
+    /// run. On another node: its groups are lost (the node left, or the group or its host stopped) and built again.</summary>
+    void OnTerminated(Terminated t)
+    {
+        if (_phase is Phase.Finishing or Phase.Done) return;
+        bool remote = t.ActorRef.Path.Address.HasGlobalScope;
+        if (!remote || _o.Placement is null)
+        {
+            Fail(new InvalidOperationException($"{t.ActorRef.Path.Name} stopped: {_lastChildError?.Message ?? "no reason given"}", _lastChildError));
+            return;
+        }
+        var hosts = _o.Placement.Hosts;
+        for (int h = 0; h < hosts.Count; h++)
+            if (hosts[h].Equals(t.ActorRef) || (t.AddressTerminated && hosts[h].Path.Address.Equals(t.ActorRef.Path.Address)))
+                _hostLost[h] = true;
+        string reason = t.AddressTerminated
+            ? $"its node {t.ActorRef.Path.Address} left the cluster"
+            : $"it stopped on {t.ActorRef.Path.Address}";
+        for (int g = 0; g < _specs.Length && _phase != Phase.Done; g++)
+            if (_hostOf[g] >= 0 && (_groups[g].Equals(t.ActorRef) || _hostLost[_hostOf[g]]))
+                GroupLost(g, reason);
+    }
+
+    /// <summary>A group on another node is gone: its request in flight fails as a group failure would, and the group
+    /// is built again on the next host still there (in this process when none is), restored from the last
+    /// checkpointed states.</summary>
+    void GroupLost(int g, string reason)
+    {
+        if (!_groups[g].Equals(ActorRefs.Nobody)) Context.Unwatch(_groups[g]);
+        _groups[g] = ActorRefs.Nobody;   // what the schedule sends it from here on waits for its replacement
+        _waiting[g] ??= new List<object>();
+        long j = _phase switch { Phase.Collect => -1, Phase.Update => _round.J, Phase.Checkpoint => -2, _ => -3 };
+        if (_phase == Phase.Loop) _finished[g] = false;   // its agents go back to the checkpoint and run on
+        OnGroupFailed(new GroupFailed(g, _round.Round, j, reason, Array.Empty<Metric>()));
+        if (_phase == Phase.Done) return;
+        var hosts = _o.Placement!.Hosts;
+        int next = Enumerable.Range(1, hosts.Count).Select(i => (_hostOf[g] + i) % hosts.Count).FirstOrDefault(h => !_hostLost[h], -1);
+        Place(g, next, restarted: _ready[g]);
+    }
+
+    ServeAsync ServeAsyncMessage() => new(_o.AgentCount, _o.AsyncServerMaxWait, _groups.Append(Self).ToArray());
 
     // ── STARTUP AND RESTARTS ──
     void OnGroupReady(GroupReady m)
@@ -157,7 +254,7 @@ public sealed class PopulationCoordinator : ReceiveActor
         if (_cancelled) { Finish(); return; }
         if (_o.Mode == ScheduleMode.Sync) { StartRound(); return; }
         _phase = Phase.Loop;
-        if (_o.HasServer) _server.Tell(new ServeAsync(_o.AgentCount, _o.AsyncServerMaxWait, _groups.Append(Self).ToArray()));
+        if (_o.HasServer) _server.Tell(ServeAsyncMessage());
         Broadcast(new StartLoop());
     }
 
@@ -330,7 +427,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     {
         var states = _checkpoints.StorePending();
         if (_o.Mode == ScheduleMode.Sync)
-            foreach (var spec in _specs) _groups[spec.Group].Tell(new RestorePoints(spec.Agents.Select(a => states[a]).ToArray()));
+            foreach (var spec in _specs) Send(spec.Group, new RestorePoints(spec.Agents.Select(a => states[a]).ToArray()));
         if (_phase == Phase.Checkpoint) _afterCheckpoint();
     }
 
@@ -365,7 +462,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     {
         if (_phase is Phase.Finishing or Phase.Done) return;
         _phase = Phase.Finishing;
-        if (!_o.HasServer) _groups[_specs.First(g => g.Agents.Contains(0)).Group].Tell(new ObjectiveRequest());   // α lives in the agents
+        if (!_o.HasServer) Send(_specs.First(g => g.Agents.Contains(0)).Group, new ObjectiveRequest());   // α lives in the agents
         else Flush();
     }
 
@@ -397,7 +494,22 @@ public sealed class PopulationCoordinator : ReceiveActor
     }
 
     // ── HELPERS ──
-    void Broadcast(object message) { foreach (var g in _groups) g.Tell(message); }
+    void Broadcast(object message) { for (int g = 0; g < _groups.Length; g++) Send(g, message); }
+
+    /// <summary>Sends to group g, or keeps the message for it until a group built on another node introduced itself.</summary>
+    void Send(int g, object message)
+    {
+        if (_waiting[g] is { } waiting) waiting.Add(message);
+        else _groups[g].Tell(message);
+    }
+
+    /// <summary>Groups on other nodes are not children: they are stopped with the coordinator (their host also stops
+    /// them when it sees the coordinator gone).</summary>
+    protected override void PostStop()
+    {
+        for (int g = 0; g < _groups.Length; g++)
+            if (_hostOf[g] >= 0 && !_groups[g].Equals(ActorRefs.Nobody)) _groups[g].Tell(PoisonPill.Instance);
+    }
 
     void RecordEnvSteps(int group, long[] envSteps)
     {

@@ -1,3 +1,5 @@
+using Akka.Actor;
+
 namespace MetaGenRL.Actors;
 
 /// <summary>How the agents are scheduled (see <see cref="PopulationCoordinator"/> and <see cref="GroupLoop"/>).</summary>
@@ -14,6 +16,21 @@ public enum ScheduleMode
 
 /// <summary>One agent group: its index and the population indices of its slots (slot k is agent <c>Agents[k]</c>).</summary>
 public sealed record GroupSpec(int Group, int[] Agents);
+
+/// <summary>Where a population's groups run when not in the coordinator's process: group g on
+/// <c>Hosts[g mod Hosts.Count]</c>, each a <see cref="Cluster.GroupHostActor"/> on a cluster node, which builds the group
+/// from <paramref name="Blueprint"/> (the pipeline's description of the run: config, algorithm, seeds). A group whose
+/// node is lost moves to the next host still there (in host order), and to the coordinator's process when none is
+/// left, restored from the last checkpoint like a group that failed.</summary>
+public sealed record GroupPlacement(IReadOnlyList<IActorRef> Hosts, string Blueprint)
+{
+    /// <summary>Throws <see cref="ArgumentException"/> when there is no host or no blueprint.</summary>
+    public void Validate()
+    {
+        if (Hosts is not { Count: > 0 }) throw new ArgumentException("group placement: no group hosts");
+        if (string.IsNullOrEmpty(Blueprint)) throw new ArgumentException("group placement: no blueprint");
+    }
+}
 
 /// <summary>Settings of one population run; defaults are the official code's <c>base()</c> config.</summary>
 public sealed record PopulationOptions
@@ -55,15 +72,25 @@ public sealed record PopulationOptions
     public ICheckpointSink? Checkpoints { get; init; }
     /// <summary>Start from <see cref="Checkpoints"/>' latest checkpoint (agents, server, counters) if there is one.</summary>
     public bool Resume { get; init; }
-    /// <summary>torch intra-op threads set on each group's own thread before its group is created; 0: leave as is.</summary>
+    /// <summary>torch intra-op threads set on each group's own thread before its group is created; 0: leave as is
+    /// (groups on other nodes: that node's cores divided by the groups it hosts).</summary>
     public int TorchThreadsPerGroup { get; init; }
     /// <summary>Failures allowed per agent (each is followed by a restore or a group restart) before the run fails.</summary>
     public int MaxRestartsPerAgent { get; init; } = 10;
     /// <summary>Called (on the coordinator's thread) with "agent i: cause; where it restarts from" at each agent
     /// failure, as it happens, for a console or a log; null: none.</summary>
     public Action<string>? OnAgentFailure { get; init; }
+    /// <summary>Groups on other nodes (a population spanning a cluster); null: every group in this process.</summary>
+    public GroupPlacement? Placement { get; init; }
     /// <summary>Async: the server steps when this long has passed since the first gradient it holds, even with fewer than AgentCount.</summary>
     public TimeSpan AsyncServerMaxWait { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>These settings with the groups placed on other nodes.</summary>
+    public PopulationOptions PlacedOn(GroupPlacement placement) => this with { Placement = placement };
+
+    /// <summary>These settings with <paramref name="threads"/> torch threads per group (0: leave as is; with a
+    /// placement, each node divides its cores over the groups it hosts).</summary>
+    public PopulationOptions WithTorchThreads(int threads) => this with { TorchThreadsPerGroup = threads };
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
     public void Validate()
@@ -80,6 +107,7 @@ public sealed record PopulationOptions
         if (TorchThreadsPerGroup < 0) throw new ArgumentException($"torch threads per group must be ≥ 0, got {TorchThreadsPerGroup}");
         if (MaxRestartsPerAgent < 0) throw new ArgumentException($"max restarts per agent must be ≥ 0, got {MaxRestartsPerAgent}");
         if (Resume && Checkpoints is null) throw new ArgumentException("resume needs a checkpoint sink");
+        Placement?.Validate();
         Partition();
     }
 

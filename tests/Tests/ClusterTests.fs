@@ -44,6 +44,16 @@ let private rowsOf (out: string) (t: Trial) =
     |> List.filter (fun r -> r.metric <> "checkpoint")
     |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
 
+/// A 4-agent MetaGenRL population in two groups of two on Pendulum, small and quick (sync, a checkpoint every 500
+/// steps, one torch thread per group so that every node computes alike).
+let private spanArgs (steps: int) (out: string) =
+    [ "meta-train"; "--envs"; "Pendulum-v1"; "--agents"; "4"; "--steps"; string steps; "--seed"; "0"; "--scale"; "micro"
+      "--set"; "group_size=2"; "--torch-threads"; "1"; "--checkpoint-every"; "500"; "--out"; out ]
+
+/// A run folder's rows: (agent, env_step, metric, value), in file order.
+let private populationRows (out: string) =
+    Results.readParquet (IO.Path.Combine(out, "metrics.parquet")) |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
+
 [<Tests>]
 let tests =
     testSequenced <| testList "Cluster" [
@@ -189,6 +199,63 @@ let tests =
                 let resumed =
                     trials |> List.filter (fun t -> (Results.readRunJson (ExperimentRunner.trialDir out t)).Value.ContainsKey "resumes")
                 Expect.isNonEmpty resumed "the re-run resumed from a checkpoint"
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a 4-agent population split over two worker processes gives the rows of the single-process run in sync mode" {
+            let root = tempDir "cluster-span"
+            try
+                let local = IO.Path.Combine(root, "local")
+                let rc, _, err = CliTests.cli (spanArgs 1000 local)
+                Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
+                let out = IO.Path.Combine(root, "span")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let env = [ ClusterNode.SecretVariable, secret ]
+                use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                try
+                    let rc, text, err = CliTests.cliWith env (spanArgs 1000 out @ [ "--cluster"; endpoint; "--workers"; "2" ])
+                    Expect.equal rc 0 (sprintf "the spanning run; stderr %s" err)
+                    Expect.stringContains text "2 groups on 2 workers" "says where the groups run"
+                finally
+                    for p in [ a; b ] do (try p.Kill() with _ -> ())
+                Expect.equal (populationRows out) (populationRows local) "every row, checkpoint markers included, in order"
+                let workers = (Results.readRunJson out).Value["workers"].AsArray()
+                Expect.equal workers.Count 2 "run.json names both workers"
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a worker killed mid-run: its group is rebuilt on the other worker from the last checkpoint and the run completes" {
+            let root = tempDir "cluster-span-loss"
+            try
+                let out = IO.Path.Combine(root, "span")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let env = [ ClusterNode.SecretVariable, secret ]
+                use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                try
+                    let run = Threading.Tasks.Task.Run(fun () -> CliTests.cliWith env (spanArgs 1500 out @ [ "--cluster"; endpoint; "--workers"; "2" ]))
+                    within 120.0 "the first checkpoint" (fun () -> run.IsCompleted || (MetaGenRL.Core.Checkpoints.CheckpointStore out).Latest().HasValue) |> ignore
+                    Expect.isFalse run.IsCompleted "the run was still going"
+                    a.Kill()
+                    let rc, text, err = run.Result
+                    Expect.equal rc 0 (sprintf "the run completes; stderr %s" err)
+                    Expect.stringContains text "step 1500" "to its budget"
+                    Expect.stringContains err "left the cluster" "the failure is shown as it happens"
+                finally
+                    for p in [ a; b ] do (try p.Kill() with _ -> ())
+                let rows = Results.readParquet (IO.Path.Combine(out, "metrics.parquet"))
+                let failed = rows |> List.filter (fun r -> r.metric = "agent_failure") |> List.map (fun r -> r.agent) |> List.sort
+                Expect.isTrue (failed = [ 0; 1 ] || failed = [ 2; 3 ]) (sprintf "the agents of one group failed once each: %A" failed)
+                for agent in failed do
+                    let restart = rows |> List.find (fun r -> r.metric = "agent_restart" && r.agent = agent)
+                    Expect.isGreaterThanOrEqual restart.env_step 500L "it failed after the first checkpoint"
+                    let after = rows |> List.skipWhile (fun r -> not (r.metric = "agent_restart" && r.agent = agent))
+                    let next = after |> List.tryFind (fun r -> r.agent = agent && r.metric = "episode_return")
+                    Expect.isSome next (sprintf "agent %d collects again after its restore" agent)
+                let json = (Results.readRunJson out).Value
+                Expect.equal (json["status"].GetValue<string>()) "complete" "run.json"
+                Expect.stringContains (json.ToJsonString()) "left the cluster" "run.json records the failure"
             finally IO.Directory.Delete(root, true)
         }
 

@@ -104,6 +104,15 @@ let samples (subscribers: IActorRef[]) : obj list =
       CancelRun()
       ObjectiveRequest()
       GroupObjective(0, edgeFloats)
+      // groups on other nodes
+      HostGroup("{\"config\":{}} ∇α", PopulationOptions(AgentCount = 4, TimestepsTotal = Int64.MaxValue, BudgetCheckPerIteration = true,
+                                                         Mode = ScheduleMode.Async, Steps = 3, PolicyUpdateDelay = 5, ObjFuncUpdateDelay = -1,
+                                                         ObjFuncLearningRate = f64 0x3f50624dd2f1a9fcL, CheckpointEvery = 1234L,
+                                                         CheckpointIncludesReplay = false, TorchThreadsPerGroup = 2, MaxRestartsPerAgent = 0,
+                                                         AsyncServerMaxWait = TimeSpan.FromTicks 98765L),
+                GroupSpec(1, [| 2; 3 |]), subscribers.[0], subscribers.[1], subscribers.[0], true, 2)
+      HostGroup("", PopulationOptions(), GroupSpec(0, [| 0 |]), subscribers.[0], subscribers.[1], null, false, 0)
+      GroupHostFailed(2, "unknown env é")
       // the trial protocol of a cluster sweep
       RunTrialOnWorker("td3_Pendulum-v1_s0", "{\"trial\":{}} ∇", subscribers.[0])
       StopTrial("t")

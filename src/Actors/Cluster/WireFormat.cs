@@ -38,6 +38,7 @@ internal static class WireWriter
     public static void WriteFloats(this BinaryWriter w, float[] a) => WriteBlock(w, a);
     public static void WriteBytes(this BinaryWriter w, byte[] a) => WriteBlock(w, a);
     public static void WriteLongs(this BinaryWriter w, long[] a) => WriteBlock(w, a);
+    public static void WriteInts(this BinaryWriter w, int[] a) => WriteBlock(w, a);
 
     /// <summary>Length, then the elements as one block: a 1M-float α is one 4 MB copy, not a million calls.</summary>
     static void WriteBlock<T>(BinaryWriter w, T[] a) where T : unmanaged
@@ -50,6 +51,7 @@ internal static class WireWriter
                 case float f: w.Write(f); break;
                 case byte b: w.Write(b); break;
                 case long l: w.Write(l); break;
+                case int i: w.Write(i); break;
                 default: throw new NotSupportedException(typeof(T).Name);
             }
     }
@@ -163,6 +165,7 @@ internal sealed class WireReader(byte[] bytes, ExtendedActorSystem system)
     public float[] Floats() => Block<float>();
     public byte[] Bytes() => Block<byte>();
     public long[] Longs() => Block<long>();
+    public int[] Ints() => Block<int>();
 
     T[] Block<T>() where T : unmanaged
     {

@@ -122,6 +122,21 @@ public sealed class WireSerializer : SerializerWithStringManifest
             },
             r => new(r.String(), Enumerable.Range(0, r.Int()).Select(_ => r.String()).ToArray())),
         Of<TrialError>("TE", (w, m) => { w.WriteString(m.TrialId); w.WriteString(m.Message); w.WriteBool(m.Stopped); }, r => new(r.String(), r.String(), r.Bool())),
+        // groups on other nodes (GroupHost.cs)
+        Of<HostGroup>("HG", (w, m) =>
+            {
+                w.WriteString(m.Blueprint); WriteGroupOptions(w, m.Options); w.Write(m.Spec.Group); w.WriteInts(m.Spec.Agents);
+                w.WriteActorRefs(m.Server is null ? [m.Coordinator, m.Sink] : [m.Coordinator, m.Sink, m.Server]); w.WriteBool(m.Restarted);
+                w.Write(m.GroupsOnHost);
+            },
+            r =>
+            {
+                var (blueprint, options, spec, refs, restarted, onHost) =
+                    (r.String(), ReadGroupOptions(r), new GroupSpec(r.Int(), r.Ints()), r.ActorRefs(), r.Bool(), r.Int());
+                if (refs.Length is not (2 or 3)) throw new InvalidDataException($"expected 2 or 3 actor references, found {refs.Length}");
+                return new HostGroup(blueprint, options, spec, refs[0], refs[1], refs.Length == 3 ? refs[2] : null, restarted, onHost);
+            }),
+        Of<GroupHostFailed>("HF", (w, m) => { w.Write(m.Group); w.WriteString(m.Reason); }, r => new(r.Int(), r.String())),
         Empty<ObjectiveRequest>("OQ"),
         Of<GroupObjective>("GO", (w, m) => { w.Write(m.Group); w.WriteFloats(m.Alpha); }, r => new(r.Int(), r.Floats())),
     ];
@@ -171,6 +186,33 @@ public sealed class WireSerializer : SerializerWithStringManifest
             throw new SerializationException($"wire: manifest '{manifest}' ({entry.Type.Name}), {bytes.Length} bytes: {e.Message}", e);
         }
     }
+
+    /// <summary>The settings a group reads (<see cref="GroupActor"/>, <see cref="GroupLoop"/>); the coordinator's own
+    /// (checkpoint sink, callbacks, placement, groups) stay with it.</summary>
+    static void WriteGroupOptions(BinaryWriter w, PopulationOptions o)
+    {
+        w.Write(o.AgentCount); w.Write(o.TimestepsTotal); w.WriteBool(o.BudgetCheckPerIteration); w.Write((int)o.Mode);
+        w.Write(o.Steps); w.Write(o.PolicyUpdateDelay); w.Write(o.ObjFuncUpdateDelay); w.Write(o.ObjFuncLearningRate);
+        w.Write(o.CheckpointEvery); w.WriteBool(o.CheckpointIncludesReplay); w.Write(o.TorchThreadsPerGroup);
+        w.Write(o.MaxRestartsPerAgent); w.Write(o.AsyncServerMaxWait.Ticks);
+    }
+
+    static PopulationOptions ReadGroupOptions(WireReader r)
+    {
+        var o = new PopulationOptions
+        {
+            AgentCount = r.Int(), TimestepsTotal = r.Long(), BudgetCheckPerIteration = r.Bool(), Mode = ReadMode(r.Int()),
+            Steps = r.Int(), PolicyUpdateDelay = r.Int(), ObjFuncUpdateDelay = r.Int(), ObjFuncLearningRate = r.Double(),
+            CheckpointEvery = r.Long(), CheckpointIncludesReplay = r.Bool(), TorchThreadsPerGroup = r.Int(),
+            MaxRestartsPerAgent = r.Int(), AsyncServerMaxWait = TimeSpan.FromTicks(r.Long()),
+        };
+        try { o.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"group options: {e.Message}"); }
+        return o;
+    }
+
+    static ScheduleMode ReadMode(int mode) =>
+        Enum.IsDefined((ScheduleMode)mode) ? (ScheduleMode)mode : throw new InvalidDataException($"schedule mode {mode} is not one of {string.Join(", ", Enum.GetNames<ScheduleMode>())}");
 
     static IActorRef One(IActorRef[] refs) =>
         refs.Length == 1 ? refs[0] : throw new InvalidDataException($"expected one actor reference, found {refs.Length}");

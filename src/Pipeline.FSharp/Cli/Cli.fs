@@ -60,11 +60,17 @@ type MetaTrainArgs =
     | Experiment of name: string
     | Scale of name: string
     | Force
+    | Cluster of ``host:port``: string
+    | Workers of count: int
+    | Secret_File of path: string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Scale _ -> scaleUsage
+            | Cluster _ -> "span the population over a cluster: start a coordinator node at HOST:PORT, wait for --workers workers (./metagenrl worker --join HOST:PORT) and run the agent groups there (group g on worker g mod n; set their size with --set group_size=K). The objective server and the results stay here. A worker lost mid-run has its groups rebuilt on another worker from the last checkpoint."
+            | Workers _ -> "with --cluster: how many workers to wait for (default 1); workers beyond the groups stand by for lost ones."
+            | Secret_File _ -> sprintf "with --cluster: a file whose first line is the cluster's shared secret (default: the %s variable)." MetaGenRL.Actors.Cluster.ClusterNode.SecretVariable
             | Algo _ -> "meta-learner: metagenrl (default; a learned objective, population of agents), rl2 (a GRU policy meta-trained with PPO on trials of the envs) or epg (a loss network evolved by ES over inner loops that train fresh agents; --steps counts every inner loop's env steps, whole ES epochs; sizes: --set epg_*). --agents, --variant and --mode apply to metagenrl only."
             | Envs _ -> "meta-training envs, assigned to agents round-robin (default LunarLanderContinuous-v2,HalfCheetah-v2)."
             | Agents _ -> "population size, at least 2 (default 2; the paper uses 20)."
@@ -228,7 +234,16 @@ let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : PopulationRun.Me
       LossLogEvery = a.GetResult(MetaTrainArgs.Loss_Log_Every, d.LossLogEvery)
       TorchThreads = a.GetResult(Torch_Threads, d.TorchThreads)
       Experiment = a.GetResult(MetaTrainArgs.Experiment, d.Experiment)
-      Force = a.Contains MetaTrainArgs.Force }
+      Force = a.Contains MetaTrainArgs.Force
+      Cluster =
+        match a.TryGetResult MetaTrainArgs.Cluster with
+        | Some endpoint ->
+            Some { Coordinator = { Endpoint = endpoint; Secret = Worker.readSecret (a.TryGetResult MetaTrainArgs.Secret_File) }
+                   Workers = a.GetResult(Workers, 1) }
+        | None ->
+            if a.Contains Workers then Errors.usageError "--workers: only with --cluster HOST:PORT"
+            if a.Contains MetaTrainArgs.Secret_File then Errors.usageError "--secret-file: only with --cluster HOST:PORT"
+            None }
 
 let private metaTestRequest (a: ParseResults<MetaTestArgs>) : MetaTestRun.MetaTestRequest =
     { Objective = a.GetResult MetaTestArgs.Objective
@@ -269,7 +284,10 @@ let run (argv: string[]) : int =
     match results.GetAllResults() with
     | [ Train a ] -> TrainRun.train (trainRequest a) command
     | [ Meta_Train a ] ->
-        match a.GetResult(MetaTrainArgs.Algo, "metagenrl") with
+        let algo = a.GetResult(MetaTrainArgs.Algo, "metagenrl")
+        if algo <> "metagenrl" && a.Contains MetaTrainArgs.Cluster then
+            Errors.usageError "--cluster: only a metagenrl population spans nodes (--algo %s runs in this process)" algo
+        match algo with
         | "metagenrl" -> PopulationRun.metaTrain (metaTrainRequest a) command
         | "rl2" -> Rl2Run.metaTrain (metaTrainRequest a) command
         | "epg" ->
@@ -291,7 +309,7 @@ let run (argv: string[]) : int =
     | [ Worker a ] ->
         Worker.run
             { Join = a.GetResult WorkerArgs.Join; Host = a.GetResult(WorkerArgs.Host, "127.0.0.1"); Port = a.GetResult(WorkerArgs.Port, 0)
-              Roles = a.GetResults WorkerArgs.Role; SecretFile = a.TryGetResult Secret_File
+              Roles = a.GetResults WorkerArgs.Role; SecretFile = a.TryGetResult WorkerArgs.Secret_File
               JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)) }
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()

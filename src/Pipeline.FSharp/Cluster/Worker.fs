@@ -1,6 +1,7 @@
 /// `./metagenrl worker --join HOST:PORT`: a node of a MetaGenRL cluster (Akka.Cluster) with the worker role. It joins
 /// the coordinator at HOST:PORT with the shared secret, runs the trials the coordinator sends it (a TrialHostActor
-/// over ExperimentRunner.runSpec) and stays until Ctrl-C or until the cluster removes it.
+/// over ExperimentRunner.runSpec) and the agent groups of populations spanning the cluster (a GroupHostActor over
+/// Engine.resolveBlueprint), and stays until Ctrl-C or until the cluster removes it.
 module MetaGenRL.Pipeline.Worker
 
 open System
@@ -65,6 +66,7 @@ let run (r: WorkerRequest) : int =
         let system = ClusterNode.Start options
         try
             system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system), TrialHostActor.Name) |> ignore
+            system.ActorOf(GroupHostActor.Props(Engine.resolveBlueprint), GroupHostActor.Name) |> ignore
             let cluster = Akka.Cluster.Cluster.Get system
             let mutable removed = false
             cluster.RegisterOnMemberRemoved(fun () -> removed <- true)

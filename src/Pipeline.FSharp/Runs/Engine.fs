@@ -196,6 +196,57 @@ let makeGroup (r: EngineRun) (spec: GroupSpec) : IAgentGroup =
         r.Objective |> Option.iter g.LoadObjective
         g
 
+// ── GROUPS ON OTHER NODES ──
+
+/// The run as a blueprint a worker's GroupHostActor builds groups from (JSON): the config, the algorithm, the agent
+/// seeds, the loaded α (base64 of its float32 bytes), the device and the loss-logging interval. Placement and threads
+/// are the coordinator's (PopulationOptions).
+let toBlueprint (r: EngineRun) =
+    let o = JsonObject()
+    o["format"] <- JsonValue.Create 1
+    o["config"] <- JsonNode.Parse(r.Config.ToJson())
+    o["algorithm"] <- JsonValue.Create(string r.Algorithm)
+    o["agent_seeds"] <- JsonArray(r.AgentSeeds |> Array.map (fun s -> JsonValue.Create s :> JsonNode))
+    r.Objective |> Option.iter (fun a ->
+        o["objective"] <- JsonValue.Create(Convert.ToBase64String(Runtime.InteropServices.MemoryMarshal.AsBytes(ReadOnlySpan a))))
+    o["mode"] <- JsonValue.Create(string r.Mode)
+    o["device"] <- JsonValue.Create r.Device
+    o["loss_log_every"] <- JsonValue.Create r.LossLogEvery
+    o.ToJsonString()
+
+/// The run a blueprint describes; throws naming what is missing or wrong.
+let ofBlueprint (json: string) : EngineRun =
+    let o =
+        try JsonNode.Parse(json).AsObject()
+        with e -> failwithf "the group blueprint is not a JSON object (%s)" e.Message
+    let field (key: string) =
+        match o[key] with
+        | null -> failwithf "the group blueprint has no '%s'" key
+        | v -> v
+    match field("format").GetValue<int>() with
+    | 1 -> ()
+    | f -> failwithf "the group blueprint has format %d; this node reads format 1 (are all nodes on the same version?)" f
+    let objective =
+        match o["objective"] with
+        | null -> None
+        | v -> Some(Runtime.InteropServices.MemoryMarshal.Cast<byte, float32>(ReadOnlySpan(Convert.FromBase64String(v.GetValue<string>()))).ToArray())
+    { Config = RunConfig.FromJson(field("config").ToJsonString())
+      Algorithm = Enum.Parse<Algorithm>(field("algorithm").GetValue<string>())
+      AgentSeeds = field("agent_seeds").AsArray() |> Seq.map (fun s -> s.GetValue<int64>()) |> Array.ofSeq
+      Objective = objective
+      Mode = Enum.Parse<ScheduleMode>(field("mode").GetValue<string>())
+      Device = field("device").GetValue<string>()
+      LossLogEvery = field("loss_log_every").GetValue<int>()
+      TorchThreads = 0 }
+
+/// A worker's GroupHostActor.Resolve: the groups of the run a blueprint describes.
+let resolveBlueprint : MetaGenRL.Actors.Cluster.GroupHostActor.Resolve =
+    MetaGenRL.Actors.Cluster.GroupHostActor.Resolve(fun json -> let r = ofBlueprint json in Func<GroupSpec, IAgentGroup>(makeGroup r))
+
+/// Places the groups of `r` on `hosts` (group g on hosts[g mod n]; see GroupPlacement).
+let placeOn (hosts: IActorRef list) (r: EngineRun) (options: PopulationOptions) =
+    options.PlacedOn(GroupPlacement(Array.ofList hosts, toBlueprint r))
+
 /// Runs to the budget on `system` (a fresh ActorSystem when None); blocks. Cancellation throws
 /// OperationCanceledException.
 let run (system: ActorSystem option) (r: EngineRun) (options: PopulationOptions) (onMetric: Action<Metric>)

@@ -18,6 +18,10 @@ open MetaGenRL.Pipeline.RunCommand
 /// The metric row written just before each checkpoint (see Engine).
 let CheckpointMarker = Engine.CheckpointMarker
 
+/// A population spanning a cluster: the coordinator this process starts, and how many workers to wait for (its
+/// groups go round-robin over them; see GroupPlacement).
+type SpanCluster = { Coordinator: ClusterCoordinator.ClusterSpec; Workers: int }
+
 /// Everything `./metagenrl meta-train` needs.
 type MetaTrainRequest =
     { Envs: string list
@@ -34,12 +38,15 @@ type MetaTrainRequest =
       LossLogEvery: int
       TorchThreads: int
       Experiment: string
-      Force: bool }
+      Force: bool
+      /// Groups on cluster workers; None: every group in this process.
+      Cluster: SpanCluster option }
 
     static member Default =
         { Envs = [ "LunarLanderContinuous-v2"; "HalfCheetah-v2" ]; Agents = 2; Steps = 10_000L; Seed = 0; Out = None
           Variant = "full"; Mode = ScheduleMode.Sync; Resume = false; Overrides = []; Device = "cpu"
-          CheckpointEvery = None; LossLogEvery = 100; TorchThreads = 0; Experiment = "meta-train"; Force = false }
+          CheckpointEvery = None; LossLogEvery = 100; TorchThreads = 0; Experiment = "meta-train"; Force = false
+          Cluster = None }
 
 let defaultMetaTrainOut (r: MetaTrainRequest) =
     Path.Combine("results", r.Experiment, sprintf "%s-%s-n%d-s%d" r.Variant (String.Join("+", r.Envs)) r.Agents r.Seed)
@@ -59,6 +66,9 @@ let validateMetaTrain (r: MetaTrainRequest) =
     if r.TorchThreads < 0 then usageError "--torch-threads %d: must be ≥ 0" r.TorchThreads
     match r.CheckpointEvery with
     | Some n when n < 0L -> usageError "--checkpoint-every %d: must be ≥ 0" n
+    | _ -> ()
+    match r.Cluster with
+    | Some c when c.Workers < 1 -> usageError "--workers %d: must be ≥ 1" c.Workers
     | _ -> ()
     validateRun r.Steps r.LossLogEvery r.Device
 
@@ -123,6 +133,25 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
     let writer = Results.RunWriter(out, key, run.Config.ToJson(), command, run.EnvOf, resume.Rows)
     if r.Resume then writer.Resumed(resume.ToJson(), previous)
     let options = Engine.populationOptions run store resume.Index r.Resume
-    execute writer (sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed) r.Steps
-        (fun onMetric onFailure progress ct -> Engine.run None run (options onFailure) onMetric progress ct)
-        Engine.describe
+    let title = sprintf "meta-train %s × %d agents seed %d" (String.Join("+", r.Envs)) r.Agents r.Seed
+    match r.Cluster with
+    | None ->
+        execute writer title r.Steps
+            (fun onMetric onFailure progress ct -> Engine.run None run (options onFailure) onMetric progress ct)
+            Engine.describe
+    | Some c ->
+        // The coordinator, the objective server and the writer stay here; the groups go to the workers.
+        let system = ClusterCoordinator.start c.Coordinator
+        try
+            let hosts =
+                ClusterCoordinator.awaitWorkers system c.Workers MetaGenRL.Actors.Cluster.GroupHostActor.Name (TimeSpan.FromMinutes 10.0) Threading.CancellationToken.None
+            writer.SetInfo("workers", JsonArray(hosts |> List.map (fun h -> JsonValue.Create(string h.Path.Address) :> JsonNode) |> Array.ofList))
+            let groups = run.Groups.Length
+            printfn "%d group%s on %d worker%s: %s" groups (if groups = 1 then "" else "s") hosts.Length (if hosts.Length = 1 then "" else "s")
+                (String.Join(", ", hosts |> List.map (fun h -> string h.Path.Address)))
+            execute writer title r.Steps
+                (fun onMetric onFailure progress ct ->
+                    Engine.run (Some system) run (Engine.placeOn hosts run (options onFailure)) onMetric progress ct)
+                Engine.describe
+        finally
+            system.Terminate().Wait(TimeSpan.FromSeconds 30.0) |> ignore
