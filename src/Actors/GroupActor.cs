@@ -1,4 +1,5 @@
 using Akka.Actor;
+using MetaGenRL.Actors.Cluster;
 using MetaGenRL.Core.Engine;
 
 namespace MetaGenRL.Actors;
@@ -49,6 +50,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
     GroupLoop? _loop;
     bool _looping;
     long _nextMark = long.MaxValue;
+    readonly PartAssembler _parts = new();   // state messages from a coordinator on another node, in parts
 
     public IStash Stash { get; set; } = null!;
 
@@ -69,10 +71,21 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         _catchUpAlpha = restarted;
         _restore = new byte[]?[spec.Agents.Length];
         Receive<RestoreGroup>(OnRestore);
+        // restore points sent before the RestoreGroup this incarnation waits for are no newer than its states
+        Receive<RestorePoints>(_ => { });
         ReceiveAny(_ => Stash.Stash());
     }
 
     IActorRef Coordinator => _coordinator ?? Context.Parent;
+
+    /// <summary>A large message from another node arrives in parts (<see cref="LargeMessages"/>): it is handled once
+    /// whole.</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        if (message is not MessagePart part) return base.AroundReceive(receive, message);
+        var whole = _parts.Add(part, Sender, Context.System);
+        return whole is null || base.AroundReceive(receive, whole);
+    }
 
     protected override void PreStart() => Coordinator.Tell(new GroupStarted(_spec.Group, _restarted));
 
@@ -123,7 +136,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         Receive<CollectRequest>(OnCollect);
         Receive<UpdateRequest>(OnUpdate);
         Receive<SaveStatesRequest>(m => Guard(-1, SaveJ, () =>
-            Sender.Tell(new StatesSaved(_spec.Group, -1, SaveAll(m.IncludeReplay), Group.EnvSteps))));
+            LargeMessages.Tell(Sender, new StatesSaved(_spec.Group, -1, SaveAll(m.IncludeReplay), Group.EnvSteps), Self, Context.System)));
         Receive<StartLoop>(_ =>
         {
             _loop = new GroupLoop(K, _o);
@@ -231,7 +244,7 @@ public sealed class GroupActor : ReceiveActor, IWithUnboundedStash
         long mark = min / _o.CheckpointEvery * _o.CheckpointEvery;
         var states = SaveAll(_o.CheckpointIncludesReplay);
         _restore = states.ToArray<byte[]?>();
-        Coordinator.Tell(new StatesSaved(_spec.Group, mark, states, Group.EnvSteps));
+        LargeMessages.Tell(Coordinator, new StatesSaved(_spec.Group, mark, states, Group.EnvSteps), Self, Context.System);
         _nextMark = mark + _o.CheckpointEvery;
     }
 

@@ -49,6 +49,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     readonly bool[] _hostLost;                   // per host: its node left (or it stopped)
     readonly List<object>?[] _waiting;           // per group: messages for a group that has not introduced itself yet
     int _incarnations;
+    readonly PartAssembler _parts = new();       // states from groups on other nodes, in parts
     IActorRef _server = ActorRefs.Nobody;
     Phase _phase = Phase.Starting;
     Action _afterCheckpoint = () => { };
@@ -116,7 +117,12 @@ public sealed class PopulationCoordinator : ReceiveActor
 
     protected override bool AroundReceive(Receive receive, object message)
     {
-        try { return base.AroundReceive(receive, message); }
+        try
+        {
+            if (message is not MessagePart part) return base.AroundReceive(receive, message);
+            var whole = _parts.Add(part, Sender, Context.System);   // states from another node come in parts
+            return whole is null || base.AroundReceive(receive, whole);
+        }
         catch (Exception e) { Fail(e); return true; }
     }
 
@@ -173,13 +179,13 @@ public sealed class PopulationCoordinator : ReceiveActor
             if (!_groups[m.Group].Equals(ActorRefs.Nobody)) return;   // a stale incarnation
             _groups[m.Group] = Sender;
             Context.Watch(Sender);
-            Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])));
-            foreach (var waiting in _waiting[m.Group] ?? []) Sender.Tell(waiting);
+            LargeMessages.Tell(Sender, new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])), Self, Context.System);
+            foreach (var waiting in _waiting[m.Group] ?? []) LargeMessages.Tell(Sender, waiting, Self, Context.System);
             _waiting[m.Group] = null;
             if (_phase == Phase.Loop && _o.HasServer) _server.Tell(ServeAsyncMessage());
             return;
         }
-        Sender.Tell(new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])));
+        LargeMessages.Tell(Sender, new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])), Self, Context.System);
     }
 
     /// <summary>A watched actor stopped. Here: a group that stopped (not a fault the coordinator restarts) fails the
@@ -210,7 +216,11 @@ public sealed class PopulationCoordinator : ReceiveActor
     /// checkpointed states.</summary>
     void GroupLost(int g, string reason)
     {
-        if (!_groups[g].Equals(ActorRefs.Nobody)) Context.Unwatch(_groups[g]);
+        if (!_groups[g].Equals(ActorRefs.Nobody))
+        {
+            Context.Unwatch(_groups[g]);
+            _parts.Forget(_groups[g]);
+        }
         _groups[g] = ActorRefs.Nobody;   // what the schedule sends it from here on waits for its replacement
         _waiting[g] ??= new List<object>();
         long j = _phase switch { Phase.Collect => -1, Phase.Update => _round.J, Phase.Checkpoint => -2, _ => -3 };
@@ -500,7 +510,7 @@ public sealed class PopulationCoordinator : ReceiveActor
     void Send(int g, object message)
     {
         if (_waiting[g] is { } waiting) waiting.Add(message);
-        else _groups[g].Tell(message);
+        else LargeMessages.Tell(_groups[g], message, Self, Context.System);
     }
 
     /// <summary>Groups on other nodes are not children: they are stopped with the coordinator (their host also stops

@@ -50,6 +50,13 @@ let private spanArgs (steps: int) (out: string) =
     [ "meta-train"; "--envs"; "Pendulum-v1"; "--agents"; "4"; "--steps"; string steps; "--seed"; "0"; "--scale"; "micro"
       "--set"; "group_size=2"; "--torch-threads"; "1"; "--checkpoint-every"; "500"; "--out"; out ]
 
+/// The environment of a spanning run's processes: the secret, and states sent in parts above 4 KiB (every agent state
+/// crosses in parts, LargeMessages).
+let private spanEnv (root: string) =
+    let file = IO.Path.Combine(root, "akka.conf")
+    IO.File.WriteAllText(file, sprintf "%s = 4KiB\n" LargeMessages.SplitAbovePath)
+    [ ClusterNode.SecretVariable, secret; ClusterNode.ConfigVariable, file ]
+
 /// A run folder's rows: (agent, env_step, metric, value), in file order.
 let private populationRows (out: string) =
     Results.readParquet (IO.Path.Combine(out, "metrics.parquet")) |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
@@ -210,7 +217,7 @@ let tests =
                 Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
                 let out = IO.Path.Combine(root, "span")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let env = [ ClusterNode.SecretVariable, secret ]
+                let env = spanEnv root
                 use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
                 use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
                 try
@@ -220,6 +227,13 @@ let tests =
                 finally
                     for p in [ a; b ] do (try p.Kill() with _ -> ())
                 Expect.equal (populationRows out) (populationRows local) "every row, checkpoint markers included, in order"
+                // the agent states came to the coordinator in parts and were put together byte for byte
+                let store dir = MetaGenRL.Core.Checkpoints.CheckpointStore dir
+                Expect.equal (List.ofSeq ((store out).List())) (List.ofSeq ((store local).List())) "the same checkpoints"
+                for i in (store local).List() do
+                    let mine, theirs = (store out).Load(i).Parts, (store local).Load(i).Parts
+                    Expect.equal (Seq.sort mine.Keys |> List.ofSeq) (Seq.sort theirs.Keys |> List.ofSeq) "the same parts"
+                    for kv in theirs do Expect.isTrue (kv.Value = mine[kv.Key]) (sprintf "checkpoint %d %s byte for byte" i kv.Key)
                 let workers = (Results.readRunJson out).Value["workers"].AsArray()
                 Expect.equal workers.Count 2 "run.json names both workers"
             finally IO.Directory.Delete(root, true)
@@ -230,7 +244,7 @@ let tests =
             try
                 let out = IO.Path.Combine(root, "span")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let env = [ ClusterNode.SecretVariable, secret ]
+                let env = spanEnv root
                 use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
                 use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
                 try

@@ -18,6 +18,22 @@ type Echo() =
     inherit UntypedActor()
     override this.OnReceive m = this.Sender.Tell(m, this.Self)
 
+/// Puts a large message's parts together and replies it to its sender (in parts again when large); counts the parts
+/// it received; completes `whole` with the first whole message that is not a part.
+type Reassembler(whole: TaskCompletionSource<obj>, received: int ref) =
+    inherit UntypedActor()
+    let parts = PartAssembler()
+    override this.OnReceive m =
+        let system = UntypedActor.Context.System
+        match m with
+        | :? MessagePart as p ->
+            received.Value <- received.Value + 1
+            match parts.Add(p, this.Sender, system) with
+            | null -> ()
+            | message -> this.Self.Tell(message, this.Sender)
+        | message when isNull whole -> LargeMessages.Tell(this.Sender, message, this.Self, system)
+        | message -> whole.TrySetResult message |> ignore
+
 /// Completes the task with the first log event whose text or cause contains the given string.
 type LogWatch(found: TaskCompletionSource<string>, text: string) =
     inherit UntypedActor()
@@ -110,9 +126,10 @@ let samples (subscribers: IActorRef[]) : obj list =
                                                          ObjFuncLearningRate = f64 0x3f50624dd2f1a9fcL, CheckpointEvery = 1234L,
                                                          CheckpointIncludesReplay = false, TorchThreadsPerGroup = 2, MaxRestartsPerAgent = 0,
                                                          AsyncServerMaxWait = TimeSpan.FromTicks 98765L),
-                GroupSpec(1, [| 2; 3 |]), subscribers.[0], subscribers.[1], subscribers.[0], true, 2)
-      HostGroup("", PopulationOptions(), GroupSpec(0, [| 0 |]), subscribers.[0], subscribers.[1], null, false, 0)
+                GroupSpec(1, [| 2; 3 |]), subscribers.[0], Array.last subscribers, subscribers.[0], true, 2)
+      HostGroup("", PopulationOptions(), GroupSpec(0, [| 0 |]), subscribers.[0], Array.last subscribers, null, false, 0)
       GroupHostFailed(2, "unknown env é")
+      MessagePart(7L, 1, 3, 1234L, "SS", bytesOf 100)
       // the trial protocol of a cluster sweep
       RunTrialOnWorker("td3_Pendulum-v1_s0", "{\"trial\":{}} ∇", subscribers.[0])
       StopTrial("t")
@@ -239,6 +256,46 @@ let tests =
             // an actor reference goes out with a's address and comes back as the same local actor
             let serve = ServeAsync(8, TimeSpan.FromMilliseconds 500.0, [| a.ActorOf(Props.Create<Echo>(), "subscriber") |])
             Expect.isTrue (deepEqual (echo.Ask<ServeAsync>(serve, timeout).Result) serve) "ServeAsync's subscribers"
+            a.Terminate().Wait(); b.Terminate().Wait()
+
+        testCase "a 100 MB StatesSaved crosses two ActorSystems in 16 MiB parts and back, put together bitwise; under the split size a message goes whole" <| fun () ->
+            use b = remoteSystem "parts-b" WireSerializer.Hocon
+            use a = remoteSystem "parts-a" WireSerializer.Hocon
+            let inB = ref 0
+            b.ActorOf(Props.Create(typeof<Reassembler>, (null: TaskCompletionSource<obj>), inB), "reassembler") |> ignore
+            let timeout = TimeSpan.FromSeconds 60.0
+            let remote = a.ActorSelection(sprintf "akka.tcp://parts-b@127.0.0.1:%d/user/reassembler" (portOf b)).ResolveOne(timeout).Result
+            let rng = Random 11
+            let state (n: int) = let x = Array.zeroCreate<byte> n in rng.NextBytes x; x
+            let big = StatesSaved(1, 2000L, [| state 35_000_000; state 35_000_000; state 35_000_001 |], [| 10L; 20L; 30L |])
+            Expect.equal (LargeMessages.SplitAbove a) (32L <<< 20) "the default split size"
+            let size = WireSerializer.Measure big
+            Expect.equal size (int64 (WireSerializer.Encode big).Length) "Measure counts what Encode writes"
+            let parts = int ((size + int64 LargeMessages.PartBytes - 1L) / int64 LargeMessages.PartBytes)
+            Expect.isGreaterThan size (int64 WireSerializer.FrameBytes) "over one frame"
+            let exchange (message: obj) =
+                let back = TaskCompletionSource<obj>()
+                let inA = ref 0
+                let collector = a.ActorOf(Props.Create(typeof<Reassembler>, back, inA))
+                LargeMessages.Tell(remote, message, collector, a)
+                Expect.isTrue (back.Task.Wait timeout) (sprintf "%s came back" (message.GetType().Name))
+                back.Task.Result, inA.Value
+            inB.Value <- 0
+            let came, partsBack = exchange big
+            Expect.equal inB.Value parts (sprintf "%d parts went out" parts)
+            Expect.equal partsBack parts "and came back"
+            Expect.isTrue (deepEqual came big) "every state byte for byte"
+            inB.Value <- 0
+            let small = StatesSaved(0, -1L, [| state 1000 |], [| 5L |])
+            let came, partsBack = exchange small
+            Expect.equal (inB.Value, partsBack) (0, 0) "a small message goes whole"
+            Expect.isTrue (deepEqual came small) "intact"
+            // a part out of sequence drops what was gathered; the next message starting at part 0 is put together
+            let assembler = PartAssembler()
+            let bytes = WireSerializer.Encode small
+            Expect.isNull (assembler.Add(MessagePart(1L, 1, 2, int64 bytes.Length, "SS", bytes), remote, a)) "a part without its first"
+            let whole = assembler.Add(MessagePart(2L, 0, 1, int64 bytes.Length, "SS", bytes), remote, a)
+            Expect.isTrue (deepEqual whole small) "a one-part message"
             a.Terminate().Wait(); b.Terminate().Wait()
 
         testCase "the default serializer: the same α is 16 MB of JSON, over the 128,000-byte frame, and the message is dropped" <| fun () ->

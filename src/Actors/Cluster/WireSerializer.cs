@@ -137,6 +137,8 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 return new HostGroup(blueprint, options, spec, refs[0], refs[1], refs.Length == 3 ? refs[2] : null, restarted, onHost);
             }),
         Of<GroupHostFailed>("HF", (w, m) => { w.Write(m.Group); w.WriteString(m.Reason); }, r => new(r.Int(), r.String())),
+        Of<MessagePart>("MP", (w, m) => { w.Write(m.Id); w.Write(m.Index); w.Write(m.Count); w.Write(m.TotalBytes); w.WriteString(m.Manifest); w.WriteBytes(m.Bytes); },
+            r => new(r.Long(), r.Int(), r.Int(), r.Long(), r.String(), r.Bytes())),
         Empty<ObjectiveRequest>("OQ"),
         Of<GroupObjective>("GO", (w, m) => { w.Write(m.Group); w.WriteFloats(m.Alpha); }, r => new(r.Int(), r.Floats())),
     ];
@@ -153,17 +155,33 @@ public sealed class WireSerializer : SerializerWithStringManifest
 
     /// <summary>Two passes: the first only counts the bytes, so the second writes into one array of the exact size
     /// (no growing buffer, no final copy: a 4 MB α costs one 4 MB copy).</summary>
-    public override byte[] ToBinary(object obj)
+    public override byte[] ToBinary(object obj) => Encode(obj);
+
+    /// <summary>The wire bytes of a covered message (what <see cref="ToBinary"/> returns).</summary>
+    public static byte[] Encode(object obj)
     {
         var entry = Find(obj);
-        try
-        {
-            var count = new CountingStream();
-            using (var w = new BinaryWriter(count)) entry.Write(w, obj);
-            var bytes = GC.AllocateUninitializedArray<byte>(checked((int)count.Length));
-            using (var w = new BinaryWriter(new MemoryStream(bytes))) entry.Write(w, obj);
-            return bytes;
-        }
+        long size = Measure(obj);
+        if (size > Array.MaxLength)
+            throw new SerializationException($"wire: {entry.Type.Name} is {size:N0} bytes, more than one array holds ({Array.MaxLength:N0})");
+        var bytes = GC.AllocateUninitializedArray<byte>((int)size);
+        Guarded(entry, () => { using var w = new BinaryWriter(new MemoryStream(bytes)); entry.Write(w, obj); });
+        return bytes;
+    }
+
+    /// <summary>How many bytes <see cref="Encode"/> writes for a covered message (counted, not written: arrays are
+    /// counted whole, so this costs little even for large states).</summary>
+    public static long Measure(object obj)
+    {
+        var entry = Find(obj);
+        var count = new CountingStream();
+        Guarded(entry, () => { using var w = new BinaryWriter(count); entry.Write(w, obj); });
+        return count.Length;
+    }
+
+    static void Guarded(Entry entry, Action write)
+    {
+        try { write(); }
         catch (Exception e) when (e is NullReferenceException or ArgumentNullException)
         {
             throw new SerializationException($"wire: cannot write {entry.Type.Name} ({entry.Manifest}): a non-nullable field is null", e);
