@@ -327,4 +327,76 @@ let tests =
                 Expect.exists notes (fun n -> n.Contains "runs again from the start") (sprintf "…from the start, says a note (%A)" notes)
             finally IO.Directory.Delete(root, true)
         }
+
+        test "a MetaGenRL meta-train and its meta-test on a worker that does not share --out: the objective comes back to the experiment folder and travels with the meta-test, with a local run's rows" {
+            let root = tempDir "cluster-unshared-meta"
+            let e =
+                { Experiment.create "unshared-meta" with
+                    MetaTrain = [ [ "Pendulum-v1"; "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ objective "full" ]
+                    Baselines = []; Scale = Micro; MetaTrainSteps = Some 200L; MetaTestSteps = Some 200L }
+            let trials = expand (atScale e)
+            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            try
+                let local = IO.Path.Combine(root, "local")
+                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "the local run"
+                let out = IO.Path.Combine(root, "cluster")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let own = IO.Path.Combine(root, "worker")
+                let watch _ (work: Threading.Tasks.Task) =
+                    use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]
+                    try work.Wait() finally (try w.Kill() with _ -> ())
+                let _, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                Expect.equal status "complete" "the cluster run"
+                for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows")
+                let train = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
+                let trainDir = ExperimentRunner.trialDir out train
+                let store = MetaGenRL.Core.Checkpoints.CheckpointStore trainDir
+                let k = store.List() |> Seq.exactlyOne
+                Expect.equal (List.ofSeq (store.Load k).Parts.Keys) [ MetaTestRun.objectivePart ] "one checkpoint here, holding the objective alone"
+                let copied = (Results.readRunJson trainDir).Value.["result_checkpoint"]
+                Expect.stringStarts (copied.["copied_from"].GetValue<string>()) own "run.json names the worker's checkpoint it came from"
+                Expect.equal (MetaTestRun.loadObjective trainDir None).Value (MetaTestRun.loadObjective (ExperimentRunner.trialDir local train) None).Value
+                    "the local run's α, bit for bit"
+                for t in trials |> List.filter (fun t -> t.Phase = MetaTestPhase) do
+                    let j = (Results.readRunJson (ExperimentRunner.trialDir out t)).Value
+                    Expect.equal (j.["objective"].["dir"].GetValue<string>()) (IO.Path.GetFullPath trainDir) (t.Id + ": tests the experiment folder's objective")
+                    Expect.equal (j.["objective"].["sha256"].GetValue<string>()) (store.ManifestHash k) (t.Id + ": …that checkpoint")
+                    Expect.isFalse (j.["worker_folder"].["shares_out"].GetValue<bool>()) (t.Id + ": on a worker that does not share --out")
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a worker that does not share --out refuses an RL² or EPG meta-test, naming the meta-train folder it cannot read" {
+            let e =
+                { Experiment.create "unshared-learners" with
+                    MetaTrain = [ [ "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ rl2; epg ]; Baselines = []; Scale = Micro }
+            let tests = expand (atScale e) |> List.filter (fun t -> t.Phase = MetaTestPhase)
+            Expect.equal (tests |> List.map (fun t -> t.Variant) |> List.distinct |> List.sort) [ "epg"; "rl2" ] "an RL² and an EPG meta-test"
+            use system = Akka.Actor.ActorSystem.Create("worker-alone")
+            let root = tempDir "worker-learners"
+            try
+                let out = IO.Path.Combine(root, "results")
+                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system (ExperimentRunner.LocalOnly(IO.Path.Combine(root, "local")))))
+                for t in tests do
+                    let inbox = Akka.Actor.Inbox.Create system
+                    let spec = Text.Json.Nodes.JsonObject()
+                    spec["trial"] <- trialToJson t
+                    for k, v in [ "mode", "Sync"; "device", "cpu"; "out", out; "out_token", "token"; "command", "test" ] do
+                        spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
+                    for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                    spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
+                    host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
+                    match inbox.Receive(TimeSpan.FromSeconds 20.0) with
+                    | :? TrialError as err ->
+                        let source = IO.Path.Combine(out, "trials", t.DependsOn.Value)
+                        Expect.stringContains err.Message (sprintf "trial %s meta-tests what the meta-train in %s learned" t.Id source) (t.Id + ": names the folder")
+                        Expect.stringContains err.Message (sprintf "does not share the experiment folder %s" out) (t.Id + ": says why")
+                    | other -> failtestf "%s: expected a TrialError, got %A" t.Id other
+                Expect.isFalse (IO.Directory.Exists(IO.Path.Combine(root, "local"))) "before it made a folder"
+            finally
+                system.Terminate().Wait() |> ignore
+                IO.Directory.Delete(root, true)
+        }
+
     ]

@@ -103,6 +103,13 @@ let private learnerRuns (l: MetaLearner) : (MetaLearnerRun.Train * MetaLearnerRu
     | Rl2 -> Some(Rl2Run.trainInto, Rl2Run.testInto)
     | Epg -> Some(EpgRun.trainInto, EpgRun.testInto)
 
+/// The checkpoint part of a meta-train of learner `l` that its meta-tests read.
+let private resultPart (l: MetaLearner) =
+    match l with
+    | MetaGenRL -> MetaTestRun.objectivePart
+    | Rl2 -> Rl2Run.part
+    | Epg -> EpgRun.part
+
 /// The config a trial runs with and records in run.json: an engine run's (its algorithm's settings applied), or
 /// another meta-learner's (Experiment.trialConfig).
 let private recordedConfig (t: Trial) =
@@ -188,7 +195,7 @@ let private sentObjectiveJson (o: MetaTestRun.LoadedObjective) =
     x["alpha"] <- JsonValue.Create(Convert.ToBase64String bytes)
     x["config"] <- JsonNode.Parse(o.Config.ToJson())
     x["variant"] <- JsonValue.Create o.Variant
-    x["dir"] <- JsonValue.Create o.Dir
+    x["dir"] <- JsonValue.Create(Path.GetFullPath o.Dir)   // the coordinator's folder, not one on the worker
     x["checkpoint"] <- JsonValue.Create o.Checkpoint
     x["sha256"] <- JsonValue.Create o.Hash
     x["skipped"] <- Engine.skippedJson o.Skipped
@@ -226,15 +233,21 @@ let private remoteSpec (e: Experiment) (opts: RunOptions) (t: Trial) (token: str
         sourceOf opts t |> Option.iter (fun dir -> o["objective"] <- sentObjectiveJson (MetaTestRun.loadObjective dir None))
     o.ToJsonString()
 
+/// A meta-train's result that a worker which does not share --out sends back (see sendResult): the part its
+/// meta-tests read, of its checkpoint `Index` in the worker's folder `From`, with that checkpoint's metadata.
+type SentResult = { Index: int; Meta: JsonObject; From: string; Parts: Collections.Generic.IReadOnlyDictionary<string, byte[]> }
+
 /// The work of a trial placed on a worker: a RemoteTrialActor in `system` sends it there and hands back what comes.
 let private remoteWork (system: ActorSystem) (host: IActorRef) (t: Trial) (spec: string) (setInfo: string -> JsonNode -> unit)
-                       (note: string -> unit) : TrialWork =
+                       (note: string -> unit) (result: SentResult -> unit) : TrialWork =
     fun onMetric progress ct ->
         let finished = TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously)
         let reporter =
             { new MetaGenRL.Actors.Cluster.ITrialReporter with
                 member _.SetInfo(key, json) = setInfo key (JsonNode.Parse json)
-                member _.Note line = note line }
+                member _.Note line = note line
+                member _.Result(index, meta, from, parts) =
+                    result { Index = index; Meta = JsonNode.Parse(meta).AsObject(); From = from; Parts = parts } }
         let proxy = system.ActorOf(MetaGenRL.Actors.Cluster.RemoteTrialActor.Props(host, t.Id, spec, Action<Metric>(fun m -> onMetric.Invoke m), progress, reporter, finished))
         use _stop = ct.Register(fun () -> proxy.Tell(MetaGenRL.Actors.Cluster.StopTrial t.Id))
         let reasons =
@@ -272,12 +285,20 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
     try
         writer.Flush "running"
         let setInfo (k: string) (v: JsonNode) = writer.SetInfo(k, v)
+        let sent = ref None   // set on the trial's RemoteTrialActor, read here once it has finished
         let work =
             match placement with
             | Here -> trialWork system e.Mode e.Device opts t (sourceOf opts t |> Option.map Folder) store point resume setInfo note
             | OnWorker (host, token) ->
                 writer.SetInfo("worker", JsonValue.Create(string host.Path.Address))
-                remoteWork system host t (remoteSpec e opts t token resume point) setInfo note
+                let received (r: SentResult) =
+                    let x = JsonObject()
+                    x["checkpoint"] <- JsonValue.Create r.Index
+                    x["parts"] <- JsonArray(r.Parts.Keys |> Seq.map (fun p -> JsonValue.Create p :> JsonNode) |> Array.ofSeq)
+                    x["copied_from"] <- JsonValue.Create r.From
+                    setInfo "result_checkpoint" x
+                    sent.Value <- Some r
+                remoteWork system host t (remoteSpec e opts t token resume point) setInfo note received
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
@@ -290,6 +311,12 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
         let res = work onMetric progress ct
         writer.AddFailures res.FailureReasons
         writer.Flush "complete"
+        // A meta-train's result from a worker's own folder becomes a checkpoint here (what its meta-tests load), holding
+        // that part alone: written once the trial is complete, so that it is never taken for one to resume from.
+        sent.Value |> Option.iter (fun r ->
+            let meta = r.Meta.DeepClone().AsObject()
+            meta["copied_from"] <- JsonValue.Create r.From
+            store.Write(r.Index, r.Parts, meta) |> ignore)
         Complete
     with
     | :? OperationCanceledException when ct.IsCancellationRequested ->
@@ -321,12 +348,26 @@ let localExperimentDir (local: string) (out: string) =
     let hash = Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes full)).Substring(0, 8)
     Path.Combine(local, sprintf "%s-%s" (Path.GetFileName full) hash)
 
+/// Sends back what the meta-tests of meta-train trial `t`, run in this worker's own folder (`store`), read: that part
+/// of its newest checkpoint that verifies (the coordinator writes it into its trial folder, see runTrialOn).
+let private sendResult (t: Trial) (store: CheckpointStore) (reporter: MetaGenRL.Actors.Cluster.ITrialReporter) =
+    let part = resultPart (defaultArg t.Learner MetaGenRL)
+    match Option.ofNullable (store.Latest()) with
+    | None -> failwithf "meta-train trial %s ended without a checkpoint in %s" t.Id store.Root
+    | Some k ->
+        let c = store.Load k
+        match c.Parts.TryGetValue part with
+        | true, bytes -> reporter.Result(k, c.Meta.ToJsonString(), c.Path, readOnlyDict [ part, bytes ])
+        | _ -> failwithf "checkpoint %s of meta-train trial %s holds no part '%s'" c.Path t.Id part
+
 /// A worker's TrialHostActor.RunSpec: reads a remoteSpec and runs its trial's work in this process on `system`,
 /// reporting run.json fields and notes back. Where the worker shares the experiment folder (`folders` allows it and
 /// the folder's token is the coordinator's), it runs the trial in the coordinator's trial folder and checks that it
 /// sees the checkpoint the coordinator resumes from. Else it runs the trial from the start in a folder of its own,
-/// emptied first (the coordinator, which sees no checkpoint of it, starts the trial's rows afresh), and refuses a
-/// resume from a checkpoint, which it cannot see. run.json's `worker_folder` says which.
+/// emptied first (the coordinator, which sees no checkpoint of it, starts the trial's rows afresh), refuses a resume
+/// from a checkpoint, which it cannot see, and an RL² or EPG meta-test, whose meta-train folder it cannot read (a
+/// MetaGenRL objective comes with the trial), and sends a meta-train's result back (sendResult). run.json's
+/// `worker_folder` says which.
 let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
     MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec(fun spec onMetric progress reporter ct ->
         let j = JsonNode.Parse(spec).AsObject()
@@ -345,6 +386,15 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cl
                 (try File.ReadAllText(clusterTokenPath opts.Out).Trim() = token
                  with :? IOException | :? UnauthorizedAccessException -> false)
             | _ -> false
+        let source =
+            match j["objective"] with
+            | null ->
+                sourceOf opts t |> Option.map (fun dir ->
+                    if not shares then
+                        failwithf "trial %s meta-tests what the meta-train in %s learned, which this worker cannot read: it does not share the experiment folder %s (only a MetaGenRL objective travels with a trial)"
+                            t.Id dir opts.Out
+                    Folder dir)
+            | x -> Some(Sent(sentObjectiveOfJson (x.AsObject())))
         let dir, point =
             if shares then
                 let dir = trialDir opts.Out t
@@ -356,6 +406,7 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cl
                 dir, point
             else
                 let local = localExperimentDir (match folders with OutOr l | LocalOnly l -> l) opts.Out
+                if t.Id <> Path.GetFileName t.Id || t.Id.StartsWith "." then failwithf "trial id '%s' is not a folder name" t.Id
                 let dir = trialDir local t
                 wanted |> Option.iter (fun i ->
                     failwithf "this worker does not share the experiment folder %s (it keeps its trial folders under %s), so it cannot resume trial %s from checkpoint %d in %s: only a worker that shares --out resumes a trial"
@@ -370,17 +421,10 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cl
         if not shares then
             folder["note"] <- JsonValue.Create "the worker does not share --out: it ran the trial from the start in its own folder, where its checkpoints stay"
         setInfo "worker_folder" folder
-        let source =
-            match j["objective"] with
-            | null ->
-                sourceOf opts t |> Option.map (fun dir ->
-                    if not shares then
-                        failwithf "trial %s meta-tests what the meta-train in %s learned, which this worker cannot read: it does not share the experiment folder %s (only a MetaGenRL objective travels with a trial)"
-                            t.Id dir opts.Out
-                    Folder dir)
-            | x -> Some(Sent(sentObjectiveOfJson (x.AsObject())))
-        let work = trialWork system mode (j["device"].GetValue<string>()) opts t source (CheckpointStore dir) point (resume && shares) setInfo reporter.Note
-        (work onMetric progress ct).FailureReasons)
+        let store = CheckpointStore dir
+        let res = trialWork system mode (j["device"].GetValue<string>()) opts t source store point (resume && shares) setInfo reporter.Note onMetric progress ct
+        if not shares && t.Phase = MetaTrainPhase then sendResult t store reporter
+        res.FailureReasons)
 
 // ── THE EXPERIMENT ──
 
