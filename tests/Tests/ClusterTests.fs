@@ -399,4 +399,15 @@ let tests =
                 IO.Directory.Delete(root, true)
         }
 
+        test "--local-out is in the worker's usage; one that cannot be made is named" {
+            let _, text, _ = CliTests.cliWith [] [ "worker"; "--help" ]
+            Expect.stringContains text "--local-out" "the flag"
+            Expect.stringContains text "does not share the experiment's --out" "what it means"
+            let file = IO.Path.GetTempFileName()
+            try
+                let rc, _, err = CliTests.cliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; "127.0.0.1:2552"; "--local-out"; file + "/trials" ]
+                Expect.equal rc 2 (sprintf "exit code (stderr %s)" err)
+                Expect.stringContains err (sprintf "--local-out '%s/trials': cannot make this folder" file) "names the flag and the folder"
+            finally IO.File.Delete file
+        }
     ]
