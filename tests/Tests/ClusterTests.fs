@@ -111,7 +111,7 @@ let tests =
             finally system.Terminate().Wait(TimeSpan.FromSeconds 10.0) |> ignore
         }
 
-        test "a trial crosses as JSON unchanged; a worker that does not see the trial folder refuses it, naming the folder" {
+        test "a trial crosses as JSON unchanged; a worker that shares --out but does not see the trial folder refuses it, naming the folder; one that does not share --out refuses a resume, naming the folder and the checkpoint" {
             let e =
                 { Experiment.create "wire-trials" with
                     MetaTrain = [ [ "Pendulum-v1"; "Reacher-v2" ] ]; MetaTest = [ "Pendulum-v1"; "Hopper-v2" ]
@@ -121,24 +121,46 @@ let tests =
             for t in trials do
                 Expect.equal (trialOfJson (trialToJson t)) t (t.Id + " round-trips")
             use system = Akka.Actor.ActorSystem.Create("worker-alone")
+            let root = tempDir "worker-alone"
             try
-                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system))
-                let inbox = Akka.Actor.Inbox.Create system
+                // the coordinator's folder, as this worker sees it at the same path: its token, no trial folders
+                let out = IO.Path.Combine(root, "results")
+                IO.Directory.CreateDirectory out |> ignore
+                IO.File.WriteAllText(ExperimentRunner.clusterTokenPath out, "token-1")
+                let local = IO.Path.Combine(root, "local")
                 let t = trials |> List.find (fun t -> t.Phase = BaselinePhase)
-                let spec = Text.Json.Nodes.JsonObject()
-                spec["trial"] <- trialToJson t
-                for k, v in [ "mode", "Sync"; "device", "cpu"; "out", "/nonexistent/results"; "command", "test" ] do
-                    spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
-                for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
-                spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
-                host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
-                match inbox.Receive(TimeSpan.FromSeconds 20.0) with
-                | :? TrialError as err ->
-                    Expect.isFalse err.Stopped "a failure, not a stop"
-                    Expect.stringContains err.Message (sprintf "does not see the trial folder /nonexistent/results/trials/%s" t.Id) "names the folder"
-                    Expect.stringContains err.Message "same path" "says what is needed"
-                | other -> failtestf "expected a TrialError, got %A" other
-            finally system.Terminate().Wait() |> ignore
+                let refusal (folders: ExperimentRunner.WorkerFolders) (token: string) (resumeIndex: int option) =
+                    let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders))
+                    let inbox = Akka.Actor.Inbox.Create system
+                    let spec = Text.Json.Nodes.JsonObject()
+                    spec["trial"] <- trialToJson t
+                    for k, v in [ "mode", "Sync"; "device", "cpu"; "out", out; "out_token", token; "command", "test" ] do
+                        spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
+                    for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                    spec["resume"] <- Text.Json.Nodes.JsonValue.Create resumeIndex.IsSome
+                    resumeIndex |> Option.iter (fun i -> spec["resume_index"] <- Text.Json.Nodes.JsonValue.Create i)
+                    host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
+                    match inbox.Receive(TimeSpan.FromSeconds 20.0) with
+                    | :? TrialError as err ->
+                        Expect.isFalse err.Stopped "a failure, not a stop"
+                        err.Message
+                    | other -> failtestf "expected a TrialError, got %A" other
+                // the token matches: it shares --out, and the trial's folder is missing there
+                let msg = refusal (ExperimentRunner.OutOr local) "token-1" None
+                Expect.stringContains msg (sprintf "does not see the trial folder %s" (ExperimentRunner.trialDir out t)) "names the folder"
+                Expect.stringContains msg "same path" "says what is needed"
+                // --local-out, or another token (a copy of the folder, another coordinator): it does not share --out
+                for folders, token in [ ExperimentRunner.LocalOnly local, "token-1"; ExperimentRunner.OutOr local, "token-2" ] do
+                    let msg = refusal folders token (Some 2)
+                    let what = sprintf "%A, %s" folders token
+                    Expect.stringContains msg (sprintf "does not share the experiment folder %s" out) (what + ": names the experiment folder")
+                    Expect.stringContains msg (ExperimentRunner.localExperimentDir local out) (what + ": names its own folder")
+                    Expect.stringContains msg (sprintf "cannot resume trial %s from checkpoint 2 in %s" t.Id (ExperimentRunner.trialDir out t))
+                        (what + ": names the checkpoint and the trial folder")
+                Expect.isFalse (IO.Directory.Exists(ExperimentRunner.trialDir (ExperimentRunner.localExperimentDir local out) t)) "nothing was run"
+            finally
+                system.Terminate().Wait() |> ignore
+                IO.Directory.Delete(root, true)
         }
 
         test "bad worker flags and a missing secret are named" {
@@ -324,5 +346,149 @@ let tests =
             finally
                 (try worker.Kill() with _ -> ())
                 IO.Directory.Delete(root, true)
+        }
+
+        test "two workers that do not share --out (--local-out) run a sweep with a local run's rows; a worker killed mid-trial after a checkpoint in its own folder: the trial runs again from the start, each row once" {
+            let root = tempDir "cluster-unshared"
+            // three TD3 trials of 2000 steps with a checkpoint every 500: seconds each
+            let e =
+                { Experiment.create "unshared" with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
+                    Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
+            let trials = expand (atScale e)
+            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            try
+                let local = IO.Path.Combine(root, "local")
+                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "the local run"
+                let out = IO.Path.Combine(root, "cluster")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let workerPorts = [ freePort (); freePort () ]
+                let localOuts = [ IO.Path.Combine(root, "worker-a"); IO.Path.Combine(root, "worker-b") ]
+                let victim = sprintf "127.0.0.1:%d" workerPorts.Head
+                // the victim's own folder of a trial: where its checkpoints go
+                let victimDir (t: Trial) = ExperimentRunner.trialDir (ExperimentRunner.localExperimentDir localOuts.Head out) t
+                let mutable lost : Trial option = None
+                let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
+                    let start i = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[i]; "--local-out"; localOuts.[i] ]
+                    use a = start 0
+                    use b = start 1
+                    try
+                        while not work.IsCompleted do
+                            // kill the first worker once a trial running on it has written a checkpoint in its own folder
+                            if lost.IsNone then
+                                for r in runs do
+                                    match (try Results.readRunJson (ExperimentRunner.trialDir out r.Trial) with _ -> None) with
+                                    | Some j when lost.IsNone && j.ContainsKey "worker" && (string j.["worker"]).Contains victim
+                                                  && r.Status = ExperimentRunner.Running
+                                                  && (try MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir r.Trial).List().Count > 0 with _ -> false) ->
+                                        a.Kill()
+                                        lost <- Some r.Trial
+                                    | _ -> ()
+                            work.Wait 20 |> ignore
+                    finally
+                        for p in [ a; b ] do (try p.Kill() with _ -> ())
+                let runs, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                Expect.equal status "complete" "the cluster run"
+                let lost = lost |> Option.defaultWith (fun () -> failtest "no worker was killed mid-trial")
+                Expect.isNonEmpty (MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir lost).List()) "the lost worker had checkpointed the trial in its own folder"
+                for t in trials do
+                    Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows, each once")
+                    let dir = ExperimentRunner.trialDir out t
+                    Expect.isFalse (IO.Directory.Exists(IO.Path.Combine(dir, "checkpoints"))) (t.Id + ": no checkpoint in the coordinator's folder")
+                    let folder = (Results.readRunJson dir).Value.["worker_folder"].AsObject()
+                    Expect.isFalse (folder.["shares_out"].GetValue<bool>()) (t.Id + ": run.json says the worker did not share --out")
+                    Expect.isTrue (localOuts |> List.exists (fun d -> folder.["path"].GetValue<string>().StartsWith d)) (t.Id + ": …and names its own folder")
+                let rerun = (Results.readRunJson (ExperimentRunner.trialDir out lost)).Value
+                Expect.stringContains (rerun.["worker_folder"].["path"].GetValue<string>()) localOuts.[1] "the lost trial ran again on the other worker"
+                Expect.isNull (rerun.["resumes"].AsArray() |> Seq.last).["checkpoint"] "…from no checkpoint"
+                let notes = runs |> List.find (fun r -> r.Trial = lost) |> fun r -> List.ofSeq r.Notes
+                Expect.exists notes (fun n -> n.Contains "left the cluster" && n.Contains "runs again on another worker") "the lost trial was re-run"
+                Expect.exists notes (fun n -> n.Contains "runs again from the start") (sprintf "…from the start, says a note (%A)" notes)
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a MetaGenRL meta-train and its meta-test on a worker that does not share --out: the objective comes back to the experiment folder and travels with the meta-test, with a local run's rows" {
+            let root = tempDir "cluster-unshared-meta"
+            let e =
+                { Experiment.create "unshared-meta" with
+                    MetaTrain = [ [ "Pendulum-v1"; "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ objective "full" ]
+                    Baselines = []; Scale = Micro; MetaTrainSteps = Some 200L; MetaTestSteps = Some 200L }
+            let trials = expand (atScale e)
+            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            try
+                let local = IO.Path.Combine(root, "local")
+                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "the local run"
+                let out = IO.Path.Combine(root, "cluster")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let own = IO.Path.Combine(root, "worker")
+                let watch _ (work: Threading.Tasks.Task) =
+                    use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]
+                    try work.Wait() finally (try w.Kill() with _ -> ())
+                let _, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                Expect.equal status "complete" "the cluster run"
+                for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows")
+                let train = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
+                let trainDir = ExperimentRunner.trialDir out train
+                let store = MetaGenRL.Core.Checkpoints.CheckpointStore trainDir
+                let k = store.List() |> Seq.exactlyOne
+                Expect.equal (List.ofSeq (store.Load k).Parts.Keys) [ MetaTestRun.objectivePart ] "one checkpoint here, holding the objective alone"
+                let copied = (Results.readRunJson trainDir).Value.["result_checkpoint"]
+                Expect.stringStarts (copied.["copied_from"].GetValue<string>()) own "run.json names the worker's checkpoint it came from"
+                Expect.equal (MetaTestRun.loadObjective trainDir None).Value (MetaTestRun.loadObjective (ExperimentRunner.trialDir local train) None).Value
+                    "the local run's α, bit for bit"
+                for t in trials |> List.filter (fun t -> t.Phase = MetaTestPhase) do
+                    let j = (Results.readRunJson (ExperimentRunner.trialDir out t)).Value
+                    Expect.equal (j.["objective"].["dir"].GetValue<string>()) (IO.Path.GetFullPath trainDir) (t.Id + ": tests the experiment folder's objective")
+                    Expect.equal (j.["objective"].["sha256"].GetValue<string>()) (store.ManifestHash k) (t.Id + ": …that checkpoint")
+                    Expect.isFalse (j.["worker_folder"].["shares_out"].GetValue<bool>()) (t.Id + ": on a worker that does not share --out")
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a worker that does not share --out refuses an RL² or EPG meta-test, naming the meta-train folder it cannot read" {
+            let e =
+                { Experiment.create "unshared-learners" with
+                    MetaTrain = [ [ "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ rl2; epg ]; Baselines = []; Scale = Micro }
+            let tests = expand (atScale e) |> List.filter (fun t -> t.Phase = MetaTestPhase)
+            Expect.equal (tests |> List.map (fun t -> t.Variant) |> List.distinct |> List.sort) [ "epg"; "rl2" ] "an RL² and an EPG meta-test"
+            use system = Akka.Actor.ActorSystem.Create("worker-alone")
+            let root = tempDir "worker-learners"
+            try
+                let out = IO.Path.Combine(root, "results")
+                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system (ExperimentRunner.LocalOnly(IO.Path.Combine(root, "local")))))
+                for t in tests do
+                    let inbox = Akka.Actor.Inbox.Create system
+                    let spec = Text.Json.Nodes.JsonObject()
+                    spec["trial"] <- trialToJson t
+                    for k, v in [ "mode", "Sync"; "device", "cpu"; "out", out; "out_token", "token"; "command", "test" ] do
+                        spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
+                    for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                    spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
+                    host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
+                    match inbox.Receive(TimeSpan.FromSeconds 20.0) with
+                    | :? TrialError as err ->
+                        let source = IO.Path.Combine(out, "trials", t.DependsOn.Value)
+                        Expect.stringContains err.Message (sprintf "trial %s meta-tests what the meta-train in %s learned" t.Id source) (t.Id + ": names the folder")
+                        Expect.stringContains err.Message (sprintf "does not share the experiment folder %s" out) (t.Id + ": says why")
+                    | other -> failtestf "%s: expected a TrialError, got %A" t.Id other
+                Expect.isFalse (IO.Directory.Exists(IO.Path.Combine(root, "local"))) "before it made a folder"
+            finally
+                system.Terminate().Wait() |> ignore
+                IO.Directory.Delete(root, true)
+        }
+
+        test "--local-out is in the worker's usage; one that cannot be made is named" {
+            let _, text, _ = CliTests.cliWith [] [ "worker"; "--help" ]
+            Expect.stringContains text "--local-out" "the flag"
+            Expect.stringContains text "does not share the experiment's --out" "what it means"
+            let file = IO.Path.GetTempFileName()
+            try
+                let rc, _, err = CliTests.cliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; "127.0.0.1:2552"; "--local-out"; file + "/trials" ]
+                Expect.equal rc 2 (sprintf "exit code (stderr %s)" err)
+                Expect.stringContains err (sprintf "--local-out '%s/trials': cannot make this folder" file) "names the flag and the folder"
+            finally IO.File.Delete file
         }
     ]

@@ -140,6 +140,8 @@ let samples (subscribers: IActorRef[]) : obj list =
       TrialNote("t", "skipping checkpoint 4: damaged")
       TrialFinished("t", [| "agent 1: NaN"; "" |])
       TrialFinished("t", [||])
+      TrialResult("t", 3, "{\"env_step\":200}", "/w/trials/t/checkpoints/ckpt-000003", [| "server"; "é" |], [| bytesOf 256; [||] |])
+      TrialResult("t", 0, "{}", "", [||], [||])
       TrialError("t", "stopped", true)
       TrialError("t", "boom é", false) ]
 

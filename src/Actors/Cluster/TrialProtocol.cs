@@ -23,6 +23,11 @@ public sealed record TrialInfo(string TrialId, string Key, string Json);
 /// <summary>Worker → coordinator: a line for the trial's notes (a skipped checkpoint, an agent failure).</summary>
 public sealed record TrialNote(string TrialId, string Line);
 
+/// <summary>Worker → coordinator, before <see cref="TrialFinished"/>: what a meta-test reads of a meta-train that ran in
+/// the worker's own folder (it does not share the experiment folder): parts <paramref name="Names"/> of its checkpoint
+/// <paramref name="Checkpoint"/>, with that checkpoint's metadata (JSON) and folder <paramref name="From"/>.</summary>
+public sealed record TrialResult(string TrialId, int Checkpoint, string Meta, string From, string[] Names, byte[][] Parts);
+
 /// <summary>Worker → coordinator: the trial ran to its budget; the agent failures it survived.</summary>
 public sealed record TrialFinished(string TrialId, string[] FailureReasons);
 
@@ -40,6 +45,8 @@ public interface ITrialReporter
 {
     void SetInfo(string key, string json);
     void Note(string line);
+    /// <summary>Parts of the trial's checkpoint <paramref name="checkpoint"/> (see <see cref="TrialResult"/>).</summary>
+    void Result(int checkpoint, string meta, string from, IReadOnlyDictionary<string, byte[]> parts);
 }
 
 /// <summary>
@@ -83,6 +90,12 @@ public sealed class TrialHostActor : ReceiveActor
     {
         public void SetInfo(string key, string json) { flush(); m.ReplyTo.Tell(new TrialInfo(m.TrialId, key, json)); }
         public void Note(string line) { flush(); m.ReplyTo.Tell(new TrialNote(m.TrialId, line)); }
+        public void Result(int checkpoint, string meta, string from, IReadOnlyDictionary<string, byte[]> parts)
+        {
+            flush();
+            var names = parts.Keys.Order(StringComparer.Ordinal).ToArray();
+            m.ReplyTo.Tell(new TrialResult(m.TrialId, checkpoint, meta, from, names, names.Select(n => parts[n]).ToArray()));
+        }
     }
 
     static void RunOne(RunSpec run, RunTrialOnWorker m, CancellationToken ct)
@@ -172,6 +185,16 @@ public sealed class RemoteTrialActor : ReceiveActor
         Receive<TrialProgress>(m => progress.Report(m.Steps));
         Receive<TrialInfo>(m => reporter.SetInfo(m.Key, m.Json));
         Receive<TrialNote>(m => reporter.Note(m.Line));
+        Receive<TrialResult>(m =>
+        {
+            if (m.Names.Length == m.Parts.Length)
+                reporter.Result(m.Checkpoint, m.Meta, m.From, m.Names.Zip(m.Parts).ToDictionary(p => p.First, p => p.Second));
+            else
+            {
+                _done.TrySetException(new RemoteTrialException($"trial {_trialId}: its worker sent {m.Names.Length} part names for {m.Parts.Length} parts"));
+                Context.Stop(Self);
+            }
+        });
         Receive<TrialFinished>(m => { _done.TrySetResult(m.FailureReasons); Context.Stop(Self); });
         Receive<TrialError>(m =>
         {

@@ -121,6 +121,14 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 foreach (var x in m.FailureReasons) w.WriteString(x);
             },
             r => new(r.String(), Enumerable.Range(0, r.Int()).Select(_ => r.String()).ToArray())),
+        Of<TrialResult>("TC", (w, m) =>
+            {
+                w.WriteString(m.TrialId); w.Write(m.Checkpoint); w.WriteString(m.Meta); w.WriteString(m.From);
+                w.Write(m.Names.Length);
+                foreach (var x in m.Names) w.WriteString(x);
+                w.WriteBytesArrays(m.Parts);
+            },
+            r => new(r.String(), r.Int(), r.String(), r.String(), Enumerable.Range(0, r.Int()).Select(_ => r.String()).ToArray(), r.BytesArrays())),
         Of<TrialError>("TE", (w, m) => { w.WriteString(m.TrialId); w.WriteString(m.Message); w.WriteBool(m.Stopped); }, r => new(r.String(), r.String(), r.Bool())),
         // groups on other nodes (GroupHost.cs)
         Of<HostGroup>("HG", (w, m) =>

@@ -141,6 +141,7 @@ type WorkerArgs =
     | Role of name: string
     | Secret_File of path: string
     | Join_Timeout of seconds: float
+    | Local_Out of dir: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -151,6 +152,8 @@ type WorkerArgs =
             | Role _ -> "a role besides worker (repeatable)."
             | Secret_File _ -> sprintf "a file whose first line is the cluster's shared secret (default: the %s variable)." MetaGenRL.Actors.Cluster.ClusterNode.SecretVariable
             | Join_Timeout _ -> "seconds to wait for the join (default 60)."
+            | Local_Out _ ->
+                "this worker does not share the experiment's --out: it runs each trial from the start in a folder of its own under DIR, where its checkpoints stay, and a trial it loses runs again from the start elsewhere (default: --out where this worker sees it at the same path, else a folder under the system temp folder named after the worker)."
 
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
@@ -310,7 +313,7 @@ let run (argv: string[]) : int =
         Worker.run
             { Join = a.GetResult WorkerArgs.Join; Host = a.GetResult(WorkerArgs.Host, "127.0.0.1"); Port = a.GetResult(WorkerArgs.Port, 0)
               Roles = a.GetResults WorkerArgs.Role; SecretFile = a.TryGetResult WorkerArgs.Secret_File
-              JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)) }
+              JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)); LocalOut = a.TryGetResult Local_Out }
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()
     | [ Version ] ->

@@ -1,7 +1,8 @@
 /// `./metagenrl worker --join HOST:PORT`: a node of a MetaGenRL cluster (Akka.Cluster) with the worker role. It joins
 /// the coordinator at HOST:PORT with the shared secret, runs the trials the coordinator sends it (a TrialHostActor
-/// over ExperimentRunner.runSpec) and the agent groups of populations spanning the cluster (a GroupHostActor over
-/// Engine.resolveBlueprint), and stays until Ctrl-C or until the cluster removes it.
+/// over ExperimentRunner.runSpec, in the experiment's folder where it shares it, else in a folder of its own) and the
+/// agent groups of populations spanning the cluster (a GroupHostActor over Engine.resolveBlueprint), and stays until
+/// Ctrl-C or until the cluster removes it.
 module MetaGenRL.Pipeline.Worker
 
 open System
@@ -20,7 +21,15 @@ type WorkerRequest =
       Roles: string list
       SecretFile: string option
       /// How long to wait for the join before giving up.
-      JoinTimeout: TimeSpan }
+      JoinTimeout: TimeSpan
+      /// --local-out: this worker does not share the experiment folder and keeps its trial folders here. None: it
+      /// runs trials in the experiment folder where it sees it, else under defaultLocalOut.
+      LocalOut: string option }
+
+/// Where a worker without --local-out keeps the trial folders of an experiment whose folder it does not see: a
+/// folder of the system's temp folder named after the worker's address.
+let defaultLocalOut (endpoint: string) =
+    Path.Combine(Path.GetTempPath(), "metagenrl-worker-" + endpoint.Replace(':', '_'))
 
 /// The shared secret: the first line of `file`, else the METAGENRL_CLUSTER_SECRET variable; a usage error naming both
 /// when neither gives one.
@@ -43,6 +52,11 @@ let validate (r: WorkerRequest) =
     for role in r.Roles do
         if String.IsNullOrWhiteSpace role || role |> Seq.exists (fun c -> not (Char.IsLetterOrDigit c || c = '-' || c = '_')) then
             usageError "--role '%s': use letters, digits, '-' and '_'" role
+    r.LocalOut |> Option.iter (fun dir ->
+        if String.IsNullOrWhiteSpace dir then usageError "--local-out: empty"
+        try Directory.CreateDirectory dir |> ignore
+        with :? IOException | :? UnauthorizedAccessException | :? ArgumentException as e ->
+            usageError "--local-out '%s': cannot make this folder (%s)" dir e.Message)
 
 /// Whether `system`'s cluster still has its coordinator (a member with the coordinator role that is not leaving).
 let private hasCoordinator (system: Akka.Actor.ActorSystem) =
@@ -65,7 +79,11 @@ let run (r: WorkerRequest) : int =
     let serve (first: bool) =
         let system = ClusterNode.Start options
         try
-            system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system), TrialHostActor.Name) |> ignore
+            let folders =
+                match r.LocalOut with
+                | Some dir -> ExperimentRunner.LocalOnly(Path.GetFullPath dir)
+                | None -> ExperimentRunner.OutOr(defaultLocalOut (ClusterNode.Endpoint system))
+            system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders), TrialHostActor.Name) |> ignore
             system.ActorOf(GroupHostActor.Props(Engine.resolveBlueprint), GroupHostActor.Name) |> ignore
             let cluster = Akka.Cluster.Cluster.Get system
             let mutable removed = false
@@ -78,6 +96,9 @@ let run (r: WorkerRequest) : int =
                 else None
             else
                 printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", ClusterNode.WorkerRole :: r.Roles))
+                match folders with
+                | ExperimentRunner.LocalOnly dir -> printfn "trial folders under %s (--local-out: trials lost with this worker run again from the start)" dir
+                | ExperimentRunner.OutOr _ -> ()
                 while not stop.IsSet && not removed && hasCoordinator system do stop.Wait 1000 |> ignore
                 if stop.IsSet then
                     cluster.Leave cluster.SelfAddress

@@ -47,6 +47,8 @@ type TrialRun(trial: Trial) =
     member val Clock = Diagnostics.Stopwatch() with get
     /// What the trial's console line should say besides its status: checkpoints skipped, agent failures.
     member val Notes = Collections.Generic.List<string>() with get
+    /// Whether a worker was lost while it ran this trial (it then runs again on another).
+    member val Lost = false with get, set
     member _.Trial = trial
     member _.Steps with get () = Interlocked.Read &steps and set (v: int64) = Interlocked.Exchange(&steps, v) |> ignore
     /// Env steps for display: only with budget_check_per_iteration can the schedule run past the budget.
@@ -101,6 +103,13 @@ let private learnerRuns (l: MetaLearner) : (MetaLearnerRun.Train * MetaLearnerRu
     | Rl2 -> Some(Rl2Run.trainInto, Rl2Run.testInto)
     | Epg -> Some(EpgRun.trainInto, EpgRun.testInto)
 
+/// The checkpoint part of a meta-train of learner `l` that its meta-tests read.
+let private resultPart (l: MetaLearner) =
+    match l with
+    | MetaGenRL -> MetaTestRun.objectivePart
+    | Rl2 -> Rl2Run.part
+    | Epg -> EpgRun.part
+
 /// The config a trial runs with and records in run.json: an engine run's (its algorithm's settings applied), or
 /// another meta-learner's (Experiment.trialConfig).
 let private recordedConfig (t: Trial) =
@@ -116,16 +125,27 @@ let private envOfAgent (t: Trial) (agent: int) = Grouping.EnvOf(t.Envs, agent)
 let private sourceOf (opts: RunOptions) (t: Trial) =
     t.ObjectiveDir |> Option.orElse (t.DependsOn |> Option.map (fun d -> Path.Combine(opts.Out, "trials", d)))
 
+/// Where the process that computes a meta-test trial gets what it tests.
+type ObjectiveSource =
+    /// A meta-train folder it reads: a local run, a worker that shares --out (RL², EPG).
+    | Folder of string
+    /// A MetaGenRL α that the coordinator loaded from its folder and sent with the trial.
+    | Sent of MetaTestRun.LoadedObjective
+
+/// Whether the coordinator sends trial `t` its objective with the trial: a MetaGenRL meta-test's α (about 62 KB) does
+/// travel, so no worker needs to see the meta-train folder; an RL² policy or EPG loss is read from it on the worker.
+let private objectiveTravels (t: Trial) = t.Learner |> Option.bind learnerRuns |> Option.isNone
+
 // ── ONE TRIAL ──
 
 /// A trial's computation: rows through the Action, env steps through the progress; cancellation throws.
 type TrialWork = Action<Metric> -> IProgress<int64> -> CancellationToken -> PopulationResult
 
 /// The work of trial `t` (schedule `mode`, `device`) in this process on `system`, from `point` in its folder's
-/// `store`: its meta-learner's meta-train or meta-test, or the population engine (MetaGenRL and the baselines).
-/// `setInfo` sets a run.json field, `note` adds a line to the trial's notes.
-let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts: RunOptions) (t: Trial) (store: CheckpointStore)
-              (point: Engine.ResumePoint) (resume: bool) (setInfo: string -> JsonNode -> unit) (note: string -> unit) : TrialWork =
+/// `store`: its meta-learner's meta-train or meta-test (of `source`), or the population engine (MetaGenRL and the
+/// baselines). `setInfo` sets a run.json field, `note` adds a line to the trial's notes.
+let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts: RunOptions) (t: Trial) (source: ObjectiveSource option)
+              (store: CheckpointStore) (point: Engine.ResumePoint) (resume: bool) (setInfo: string -> JsonNode -> unit) (note: string -> unit) : TrialWork =
     // A meta-learner computes on the trial's thread, with the intra-op threads an agent gets.
     let onTrialThread (f: TrialWork) onMetric progress ct =
         if opts.TorchThreads > 0 then MetaGenRL.Core.Torch.TorchThreads.Use opts.TorchThreads
@@ -137,11 +157,17 @@ let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts:
                                Store = store; Resume = point; Config = cfg; Cores = min opts.Cores t.Agents
                                SetInfo = setInfo })
     | MetaTestPhase, Some (_, test) ->
-        onTrialThread (test { Source = (sourceOf opts t).Value; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps
-                              SetInfo = setInfo; Note = note })
+        let dir =
+            match source with
+            | Some (Folder dir) -> dir
+            | _ -> invalidOp (sprintf "meta-test trial %s has no meta-train folder to read" t.Id)
+        onTrialThread (test { Source = dir; Env = t.Envs.Head; Seed = t.Seed; Steps = t.Steps; SetInfo = setInfo; Note = note })
     | _ ->
         fun onMetric progress ct ->
-            let objective = sourceOf opts t |> Option.map (fun dir -> MetaTestRun.loadObjective dir None)
+            let objective =
+                source |> Option.map (function
+                    | Folder dir -> MetaTestRun.loadObjective dir None
+                    | Sent o -> o)
             objective |> Option.iter (fun o ->
                 setInfo "objective" (o.ToJson())
                 o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
@@ -149,36 +175,79 @@ let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts:
             let options = Engine.populationOptions engine store point.Index resume note
             Engine.run (Some system) engine options onMetric progress ct
 
-/// Where a trial computes: in this process, or on a cluster worker (its TrialHostActor), followed from this process.
+/// The file by which a worker knows whether it shares the experiment folder: a coordinator writes a fresh random token
+/// there when it starts and sends it with every trial; a worker that reads the same token at --out's path sees the
+/// coordinator's folder (a copy of an old folder holds an old token).
+let clusterTokenPath (out: string) = Path.Combine(out, ".cluster-token")
+
+/// Where a trial computes: in this process, or on a cluster worker (its TrialHostActor), followed from this process;
+/// `token` is the one in the experiment folder's clusterTokenPath.
 type Placement =
     | Here
-    | OnWorker of host: IActorRef
+    | OnWorker of host: IActorRef * token: string
 
-/// What a worker needs to run trial `t` as this process would: the trial, the schedule, the device, the run options
-/// and where the coordinator resumes it from (the folder is shared, so the worker finds the same checkpoint).
-let private remoteSpec (e: Experiment) (opts: RunOptions) (t: Trial) (resume: bool) (point: Engine.ResumePoint) =
+/// A MetaGenRL objective as it travels with a trial: α bit for bit (base64 of its bytes) and what run.json records
+/// about the checkpoint the coordinator loaded it from.
+let private sentObjectiveJson (o: MetaTestRun.LoadedObjective) =
+    let bytes = Array.zeroCreate<byte> (o.Value.Length * sizeof<float32>)
+    Buffer.BlockCopy(o.Value, 0, bytes, 0, bytes.Length)
+    let x = JsonObject()
+    x["alpha"] <- JsonValue.Create(Convert.ToBase64String bytes)
+    x["config"] <- JsonNode.Parse(o.Config.ToJson())
+    x["variant"] <- JsonValue.Create o.Variant
+    x["dir"] <- JsonValue.Create(Path.GetFullPath o.Dir)   // the coordinator's folder, not one on the worker
+    x["checkpoint"] <- JsonValue.Create o.Checkpoint
+    x["sha256"] <- JsonValue.Create o.Hash
+    x["skipped"] <- Engine.skippedJson o.Skipped
+    x["meta_train_status"] <- JsonValue.Create o.MetaTrainStatus
+    x["meta_train_run_id"] <- JsonValue.Create o.MetaTrainRunId
+    x
+
+let private sentObjectiveOfJson (x: JsonObject) : MetaTestRun.LoadedObjective =
+    let bytes = Convert.FromBase64String(x["alpha"].GetValue<string>())
+    let alpha = Array.zeroCreate<float32> (bytes.Length / sizeof<float32>)
+    Buffer.BlockCopy(bytes, 0, alpha, 0, bytes.Length)
+    let text (key: string) = x[key].GetValue<string>()
+    { Value = alpha; Config = MetaGenRL.Core.Config.RunConfig.FromJson(x["config"].ToJsonString()); Variant = text "variant"
+      Dir = text "dir"; Checkpoint = x["checkpoint"].GetValue<int>(); Hash = text "sha256"
+      Skipped = [ for s in x["skipped"].AsArray() -> s["checkpoint"].GetValue<int>(), s["reason"].GetValue<string>() ]
+      MetaTrainStatus = text "meta_train_status"; MetaTrainRunId = text "meta_train_run_id" }
+
+/// What a worker needs to run trial `t` as this process would: the trial, the schedule, the device, the run options,
+/// the experiment folder's token, where the coordinator resumes it from (a worker that shares the folder finds the
+/// same checkpoint) and, for a MetaGenRL meta-test, the objective (objectiveTravels).
+let private remoteSpec (e: Experiment) (opts: RunOptions) (t: Trial) (token: string) (resume: bool) (point: Engine.ResumePoint) =
     let o = JsonObject()
     o["trial"] <- trialToJson t
     o["mode"] <- JsonValue.Create(string e.Mode)
     o["device"] <- JsonValue.Create e.Device
     o["out"] <- JsonValue.Create(Path.GetFullPath opts.Out)
+    o["out_token"] <- JsonValue.Create token
     o["cores"] <- JsonValue.Create opts.Cores
     o["torch_threads"] <- JsonValue.Create opts.TorchThreads
     o["loss_log_every"] <- JsonValue.Create opts.LossLogEvery
     o["command"] <- JsonValue.Create opts.Command
     o["resume"] <- JsonValue.Create resume
     point.Index |> Option.iter (fun i -> o["resume_index"] <- JsonValue.Create i)
+    if objectiveTravels t then
+        sourceOf opts t |> Option.iter (fun dir -> o["objective"] <- sentObjectiveJson (MetaTestRun.loadObjective dir None))
     o.ToJsonString()
+
+/// A meta-train's result that a worker which does not share --out sends back (see sendResult): the part its
+/// meta-tests read, of its checkpoint `Index` in the worker's folder `From`, with that checkpoint's metadata.
+type SentResult = { Index: int; Meta: JsonObject; From: string; Parts: Collections.Generic.IReadOnlyDictionary<string, byte[]> }
 
 /// The work of a trial placed on a worker: a RemoteTrialActor in `system` sends it there and hands back what comes.
 let private remoteWork (system: ActorSystem) (host: IActorRef) (t: Trial) (spec: string) (setInfo: string -> JsonNode -> unit)
-                       (note: string -> unit) : TrialWork =
+                       (note: string -> unit) (result: SentResult -> unit) : TrialWork =
     fun onMetric progress ct ->
         let finished = TaskCompletionSource<string[]>(TaskCreationOptions.RunContinuationsAsynchronously)
         let reporter =
             { new MetaGenRL.Actors.Cluster.ITrialReporter with
                 member _.SetInfo(key, json) = setInfo key (JsonNode.Parse json)
-                member _.Note line = note line }
+                member _.Note line = note line
+                member _.Result(index, meta, from, parts) =
+                    result { Index = index; Meta = JsonNode.Parse(meta).AsObject(); From = from; Parts = parts } }
         let proxy = system.ActorOf(MetaGenRL.Actors.Cluster.RemoteTrialActor.Props(host, t.Id, spec, Action<Metric>(fun m -> onMetric.Invoke m), progress, reporter, finished))
         use _stop = ct.Register(fun () -> proxy.Tell(MetaGenRL.Actors.Cluster.StopTrial t.Id))
         let reasons =
@@ -209,15 +278,27 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
     if resume then
         writer.Resumed(point.ToJson(), previous)
         point.Describe dir |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note
+    if run.Lost then
+        note (match point.Index with
+              | Some i -> sprintf "after the lost worker it resumes from checkpoint %d" i
+              | None -> sprintf "after the lost worker it runs again from the start: %s holds no checkpoint of it" dir)
     try
         writer.Flush "running"
         let setInfo (k: string) (v: JsonNode) = writer.SetInfo(k, v)
+        let sent = ref None   // set on the trial's RemoteTrialActor, read here once it has finished
         let work =
             match placement with
-            | Here -> trialWork system e.Mode e.Device opts t store point resume setInfo note
-            | OnWorker host ->
+            | Here -> trialWork system e.Mode e.Device opts t (sourceOf opts t |> Option.map Folder) store point resume setInfo note
+            | OnWorker (host, token) ->
                 writer.SetInfo("worker", JsonValue.Create(string host.Path.Address))
-                remoteWork system host t (remoteSpec e opts t resume point) setInfo note
+                let received (r: SentResult) =
+                    let x = JsonObject()
+                    x["checkpoint"] <- JsonValue.Create r.Index
+                    x["parts"] <- JsonArray(r.Parts.Keys |> Seq.map (fun p -> JsonValue.Create p :> JsonNode) |> Array.ofSeq)
+                    x["copied_from"] <- JsonValue.Create r.From
+                    setInfo "result_checkpoint" x
+                    sent.Value <- Some r
+                remoteWork system host t (remoteSpec e opts t token resume point) setInfo note received
         let onMetric =
             Action<Metric>(fun m ->
                 writer.Add(m.Agent, m.EnvStep, m.Name, m.Value)
@@ -230,6 +311,12 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
         let res = work onMetric progress ct
         writer.AddFailures res.FailureReasons
         writer.Flush "complete"
+        // A meta-train's result from a worker's own folder becomes a checkpoint here (what its meta-tests load), holding
+        // that part alone: written once the trial is complete, so that it is never taken for one to resume from.
+        sent.Value |> Option.iter (fun r ->
+            let meta = r.Meta.DeepClone().AsObject()
+            meta["copied_from"] <- JsonValue.Create r.From
+            store.Write(r.Index, r.Parts, meta) |> ignore)
         Complete
     with
     | :? OperationCanceledException when ct.IsCancellationRequested ->
@@ -246,10 +333,42 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
 let runTrial (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
     runTrialOn Here system e opts run ct
 
+/// Where a worker runs the trials it is sent (`./metagenrl worker --local-out`).
+type WorkerFolders =
+    /// In the experiment's --out where this worker sees it (it reads the coordinator's token there, see
+    /// clusterTokenPath), else in a folder of its own under `local`.
+    | OutOr of local: string
+    /// Always in a folder of its own under `local`: this worker does not share --out.
+    | LocalOnly of local: string
+
+/// Where a worker that does not share --out keeps the trial folders of the experiment whose folder is `out` (the
+/// coordinator's path): a folder of `local` named after the experiment folder and a hash of its path.
+let localExperimentDir (local: string) (out: string) =
+    let full = Path.GetFullPath(out).TrimEnd(Path.DirectorySeparatorChar)
+    let hash = Convert.ToHexStringLower(Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes full)).Substring(0, 8)
+    Path.Combine(local, sprintf "%s-%s" (Path.GetFileName full) hash)
+
+/// Sends back what the meta-tests of meta-train trial `t`, run in this worker's own folder (`store`), read: that part
+/// of its newest checkpoint that verifies (the coordinator writes it into its trial folder, see runTrialOn).
+let private sendResult (t: Trial) (store: CheckpointStore) (reporter: MetaGenRL.Actors.Cluster.ITrialReporter) =
+    let part = resultPart (defaultArg t.Learner MetaGenRL)
+    match Option.ofNullable (store.Latest()) with
+    | None -> failwithf "meta-train trial %s ended without a checkpoint in %s" t.Id store.Root
+    | Some k ->
+        let c = store.Load k
+        match c.Parts.TryGetValue part with
+        | true, bytes -> reporter.Result(k, c.Meta.ToJsonString(), c.Path, readOnlyDict [ part, bytes ])
+        | _ -> failwithf "checkpoint %s of meta-train trial %s holds no part '%s'" c.Path t.Id part
+
 /// A worker's TrialHostActor.RunSpec: reads a remoteSpec and runs its trial's work in this process on `system`,
-/// reporting run.json fields and notes back. The results folder must be the coordinator's (shared, same path): the
-/// worker checks that it sees the trial's folder and the checkpoint the coordinator resumes from.
-let runSpec (system: ActorSystem) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
+/// reporting run.json fields and notes back. Where the worker shares the experiment folder (`folders` allows it and
+/// the folder's token is the coordinator's), it runs the trial in the coordinator's trial folder and checks that it
+/// sees the checkpoint the coordinator resumes from. Else it runs the trial from the start in a folder of its own,
+/// emptied first (the coordinator, which sees no checkpoint of it, starts the trial's rows afresh), refuses a resume
+/// from a checkpoint, which it cannot see, and an RL² or EPG meta-test, whose meta-train folder it cannot read (a
+/// MetaGenRL objective comes with the trial), and sends a meta-train's result back (sendResult). run.json's
+/// `worker_folder` says which.
+let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
     MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec(fun spec onMetric progress reporter ct ->
         let j = JsonNode.Parse(spec).AsObject()
         let t = trialOfJson (j["trial"].AsObject())
@@ -257,19 +376,55 @@ let runSpec (system: ActorSystem) : MetaGenRL.Actors.Cluster.TrialHostActor.RunS
             { Out = j["out"].GetValue<string>(); Cores = j["cores"].GetValue<int>(); TorchThreads = j["torch_threads"].GetValue<int>()
               LossLogEvery = j["loss_log_every"].GetValue<int>(); Command = j["command"].GetValue<string>() }
         let mode = Enum.Parse<ScheduleMode>(j["mode"].GetValue<string>())
-        let dir = trialDir opts.Out t
-        if not (Directory.Exists dir) then
-            failwithf "this worker does not see the trial folder %s: the experiment's --out must be a folder every node reaches at the same path" dir
-        let store = CheckpointStore dir
         let resume = j["resume"].GetValue<bool>()
         let wanted = match j["resume_index"] with null -> None | v -> Some(v.GetValue<int>())
-        let point = if resume then Engine.resumePoint dir store else Engine.ResumePoint.Start
-        if point.Index <> wanted then
-            failwithf "this worker resumes %s from checkpoint %A, the coordinator from %A: is --out the same folder on every node?" t.Id point.Index wanted
-        let work =
-            trialWork system mode (j["device"].GetValue<string>()) opts t store point resume
-                (fun k v -> reporter.SetInfo(k, v.ToJsonString())) reporter.Note
-        (work onMetric progress ct).FailureReasons)
+        let token = match j["out_token"] with null -> None | v -> Some(v.GetValue<string>())
+        let setInfo (k: string) (v: JsonNode) = reporter.SetInfo(k, v.ToJsonString())
+        let shares =
+            match folders, token with
+            | OutOr _, Some token ->
+                (try File.ReadAllText(clusterTokenPath opts.Out).Trim() = token
+                 with :? IOException | :? UnauthorizedAccessException -> false)
+            | _ -> false
+        let source =
+            match j["objective"] with
+            | null ->
+                sourceOf opts t |> Option.map (fun dir ->
+                    if not shares then
+                        failwithf "trial %s meta-tests what the meta-train in %s learned, which this worker cannot read: it does not share the experiment folder %s (only a MetaGenRL objective travels with a trial)"
+                            t.Id dir opts.Out
+                    Folder dir)
+            | x -> Some(Sent(sentObjectiveOfJson (x.AsObject())))
+        let dir, point =
+            if shares then
+                let dir = trialDir opts.Out t
+                if not (Directory.Exists dir) then
+                    failwithf "this worker does not see the trial folder %s: the experiment's --out must be a folder every node reaches at the same path" dir
+                let point = if resume then Engine.resumePoint dir (CheckpointStore dir) else Engine.ResumePoint.Start
+                if point.Index <> wanted then
+                    failwithf "this worker resumes %s from checkpoint %A, the coordinator from %A: is --out the same folder on every node?" t.Id point.Index wanted
+                dir, point
+            else
+                let local = localExperimentDir (match folders with OutOr l | LocalOnly l -> l) opts.Out
+                if t.Id <> Path.GetFileName t.Id || t.Id.StartsWith "." then failwithf "trial id '%s' is not a folder name" t.Id
+                let dir = trialDir local t
+                wanted |> Option.iter (fun i ->
+                    failwithf "this worker does not share the experiment folder %s (it keeps its trial folders under %s), so it cannot resume trial %s from checkpoint %d in %s: only a worker that shares --out resumes a trial"
+                        opts.Out local t.Id i (trialDir opts.Out t))
+                // An earlier attempt's checkpoints here must not be resumed: the coordinator's rows start afresh.
+                if Directory.Exists dir then Directory.Delete(dir, true)
+                Directory.CreateDirectory dir |> ignore
+                dir, Engine.ResumePoint.Start
+        let folder = JsonObject()
+        folder["path"] <- JsonValue.Create dir
+        folder["shares_out"] <- JsonValue.Create shares
+        if not shares then
+            folder["note"] <- JsonValue.Create "the worker does not share --out: it ran the trial from the start in its own folder, where its checkpoints stay"
+        setInfo "worker_folder" folder
+        let store = CheckpointStore dir
+        let res = trialWork system mode (j["device"].GetValue<string>()) opts t source store point (resume && shares) setInfo reporter.Note onMetric progress ct
+        if not shares && t.Phase = MetaTrainPhase then sendResult t store reporter
+        res.FailureReasons)
 
 // ── THE EXPERIMENT ──
 
@@ -354,7 +509,8 @@ let private hostOf (system: ActorSystem) (address: Address) =
     with _ -> None
 
 /// Runs every unfinished trial, here or, with `cluster`, on the workers that join the coordinator it starts (one trial
-/// per worker at a time; a trial whose worker is lost runs again on another, from its last checkpoint). `watch` gets
+/// per worker at a time; a trial whose worker is lost runs again on another, from its last checkpoint where the
+/// worker shared --out, else from the start). `watch` gets
 /// the live trial states and the work, and returns when the work is done (a display). Returns the trial states and
 /// the experiment's status: complete, failed or interrupted.
 let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
@@ -366,7 +522,11 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
         if Results.isComplete (trialDir opts.Out r.Trial) then
             r.Status <- Done
             r.Steps <- r.Trial.Steps
-    (try writeExperimentJson e trials runs opts "running" started None
+    // With a cluster, a fresh token each start: a worker that reads it at --out's path shares this folder (runSpec).
+    let token = cluster |> Option.map (fun _ -> Guid.NewGuid().ToString("N"))
+    (try
+        writeExperimentJson e trials runs opts "running" started None
+        token |> Option.iter (Results.writeAllTextAtomic (clusterTokenPath opts.Out))
      with ex -> markFailed e trials runs opts started (messageOf ex); reraise ())
     let system =
         match cluster with
@@ -401,6 +561,7 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
                             with
                             | :? MetaGenRL.Actors.Cluster.WorkerLostException as ex ->
                                 lock r.Notes (fun () -> r.Notes.Add(sprintf "%s; it runs again on another worker" ex.Message))
+                                r.Lost <- true
                                 Pending
                             | ex -> Failed(messageOf ex)
                         r.Clock.Stop()
@@ -428,7 +589,7 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
                                     match hostOf system address with
                                     | Some host ->
                                         busy[r.Trial.Id] <- address
-                                        start r (OnWorker host)
+                                        start r (OnWorker(host, token.Value))
                                     | None -> ()
                                 | None -> ()
                 let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq

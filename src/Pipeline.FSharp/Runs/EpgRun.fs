@@ -18,8 +18,8 @@ open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
 
-/// The checkpoint part holding φ, its Adam state and the ES generator.
-let private part = "epg"
+/// The checkpoint part holding φ, its Adam state and the ES generator (a meta-test reads φ).
+let part = "epg"
 
 let settingsJson (s: EpgSettings) =
     let o = JsonObject()

@@ -110,6 +110,9 @@ let loadFrom (part: string) (what: string) (read: byte[] -> 'T) (dir: string) (i
     { Value = value; Config = cfg; Variant = text "variant" "full"; Dir = dir; Checkpoint = k; Hash = store.ManifestHash k
       Skipped = skipped; MetaTrainStatus = text "status" "unknown"; MetaTrainRunId = text "run_id" "" }
 
+/// The checkpoint part of a MetaGenRL meta-train that holds α and its Adam state (the objective server's).
+let objectivePart = "server"
+
 /// The objective α of a MetaGenRL meta-train run folder (see loadFrom).
 let loadObjective (dir: string) (index: int option) : LoadedObjective =
     match Results.readRunJson dir with
@@ -117,7 +120,7 @@ let loadObjective (dir: string) (index: int option) : LoadedObjective =
         for learner in [ "rl2"; "epg" ] do
             if j.ContainsKey learner then usageError "--objective '%s' holds an %s meta-train run; meta-test it with --algo %s" dir learner learner
     | None -> ()
-    loadFrom "server" "objective" (fun bytes -> ObjectiveAdam.Import(bytes).Alpha) dir index
+    loadFrom objectivePart "objective" (fun bytes -> ObjectiveAdam.Import(bytes).Alpha) dir index
 
 /// The engine run of a meta-test: `cfg` (the test preset, the objective's own keys, the user's overrides), one fresh
 /// agent per seed (seeded as that seed's agent 0) on `env` with the frozen α.

@@ -17,8 +17,8 @@ open MetaGenRL.Pipeline.Errors
 open MetaGenRL.Pipeline.Settings
 open MetaGenRL.Pipeline.RunCommand
 
-/// The checkpoint part holding the agent.
-let private part = "rl2"
+/// The checkpoint part holding the agent (what a meta-test reads).
+let part = "rl2"
 
 let private settingsJson (s: Rl2Settings) =
     let o = JsonObject()
