@@ -196,7 +196,7 @@ let tests =
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
                 let workerPorts = [ freePort (); freePort () ]
                 let victim = sprintf "127.0.0.1:%d" workerPorts.Head
                 let mutable killed = false
@@ -363,7 +363,7 @@ let tests =
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
                 let workerPorts = [ freePort (); freePort () ]
                 let localOuts = [ IO.Path.Combine(root, "worker-a"); IO.Path.Combine(root, "worker-b") ]
                 let victim = sprintf "127.0.0.1:%d" workerPorts.Head
@@ -423,7 +423,7 @@ let tests =
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
                 let own = IO.Path.Combine(root, "worker")
                 let watch _ (work: Threading.Tasks.Task) =
                     use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]

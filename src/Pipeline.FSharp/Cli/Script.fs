@@ -260,7 +260,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
                 let cluster =
                     args.TryGetResult Cluster
                     |> Option.map (fun endpoint ->
-                        let spec : ExperimentRunner.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File) }
+                        let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File) }
                         printfn "coordinator on %s: trials go to the workers that join it (./metagenrl worker --join %s)" endpoint endpoint
                         spec)
                 if cluster.IsNone && args.Contains Secret_File then usageError "--secret-file: only with --cluster"

@@ -493,27 +493,12 @@ let checkExisting (trials: Trial list) (out: string) =
             | None -> ()
         | _ -> ()
 
-/// A cluster coordinator: where it listens (HOST:PORT) and the shared secret.
-type ClusterSpec = { Endpoint: string; Secret: string }
-
-/// The Up workers of the cluster `system` belongs to.
-let private upWorkers (system: ActorSystem) =
-    (Akka.Cluster.Cluster.Get system).State.Members
-    |> Seq.filter (fun m -> m.Status = Akka.Cluster.MemberStatus.Up && m.HasRole MetaGenRL.Actors.Cluster.ClusterNode.WorkerRole)
-    |> Seq.map (fun m -> m.Address)
-    |> List.ofSeq
-
-/// The TrialHostActor of the worker at `address`, or None when it does not answer within 5 s.
-let private hostOf (system: ActorSystem) (address: Address) =
-    try Some(system.ActorSelection(sprintf "%O/user/%s" address MetaGenRL.Actors.Cluster.TrialHostActor.Name).ResolveOne(TimeSpan.FromSeconds 5.0).Result)
-    with _ -> None
-
 /// Runs every unfinished trial, here or, with `cluster`, on the workers that join the coordinator it starts (one trial
 /// per worker at a time; a trial whose worker is lost runs again on another, from its last checkpoint where the
 /// worker shared --out, else from the start). `watch` gets
 /// the live trial states and the work, and returns when the work is done (a display). Returns the trial states and
 /// the experiment's status: complete, failed or interrupted.
-let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
+let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
     use _lock = FolderLock.acquire opts.Out   // one writer per experiment folder (see FolderLock)
     Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
     let started = DateTimeOffset.Now
@@ -532,16 +517,8 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
         match cluster with
         | None -> ActorSystem.Create("experiment", Population.SystemConfig)
         | Some c ->
-            let struct (host, port) =
-                try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Endpoint, "--cluster")
-                with :? ArgumentException as ex -> usageError "%s" ex.Message
-            let node =
-                MetaGenRL.Actors.Cluster.NodeOptions(host, port, [], [ MetaGenRL.Actors.Cluster.ClusterNode.CoordinatorRole ], c.Secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
-            let system = MetaGenRL.Actors.Cluster.ClusterNode.Start node
-            if not (MetaGenRL.Actors.Cluster.ClusterNode.AwaitUp(system, TimeSpan.FromSeconds 30.0)) then
-                system.Terminate().Wait() |> ignore
-                usageError "--cluster %s: the coordinator could not start its cluster there" c.Endpoint
-            system
+            try ClusterCoordinator.start c
+            with ex -> markFailed e trials runs opts started (messageOf ex); reraise ()
     let work =
         Task.Run(fun () ->
             let running = ConcurrentDictionary<string, Task>()
@@ -584,9 +561,9 @@ let runOn (cluster: ClusterSpec option) (e: Experiment) (trials: Trial list) (op
                                     start r Here
                             | Some _ ->
                                 let taken = Set.ofSeq busy.Values
-                                match upWorkers system |> List.tryFind (fun a -> not (taken.Contains a)) with
+                                match ClusterCoordinator.upWorkers system |> List.tryFind (fun a -> not (taken.Contains a)) with
                                 | Some address ->
-                                    match hostOf system address with
+                                    match ClusterCoordinator.actorOn system MetaGenRL.Actors.Cluster.TrialHostActor.Name address with
                                     | Some host ->
                                         busy[r.Trial.Id] <- address
                                         start r (OnWorker(host, token.Value))
