@@ -130,13 +130,13 @@ let tests =
                 let local = IO.Path.Combine(root, "local")
                 let t = trials |> List.find (fun t -> t.Phase = BaselinePhase)
                 let refusal (folders: ExperimentRunner.WorkerFolders) (token: string) (resumeIndex: int option) =
-                    let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders))
+                    let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders 1))
                     let inbox = Akka.Actor.Inbox.Create system
                     let spec = Text.Json.Nodes.JsonObject()
                     spec["trial"] <- trialToJson t
                     for k, v in [ "mode", "Sync"; "device", "cpu"; "out", out; "out_token", token; "command", "test" ] do
                         spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
-                    for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                    for k, v in [ "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
                     spec["resume"] <- Text.Json.Nodes.JsonValue.Create resumeIndex.IsSome
                     resumeIndex |> Option.iter (fun i -> spec["resume_index"] <- Text.Json.Nodes.JsonValue.Create i)
                     host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
@@ -228,6 +228,54 @@ let tests =
                 let resumed =
                     trials |> List.filter (fun t -> (Results.readRunJson (ExperimentRunner.trialDir out t)).Value.ContainsKey "resumes")
                 Expect.isNonEmpty resumed "the re-run resumed from a checkpoint"
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "meta-train --cluster: bad flags are named before anything starts" {
+            let env = [ ClusterNode.SecretVariable, secret ]
+            let out = IO.Path.Combine(IO.Path.GetTempPath(), "span-flags-" + Guid.NewGuid().ToString("N"))
+            for args, text in
+                [ [ "--workers"; "2" ], "--workers: only with --cluster HOST:PORT"
+                  [ "--secret-file"; "/etc/hostname" ], "--secret-file: only with --cluster HOST:PORT"
+                  [ "--cluster"; "127.0.0.1:2552"; "--workers"; "0" ], "--workers 0: must be ≥ 1"
+                  [ "--cluster"; "nohost" ], "--cluster 'nohost': expected HOST:PORT"
+                  [ "--cluster"; "127.0.0.1:2552"; "--algo"; "rl2" ], "--cluster: only a metagenrl population spans nodes (--algo rl2" ] do
+                let rc, _, err = CliTests.cliWith env ([ "meta-train"; "--envs"; "Pendulum-v1"; "--agents"; "2"; "--out"; out ] @ args)
+                Expect.equal rc 2 (sprintf "%A: exit code (stderr %s)" args err)
+                Expect.stringContains err text (sprintf "%A" args)
+            let rc, _, err = CliTests.cliWith [ ClusterNode.SecretVariable, "" ] [ "meta-train"; "--envs"; "Pendulum-v1"; "--cluster"; "127.0.0.1:2552"; "--out"; out ]
+            Expect.equal rc 2 "no secret: exit code"
+            Expect.stringContains err ClusterNode.SecretVariable "names the variable"
+            Expect.isFalse (IO.File.Exists(IO.Path.Combine(out, "metrics.parquet"))) "nothing written"
+            if IO.Directory.Exists out then IO.Directory.Delete(out, true)
+        }
+
+        test "trials are packed onto a worker by the cores it advertises (--cores), as a local run packs them" {
+            Expect.equal (ClusterNode.CoresOf [ "worker"; ClusterNode.CoresRole 8 ]) 8 "cores-8"
+            Expect.equal (ClusterNode.CoresOf [ "worker" ]) 1 "none advertised: one at a time"
+            Expect.equal (ClusterNode.CoresOf [ "cores-x"; "cores-0" ]) 1 "malformed roles count as none"
+            Expect.isTrue (ClusterCoordinator.fits 2 0 4) "a trial larger than the worker runs alone"
+            Expect.isFalse (ClusterCoordinator.fits 2 1 2) "not beside another"
+            let root = tempDir "cluster-cores"
+            let e =
+                { Experiment.create "cores" with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
+                    Scale = Micro; MetaTestSteps = Some 1500L }
+            let trials = expand (atScale e)
+            let opts : ExperimentRunner.RunOptions = { Out = IO.Path.Combine(root, "out"); Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+            let mutable most = 0
+            let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
+                use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--cores"; "2" ]
+                try
+                    while not work.IsCompleted do
+                        most <- max most (runs |> List.filter (fun r -> r.Status = ExperimentRunner.Running) |> List.length)
+                        work.Wait 20 |> ignore
+                finally (try w.Kill() with _ -> ())
+            try
+                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) (atScale e) trials opts Threading.CancellationToken.None watch
+                Expect.equal status "complete" "the sweep"
+                Expect.equal most 2 "two one-agent trials at a time on a worker with 2 cores, never three"
             finally IO.Directory.Delete(root, true)
         }
 
@@ -458,14 +506,14 @@ let tests =
             let root = tempDir "worker-learners"
             try
                 let out = IO.Path.Combine(root, "results")
-                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system (ExperimentRunner.LocalOnly(IO.Path.Combine(root, "local")))))
+                let host = system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system (ExperimentRunner.LocalOnly(IO.Path.Combine(root, "local"))) 1))
                 for t in tests do
                     let inbox = Akka.Actor.Inbox.Create system
                     let spec = Text.Json.Nodes.JsonObject()
                     spec["trial"] <- trialToJson t
                     for k, v in [ "mode", "Sync"; "device", "cpu"; "out", out; "out_token", "token"; "command", "test" ] do
                         spec[k] <- Text.Json.Nodes.JsonValue.Create(v: string)
-                    for k, v in [ "cores", 1; "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
+                    for k, v in [ "torch_threads", 1; "loss_log_every", 100 ] do spec[k] <- Text.Json.Nodes.JsonValue.Create(v: int)
                     spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
                     host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
                     match inbox.Receive(TimeSpan.FromSeconds 20.0) with

@@ -49,6 +49,15 @@ public static class ClusterNode
     /// <summary>The role of nodes that run trials and agent groups.</summary>
     public const string WorkerRole = "worker";
 
+    /// <summary>A worker advertises how many cores its trials may use at once with the role "cores-N"; the coordinator
+    /// packs trials onto it as a local run packs them onto its own cores (one per agent).</summary>
+    public static string CoresRole(int cores) => $"cores-{cores}";
+
+    /// <summary>The cores a worker advertises in its roles (<see cref="CoresRole"/>); 1 when none is given.</summary>
+    public static int CoresOf(IEnumerable<string> roles) =>
+        roles.Select(r => r.StartsWith("cores-", StringComparison.Ordinal) && int.TryParse(r.AsSpan(6), out int n) && n > 0 ? n : 0)
+             .DefaultIfEmpty(0).Max() is > 0 and var cores ? cores : 1;
+
     /// <summary>The role of the node that runs an experiment and hands its trials out.</summary>
     public const string CoordinatorRole = "coordinator";
 

@@ -142,6 +142,7 @@ type WorkerArgs =
     | Secret_File of path: string
     | Join_Timeout of seconds: float
     | Local_Out of dir: string
+    | Cores of count: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -152,6 +153,7 @@ type WorkerArgs =
             | Role _ -> "a role besides worker (repeatable)."
             | Secret_File _ -> sprintf "a file whose first line is the cluster's shared secret (default: the %s variable)." MetaGenRL.Actors.Cluster.ClusterNode.SecretVariable
             | Join_Timeout _ -> "seconds to wait for the join (default 60)."
+            | Cores _ -> "cores the trials sent to this worker may use at once, one per agent (default: all of this machine's); the coordinator packs trials onto them as a local run does."
             | Local_Out _ ->
                 "this worker does not share the experiment's --out: it runs each trial from the start in a folder of its own under DIR, where its checkpoints stay, and a trial it loses runs again from the start elsewhere (default: --out where this worker sees it at the same path, else a folder under the system temp folder named after the worker)."
 
@@ -313,7 +315,8 @@ let run (argv: string[]) : int =
         Worker.run
             { Join = a.GetResult WorkerArgs.Join; Host = a.GetResult(WorkerArgs.Host, "127.0.0.1"); Port = a.GetResult(WorkerArgs.Port, 0)
               Roles = a.GetResults WorkerArgs.Role; SecretFile = a.TryGetResult WorkerArgs.Secret_File
-              JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)); LocalOut = a.TryGetResult Local_Out }
+              JoinTimeout = TimeSpan.FromSeconds(a.GetResult(Join_Timeout, 60.0)); LocalOut = a.TryGetResult Local_Out
+              Cores = a.GetResult(WorkerArgs.Cores, Environment.ProcessorCount) }
     | [ Envs ] -> listEnvs ()
     | [ Config ] -> listConfig ()
     | [ Version ] ->

@@ -47,7 +47,7 @@ type ScriptArgs =
             | Objective _ -> "meta-test what this meta-train folder learned: its objective, or its RL² policy (repeatable; replaces the script's Objectives)."
             | Cores _ -> "cores the trials may use at once, one per agent (default: all)."
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
-            | Cluster _ -> "run the trials on cluster workers: start a coordinator listening on HOST:PORT (127.0.0.1:PORT for one host) that hands trials to the workers that join it (./metagenrl worker --join HOST:PORT), one trial per worker at a time; where every node reaches --out at the same path, a trial whose worker is lost resumes from its last checkpoint, else it runs again from the start (see ./metagenrl worker --local-out)."
+            | Cluster _ -> "run the trials on cluster workers: start a coordinator listening on HOST:PORT (127.0.0.1:PORT for one host) that hands trials to the workers that join it (./metagenrl worker --join HOST:PORT), packed onto the cores each worker advertises (its --cores) as a local run packs them; where every node reaches --out at the same path, a trial whose worker is lost resumes from its last checkpoint, else it runs again from the start (see ./metagenrl worker --local-out)."
             | Secret_File _ -> "a file whose first line is the cluster's shared secret (default: the METAGENRL_CLUSTER_SECRET variable)."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Mode _ -> "meta-train schedule: sync (default; deterministic for a seed) or async."

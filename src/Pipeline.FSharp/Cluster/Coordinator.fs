@@ -27,13 +27,21 @@ let start (c: ClusterSpec) : ActorSystem =
         usageError "--cluster %s: the coordinator could not start its cluster there" c.Endpoint
     system
 
-/// The addresses of the Up workers of the cluster `system` belongs to, oldest first.
-let upWorkers (system: ActorSystem) =
+/// The Up workers of the cluster `system` belongs to, oldest first, with the cores each advertises
+/// (ClusterNode.CoresRole).
+let upWorkersWithCores (system: ActorSystem) =
     (Akka.Cluster.Cluster.Get system).State.Members
     |> Seq.filter (fun m -> m.Status = Akka.Cluster.MemberStatus.Up && m.HasRole ClusterNode.WorkerRole)
     |> Seq.sortWith (fun a b -> if a.IsOlderThan b then -1 elif b.IsOlderThan a then 1 else 0)
-    |> Seq.map (fun m -> m.Address)
+    |> Seq.map (fun m -> m.Address, ClusterNode.CoresOf m.Roles)
     |> List.ofSeq
+
+/// The addresses of the Up workers of the cluster `system` belongs to, oldest first.
+let upWorkers (system: ActorSystem) = upWorkersWithCores system |> List.map fst
+
+/// Whether a trial that needs `need` cores fits beside trials using `inUse` of `cores` (a trial larger than the
+/// machine still runs, alone): how trials are packed onto this process's cores and onto each worker's.
+let fits (cores: int) (inUse: int) (need: int) = inUse = 0 || inUse + need <= cores
 
 /// The actor /user/`name` of the node at `address`, or None when it does not answer within 5 s.
 let actorOn (system: ActorSystem) (name: string) (address: Address) =

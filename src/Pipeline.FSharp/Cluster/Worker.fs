@@ -24,7 +24,9 @@ type WorkerRequest =
       JoinTimeout: TimeSpan
       /// --local-out: this worker does not share the experiment folder and keeps its trial folders here. None: it
       /// runs trials in the experiment folder where it sees it, else under defaultLocalOut.
-      LocalOut: string option }
+      LocalOut: string option
+      /// --cores: how many cores the trials it is sent may use at once (one per agent), advertised to the coordinator.
+      Cores: int }
 
 /// Where a worker without --local-out keeps the trial folders of an experiment whose folder it does not see: a
 /// folder of the system's temp folder named after the worker's address.
@@ -57,6 +59,7 @@ let validate (r: WorkerRequest) =
         try Directory.CreateDirectory dir |> ignore
         with :? IOException | :? UnauthorizedAccessException | :? ArgumentException as e ->
             usageError "--local-out '%s': cannot make this folder (%s)" dir e.Message)
+    if r.Cores < 1 then usageError "--cores %d: must be ≥ 1" r.Cores
 
 /// Whether `system`'s cluster still has its coordinator (a member with the coordinator role that is not leaving).
 let private hasCoordinator (system: Akka.Actor.ActorSystem) =
@@ -69,8 +72,8 @@ let private hasCoordinator (system: Akka.Actor.ActorSystem) =
 let run (r: WorkerRequest) : int =
     validate r
     let secret = readSecret r.SecretFile
-    let options =
-        NodeOptions(r.Host, r.Port, [ r.Join ], ClusterNode.WorkerRole :: r.Roles, secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
+    let roles = ClusterNode.WorkerRole :: ClusterNode.CoresRole r.Cores :: r.Roles
+    let options = NodeOptions(r.Host, r.Port, [ r.Join ], roles, secret, TimeSpan.FromSeconds 5.0, TimeSpan.FromSeconds 7.0)
     use stop = new ManualResetEventSlim(false)
     use cancel = new CancellationTokenSource()
     let onCancel = ConsoleCancelEventHandler(fun _ e -> e.Cancel <- true; stop.Set(); cancel.Cancel())
@@ -83,7 +86,7 @@ let run (r: WorkerRequest) : int =
                 match r.LocalOut with
                 | Some dir -> ExperimentRunner.LocalOnly(Path.GetFullPath dir)
                 | None -> ExperimentRunner.OutOr(defaultLocalOut (ClusterNode.Endpoint system))
-            system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders), TrialHostActor.Name) |> ignore
+            system.ActorOf(TrialHostActor.Props(ExperimentRunner.runSpec system folders r.Cores), TrialHostActor.Name) |> ignore
             system.ActorOf(GroupHostActor.Props(Engine.resolveBlueprint), GroupHostActor.Name) |> ignore
             let cluster = Akka.Cluster.Cluster.Get system
             let mutable removed = false
@@ -95,7 +98,7 @@ let run (r: WorkerRequest) : int =
                     Some 1
                 else None
             else
-                printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", ClusterNode.WorkerRole :: r.Roles))
+                printfn "worker %s joined %s (roles: %s)" (ClusterNode.Endpoint system) r.Join (String.Join(", ", roles))
                 match folders with
                 | ExperimentRunner.LocalOnly dir -> printfn "trial folders under %s (--local-out: trials lost with this worker run again from the start)" dir
                 | ExperimentRunner.OutOr _ -> ()

@@ -223,7 +223,6 @@ let private remoteSpec (e: Experiment) (opts: RunOptions) (t: Trial) (token: str
     o["device"] <- JsonValue.Create e.Device
     o["out"] <- JsonValue.Create(Path.GetFullPath opts.Out)
     o["out_token"] <- JsonValue.Create token
-    o["cores"] <- JsonValue.Create opts.Cores
     o["torch_threads"] <- JsonValue.Create opts.TorchThreads
     o["loss_log_every"] <- JsonValue.Create opts.LossLogEvery
     o["command"] <- JsonValue.Create opts.Command
@@ -368,12 +367,12 @@ let private sendResult (t: Trial) (store: CheckpointStore) (reporter: MetaGenRL.
 /// from a checkpoint, which it cannot see, and an RL² or EPG meta-test, whose meta-train folder it cannot read (a
 /// MetaGenRL objective comes with the trial), and sends a meta-train's result back (sendResult). run.json's
 /// `worker_folder` says which.
-let runSpec (system: ActorSystem) (folders: WorkerFolders) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
+let runSpec (system: ActorSystem) (folders: WorkerFolders) (cores: int) : MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec =
     MetaGenRL.Actors.Cluster.TrialHostActor.RunSpec(fun spec onMetric progress reporter ct ->
         let j = JsonNode.Parse(spec).AsObject()
         let t = trialOfJson (j["trial"].AsObject())
         let opts =
-            { Out = j["out"].GetValue<string>(); Cores = j["cores"].GetValue<int>(); TorchThreads = j["torch_threads"].GetValue<int>()
+            { Out = j["out"].GetValue<string>(); Cores = cores; TorchThreads = j["torch_threads"].GetValue<int>()
               LossLogEvery = j["loss_log_every"].GetValue<int>(); Command = j["command"].GetValue<string>() }
         let mode = Enum.Parse<ScheduleMode>(j["mode"].GetValue<string>())
         let resume = j["resume"].GetValue<bool>()
@@ -493,11 +492,11 @@ let checkExisting (trials: Trial list) (out: string) =
             | None -> ()
         | _ -> ()
 
-/// Runs every unfinished trial, here or, with `cluster`, on the workers that join the coordinator it starts (one trial
-/// per worker at a time; a trial whose worker is lost runs again on another, from its last checkpoint where the
-/// worker shared --out, else from the start). `watch` gets
-/// the live trial states and the work, and returns when the work is done (a display). Returns the trial states and
-/// the experiment's status: complete, failed or interrupted.
+/// Runs every unfinished trial, here or, with `cluster`, on the workers that join the coordinator it starts (packed
+/// onto each worker's advertised cores as a local run packs them onto its own, a trial to the worker with the most
+/// free cores; a trial whose worker is lost runs again on another, from its last checkpoint where the worker shared
+/// --out, else from the start). `watch` gets the live trial states and the work, and returns when the work is done (a
+/// display). Returns the trial states and the experiment's status: complete, failed or interrupted.
 let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (trials: Trial list) (opts: RunOptions) (ct: CancellationToken) (watch: TrialRun list -> Task -> unit) =
     use _lock = FolderLock.acquire opts.Out   // one writer per experiment folder (see FolderLock)
     Directory.CreateDirectory(Path.Combine(opts.Out, "trials")) |> ignore
@@ -524,7 +523,7 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
             let running = ConcurrentDictionary<string, Task>()
             let coresOf (t: Trial) = min opts.Cores t.Agents
             let mutable inUse = 0
-            let busy = ConcurrentDictionary<string, Address>()   // trial id → its worker
+            let busy = ConcurrentDictionary<string, Address * int>()   // trial id → its worker and the cores it takes there
             let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
             let statusOf id = byId[id].Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
@@ -556,19 +555,25 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                             match cluster with
                             | None ->
                                 let need = coresOf r.Trial
-                                if inUse = 0 || inUse + need <= opts.Cores then
+                                if ClusterCoordinator.fits opts.Cores inUse need then
                                     inUse <- inUse + need
                                     start r Here
                             | Some _ ->
-                                let taken = Set.ofSeq busy.Values
-                                match ClusterCoordinator.upWorkers system |> List.tryFind (fun a -> not (taken.Contains a)) with
-                                | Some address ->
+                                // the worker with the most free cores that the trial fits on, packed as here
+                                let inUseOn a = busy.Values |> Seq.filter (fun (w, _) -> w = a) |> Seq.sumBy snd
+                                let candidates =
+                                    ClusterCoordinator.upWorkersWithCores system
+                                    |> List.map (fun (a, cores) -> a, cores, inUseOn a, min cores r.Trial.Agents)
+                                    |> List.filter (fun (_, cores, used, need) -> ClusterCoordinator.fits cores used need)
+                                    |> List.sortByDescending (fun (_, cores, used, _) -> cores - used)
+                                match candidates with
+                                | (address, _, _, need) :: _ ->
                                     match ClusterCoordinator.actorOn system MetaGenRL.Actors.Cluster.TrialHostActor.Name address with
                                     | Some host ->
-                                        busy[r.Trial.Id] <- address
+                                        busy[r.Trial.Id] <- (address, need)
                                         start r (OnWorker(host, token.Value))
                                     | None -> ()
-                                | None -> ()
+                                | [] -> ()
                 let finished = running |> Seq.filter (fun kv -> kv.Value.IsCompleted) |> List.ofSeq
                 for kv in finished do
                     running.TryRemove kv.Key |> ignore

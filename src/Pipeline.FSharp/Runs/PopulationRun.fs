@@ -68,8 +68,11 @@ let validateMetaTrain (r: MetaTrainRequest) =
     | Some n when n < 0L -> usageError "--checkpoint-every %d: must be ≥ 0" n
     | _ -> ()
     match r.Cluster with
-    | Some c when c.Workers < 1 -> usageError "--workers %d: must be ≥ 1" c.Workers
-    | _ -> ()
+    | Some c ->
+        if c.Workers < 1 then usageError "--workers %d: must be ≥ 1" c.Workers
+        try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Coordinator.Endpoint, "--cluster") |> ignore
+        with :? ArgumentException as e -> usageError "%s" e.Message
+    | None -> ()
     validateRun r.Steps r.LossLogEvery r.Device
 
 /// The engine run of a meta-train request: agent i on env i mod n, seeded as the run seed's agent i.
