@@ -309,6 +309,34 @@ let tests =
             finally IO.Directory.Delete(root, true)
         }
 
+        test "a spanning run whose coordinator is killed resumes with --resume on the same workers, with the uninterrupted single-process rows" {
+            let root = tempDir "cluster-span-resume"
+            try
+                let local = IO.Path.Combine(root, "local")
+                let rc, _, err = CliTests.cli (spanArgs 1500 local)
+                Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
+                let out = IO.Path.Combine(root, "span")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let env = spanEnv root
+                let args = spanArgs 1500 out @ [ "--cluster"; endpoint; "--workers"; "2" ]
+                use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+                try
+                    use first = CliTests.startCliWith env args
+                    within 120.0 "the first checkpoint" (fun () -> first.HasExited || (MetaGenRL.Core.Checkpoints.CheckpointStore out).Latest().HasValue) |> ignore
+                    Expect.isFalse first.HasExited "the first coordinator was still running"
+                    first.Kill()
+                    first.WaitForExit()
+                    // the workers see their coordinator gone, start fresh nodes and join the same address again
+                    let rc, text, err = CliTests.cliWith env (args @ [ "--resume" ])
+                    Expect.equal rc 0 (sprintf "the resumed run; stderr %s" err)
+                    Expect.stringContains text "resuming from checkpoint" "from a checkpoint"
+                finally
+                    for p in [ a; b ] do (try p.Kill() with _ -> ())
+                Expect.equal (populationRows out) (populationRows local) "the uninterrupted rows, each once, in order"
+            finally IO.Directory.Delete(root, true)
+        }
+
         test "a worker killed mid-run: its group is rebuilt on the other worker from the last checkpoint and the run completes" {
             let root = tempDir "cluster-span-loss"
             try
