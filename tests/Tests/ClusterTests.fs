@@ -143,16 +143,19 @@ let tests =
                     match inbox.Receive(TimeSpan.FromSeconds 20.0) with
                     | :? TrialError as err ->
                         Expect.isFalse err.Stopped "a failure, not a stop"
-                        err.Message
-                    | other -> failtestf "expected a TrialError, got %A" other
-                // the token matches: it shares --out, and the trial's folder is missing there
+                        "error: " + err.Message
+                    | :? TrialRefused as r -> "refused: " + r.Reason   // another worker may run it
+                    | other -> failtestf "expected a TrialError or TrialRefused, got %A" other
+                // the token matches: it shares --out, and the trial's folder is missing there: an error
                 let msg = refusal (ExperimentRunner.OutOr local) "token-1" None
+                Expect.stringStarts msg "error: " "the shared folder is broken: the trial fails"
                 Expect.stringContains msg (sprintf "does not see the trial folder %s" (ExperimentRunner.trialDir out t)) "names the folder"
                 Expect.stringContains msg "same path" "says what is needed"
                 // --local-out, or another token (a copy of the folder, another coordinator): it does not share --out
                 for folders, token in [ ExperimentRunner.LocalOnly local, "token-1"; ExperimentRunner.OutOr local, "token-2" ] do
                     let msg = refusal folders token (Some 2)
                     let what = sprintf "%A, %s" folders token
+                    Expect.stringStarts msg "refused: " (what + ": refused, for a worker that shares --out")
                     Expect.stringContains msg (sprintf "does not share the experiment folder %s" out) (what + ": names the experiment folder")
                     Expect.stringContains msg (ExperimentRunner.localExperimentDir local out) (what + ": names its own folder")
                     Expect.stringContains msg (sprintf "cannot resume trial %s from checkpoint 2 in %s" t.Id (ExperimentRunner.trialDir out t))
@@ -276,6 +279,53 @@ let tests =
                 let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) (atScale e) trials opts Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the sweep"
                 Expect.equal most 2 "two one-agent trials at a time on a worker with 2 cores, never three"
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "a trial that only a worker sharing --out can resume is refused by one that does not; with no other worker it fails, and runs on one that shares" {
+            let root = tempDir "cluster-refused"
+            let e =
+                { Experiment.create "refused" with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1 ]
+                    Scale = Micro; MetaTestSteps = Some 1500L; Set = [ "checkpoint_every", "500" ] }
+            let trials = expand (atScale e)
+            let first, second = trials.[0], trials.[1]
+            let opts : ExperimentRunner.RunOptions = { Out = IO.Path.Combine(root, "out"); Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            try
+                // here, one trial at a time, interrupted once the first has a checkpoint: the second never started
+                use cts = new Threading.CancellationTokenSource()
+                let _, status =
+                    ExperimentRunner.run (atScale e) trials opts cts.Token (fun _ work ->
+                        while not work.IsCompleted do
+                            if (MetaGenRL.Core.Checkpoints.CheckpointStore(ExperimentRunner.trialDir opts.Out first)).Latest().HasValue then cts.Cancel()
+                            work.Wait 20 |> ignore)
+                Expect.equal status "interrupted" "the local run"
+                let withWorker (args: string list) =
+                    let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) (atScale e) trials opts Threading.CancellationToken.None (fun _ work ->
+                        use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] ([ "worker"; "--join"; endpoint ] @ args)
+                        try work.Wait() finally (try w.Kill() with _ -> ()))
+                // a worker that does not share --out: it runs the second from the start, and refuses the first
+                let runs, status = withWorker [ "--local-out"; IO.Path.Combine(root, "local") ]
+                Expect.equal status "failed" "the first trial could not run"
+                let runOf (t: Trial) = runs |> List.find (fun r -> r.Trial.Id = t.Id)
+                Expect.equal (runOf second).Status ExperimentRunner.Complete "the second ran from the start"
+                match (runOf first).Status with
+                | ExperimentRunner.Failed msg ->
+                    Expect.stringContains msg "every worker in the cluster refused it" "says why"
+                    Expect.stringContains msg "cannot resume trial" "with the worker's reason"
+                | s -> failtestf "the first: expected failed, got %A" s
+                Expect.exists (List.ofSeq (runOf first).Notes) (fun n -> n.Contains "refused it") "a note names the worker"
+                let onDisk = (Results.readRunJson (ExperimentRunner.trialDir opts.Out first)).Value["status"].GetValue<string>()
+                Expect.equal onDisk "interrupted" "its run.json: interrupted (its checkpoint kept), not failed"
+                // a worker that shares --out resumes it from its checkpoint
+                let runs, status = withWorker []
+                Expect.equal status "complete" "the second cluster run"
+                ignore runs
+                let whole = { opts with Out = IO.Path.Combine(root, "whole") }
+                let _, status = ExperimentRunner.run (atScale e) trials whole Threading.CancellationToken.None (fun _ w -> w.Wait())
+                Expect.equal status "complete" "an uninterrupted local run"
+                for t in trials do Expect.equal (rowsOf opts.Out t) (rowsOf whole.Out t) (t.Id + ": the uninterrupted rows, each once")
             finally IO.Directory.Delete(root, true)
         }
 
@@ -545,11 +595,11 @@ let tests =
                     spec["resume"] <- Text.Json.Nodes.JsonValue.Create false
                     host.Tell(RunTrialOnWorker(t.Id, spec.ToJsonString(), inbox.Receiver), Akka.Actor.ActorRefs.NoSender)
                     match inbox.Receive(TimeSpan.FromSeconds 20.0) with
-                    | :? TrialError as err ->
+                    | :? TrialRefused as r ->
                         let source = IO.Path.Combine(out, "trials", t.DependsOn.Value)
-                        Expect.stringContains err.Message (sprintf "trial %s meta-tests what the meta-train in %s learned" t.Id source) (t.Id + ": names the folder")
-                        Expect.stringContains err.Message (sprintf "does not share the experiment folder %s" out) (t.Id + ": says why")
-                    | other -> failtestf "%s: expected a TrialError, got %A" t.Id other
+                        Expect.stringContains r.Reason (sprintf "trial %s meta-tests what the meta-train in %s learned" t.Id source) (t.Id + ": names the folder")
+                        Expect.stringContains r.Reason (sprintf "does not share the experiment folder %s" out) (t.Id + ": says why")
+                    | other -> failtestf "%s: expected TrialRefused (a worker that shares --out may run it), got %A" t.Id other
                 Expect.isFalse (IO.Directory.Exists(IO.Path.Combine(root, "local"))) "before it made a folder"
             finally
                 system.Terminate().Wait() |> ignore

@@ -143,6 +143,7 @@ let samples (subscribers: IActorRef[]) : obj list =
       TrialResult("t", 3, "{\"env_step\":200}", "/w/trials/t/checkpoints/ckpt-000003", [| "server"; "é" |], [| bytesOf 256; [||] |])
       TrialResult("t", 0, "{}", "", [||], [||])
       TrialError("t", "stopped", true)
+      TrialRefused("t", "does not share é")
       TrialError("t", "boom é", false) ]
 
 let quiet = "akka.loglevel = WARNING\nakka.suppress-json-serializer-warning = on\n"

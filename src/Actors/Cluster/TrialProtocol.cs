@@ -34,6 +34,15 @@ public sealed record TrialFinished(string TrialId, string[] FailureReasons);
 /// <summary>Worker → coordinator: the trial failed (or was stopped: <paramref name="Stopped"/>).</summary>
 public sealed record TrialError(string TrialId, string Message, bool Stopped);
 
+/// <summary>Worker → coordinator: this worker cannot run the trial, though another might (it does not see the
+/// folder the trial needs); the coordinator hands it to another worker.</summary>
+public sealed record TrialRefused(string TrialId, string Reason);
+
+/// <summary>Thrown by a worker's <see cref="TrialHostActor.RunSpec"/> before it computes anything when this worker
+/// cannot run the trial but another might (<see cref="TrialRefused"/>); on the coordinator, the trial's work throws it
+/// with the worker's reason.</summary>
+public sealed class TrialRefusedException(string message) : Exception(message);
+
 /// <summary>A trial's worker left the cluster (crashed, cut off, stopped) before the trial ended.</summary>
 public sealed class WorkerLostException(string message) : Exception(message);
 
@@ -141,6 +150,11 @@ public sealed class TrialHostActor : ReceiveActor
             Flush();
             m.ReplyTo.Tell(new TrialError(m.TrialId, "stopped", true));
         }
+        catch (TrialRefusedException ex)
+        {
+            Flush();
+            m.ReplyTo.Tell(new TrialRefused(m.TrialId, ex.Message));
+        }
         catch (Exception ex)
         {
             Flush();
@@ -200,6 +214,11 @@ public sealed class RemoteTrialActor : ReceiveActor
         {
             if (m.Stopped) _done.TrySetCanceled();
             else _done.TrySetException(new RemoteTrialException(m.Message));
+            Context.Stop(Self);
+        });
+        Receive<TrialRefused>(m =>
+        {
+            _done.TrySetException(new TrialRefusedException(m.Reason));
             Context.Stop(Self);
         });
         Receive<StopTrial>(m => _host.Tell(m));

@@ -129,6 +129,7 @@ public sealed class WireSerializer : SerializerWithStringManifest
                 w.WriteBytesArrays(m.Parts);
             },
             r => new(r.String(), r.Int(), r.String(), r.String(), Enumerable.Range(0, r.Int()).Select(_ => r.String()).ToArray(), r.BytesArrays())),
+        Of<TrialRefused>("TZ", (w, m) => { w.WriteString(m.TrialId); w.WriteString(m.Reason); }, r => new(r.String(), r.String())),
         Of<TrialError>("TE", (w, m) => { w.WriteString(m.TrialId); w.WriteString(m.Message); w.WriteBool(m.Stopped); }, r => new(r.String(), r.String(), r.Bool())),
         // groups on other nodes (GroupHost.cs)
         Of<HostGroup>("HG", (w, m) =>

@@ -255,8 +255,9 @@ let private remoteWork (system: ActorSystem) (host: IActorRef) (t: Trial) (spec:
         PopulationResult([||], 0L, 0L, t.Steps, [||], 0, 0, 0, reasons)
 
 /// Runs (or resumes) one trial to completion, here on `system` or on a worker. Returns its final status; never throws
-/// for the trial's own failures (they are recorded in its run.json and returned). A worker lost mid-trial is the one
-/// exception (WorkerLostException, after the trial is marked interrupted): the caller runs it again elsewhere.
+/// for the trial's own failures (they are recorded in its run.json and returned). A worker lost mid-trial and a worker
+/// that refuses the trial are the exceptions (WorkerLostException, TrialRefusedException, after the trial is marked
+/// interrupted): the caller runs it again elsewhere.
 let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opts: RunOptions) (run: TrialRun) (ct: CancellationToken) : TrialStatus =
     let t = run.Trial
     let dir = trialDir opts.Out t
@@ -321,7 +322,7 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
     | :? OperationCanceledException when ct.IsCancellationRequested ->
         (try writer.Flush "interrupted" with ex -> writer.Failed(sprintf "interrupted, and the results could not be written: %s" (messageOf ex)))
         Interrupted
-    | :? MetaGenRL.Actors.Cluster.WorkerLostException ->
+    | :? MetaGenRL.Actors.Cluster.WorkerLostException | :? MetaGenRL.Actors.Cluster.TrialRefusedException ->
         (try writer.Flush "interrupted" with _ -> ())
         reraise ()
     | ex ->
@@ -359,6 +360,9 @@ let private sendResult (t: Trial) (store: CheckpointStore) (reporter: MetaGenRL.
         | true, bytes -> reporter.Result(k, c.Meta.ToJsonString(), c.Path, readOnlyDict [ part, bytes ])
         | _ -> failwithf "checkpoint %s of meta-train trial %s holds no part '%s'" c.Path t.Id part
 
+/// Refuses a trial on this worker (another worker may run it): TrialRefusedException with the formatted reason.
+let private refuse fmt = Printf.kprintf (fun msg -> raise (MetaGenRL.Actors.Cluster.TrialRefusedException msg)) fmt
+
 /// A worker's TrialHostActor.RunSpec: reads a remoteSpec and runs its trial's work in this process on `system`,
 /// reporting run.json fields and notes back. Where the worker shares the experiment folder (`folders` allows it and
 /// the folder's token is the coordinator's), it runs the trial in the coordinator's trial folder and checks that it
@@ -390,7 +394,7 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) (cores: int) : MetaGe
             | null ->
                 sourceOf opts t |> Option.map (fun dir ->
                     if not shares then
-                        failwithf "trial %s meta-tests what the meta-train in %s learned, which this worker cannot read: it does not share the experiment folder %s (only a MetaGenRL objective travels with a trial)"
+                        refuse "trial %s meta-tests what the meta-train in %s learned, which this worker cannot read: it does not share the experiment folder %s (only a MetaGenRL objective travels with a trial)"
                             t.Id dir opts.Out
                     Folder dir)
             | x -> Some(Sent(sentObjectiveOfJson (x.AsObject())))
@@ -408,7 +412,7 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) (cores: int) : MetaGe
                 if t.Id <> Path.GetFileName t.Id || t.Id.StartsWith "." then failwithf "trial id '%s' is not a folder name" t.Id
                 let dir = trialDir local t
                 wanted |> Option.iter (fun i ->
-                    failwithf "this worker does not share the experiment folder %s (it keeps its trial folders under %s), so it cannot resume trial %s from checkpoint %d in %s: only a worker that shares --out resumes a trial"
+                    refuse "this worker does not share the experiment folder %s (it keeps its trial folders under %s), so it cannot resume trial %s from checkpoint %d in %s: only a worker that shares --out resumes a trial"
                         opts.Out local t.Id i (trialDir opts.Out t))
                 // An earlier attempt's checkpoints here must not be resumed: the coordinator's rows start afresh.
                 if Directory.Exists dir then Directory.Delete(dir, true)
@@ -524,6 +528,7 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
             let coresOf (t: Trial) = min opts.Cores t.Agents
             let mutable inUse = 0
             let busy = ConcurrentDictionary<string, Address * int>()   // trial id → its worker and the cores it takes there
+            let refusedBy = ConcurrentDictionary<string, Set<Address>>()   // trial id → the workers that refused it
             let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
             let statusOf id = byId[id].Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
@@ -538,6 +543,11 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                             | :? MetaGenRL.Actors.Cluster.WorkerLostException as ex ->
                                 lock r.Notes (fun () -> r.Notes.Add(sprintf "%s; it runs again on another worker" ex.Message))
                                 r.Lost <- true
+                                Pending
+                            | :? MetaGenRL.Actors.Cluster.TrialRefusedException as ex ->
+                                let worker = fst busy[r.Trial.Id]
+                                refusedBy.AddOrUpdate(r.Trial.Id, Set.singleton worker, fun _ s -> s.Add worker) |> ignore
+                                lock r.Notes (fun () -> r.Notes.Add(sprintf "worker %O refused it (%s); it goes to another worker" worker ex.Message))
                                 Pending
                             | ex -> Failed(messageOf ex)
                         r.Clock.Stop()
@@ -559,10 +569,16 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                                     inUse <- inUse + need
                                     start r Here
                             | Some _ ->
-                                // the worker with the most free cores that the trial fits on, packed as here
+                                // the worker with the most free cores that the trial fits on, packed as here, among
+                                // those that did not refuse it; when every worker there is refused it, it fails
                                 let inUseOn a = busy.Values |> Seq.filter (fun (w, _) -> w = a) |> Seq.sumBy snd
+                                let refused : Set<Address> = match refusedBy.TryGetValue r.Trial.Id with | true, s -> s | _ -> Set.empty
+                                let workers = ClusterCoordinator.upWorkersWithCores system
+                                if not refused.IsEmpty && not workers.IsEmpty && workers |> List.forall (fun (a, _) -> refused.Contains a) then
+                                    r.Status <- Failed(sprintf "every worker in the cluster refused it (%s)" (lock r.Notes (fun () -> Seq.last r.Notes)))
                                 let candidates =
-                                    ClusterCoordinator.upWorkersWithCores system
+                                    workers
+                                    |> List.filter (fun (a, _) -> r.Status = Pending && not (refused.Contains a))
                                     |> List.map (fun (a, cores) -> a, cores, inUseOn a, min cores r.Trial.Agents)
                                     |> List.filter (fun (_, cores, used, need) -> ClusterCoordinator.fits cores used need)
                                     |> List.sortByDescending (fun (_, cores, used, _) -> cores - used)
