@@ -44,6 +44,26 @@ let private rowsOf (out: string) (t: Trial) =
     |> List.filter (fun r -> r.metric <> "checkpoint")
     |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
 
+/// A small sweep of TD3 trials on Pendulum-v1 (micro size, `steps` env steps each, one per seed, a checkpoint every
+/// 500 steps: seconds each), at its scale, with its trials.
+let private td3Sweep (name: string) (seeds: int list) (steps: int64) =
+    let e =
+        atScale { Experiment.create name with
+                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = seeds
+                    Scale = Micro; MetaTestSteps = Some steps; Set = [ "checkpoint_every", "500" ] }
+    e, expand e
+
+/// Run options for a test experiment in `out`: one core, one torch thread.
+let private oneCore (out: string) : ExperimentRunner.RunOptions =
+    { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+
+/// Runs `e` to completion in this process in `root`/local (the reference a cluster run is compared with).
+let private localRun (root: string) (e: Experiment) (trials: Trial list) =
+    let local = IO.Path.Combine(root, "local")
+    let _, status = ExperimentRunner.run e trials (oneCore local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+    Expect.equal status "complete" "the local run"
+    local
+
 /// A 4-agent MetaGenRL population in two groups of two on Pendulum, small and quick (sync, a checkpoint every 500
 /// steps, one torch thread per group so that every node computes alike).
 let private spanArgs (steps: int) (out: string) =
@@ -56,6 +76,22 @@ let private spanEnv (root: string) =
     let file = IO.Path.Combine(root, "akka.conf")
     IO.File.WriteAllText(file, sprintf "%s = 4KiB\n" LargeMessages.SplitAbovePath)
     [ ClusterNode.SecretVariable, secret; ClusterNode.ConfigVariable, file ]
+
+/// The single-process run of `spanArgs steps` in `root`/local, then `body out endpoint env` with two worker processes
+/// joined to a fresh coordinator address (environment spanEnv), killed afterwards; returns (local folder, out).
+let private spanCase (root: string) (steps: int) (body: string -> string -> (string * string) list -> unit) =
+    let local = IO.Path.Combine(root, "local")
+    let rc, _, err = CliTests.cli (spanArgs steps local)
+    Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
+    let out = IO.Path.Combine(root, "span")
+    let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+    let env = spanEnv root
+    use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+    use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
+    try body out endpoint env
+    finally
+        for p in [ a; b ] do (try p.Kill() with _ -> ())
+    local, out
 
 /// A run folder's rows: (agent, env_step, metric, value), in file order.
 let private populationRows (out: string) =
@@ -186,17 +222,9 @@ let tests =
 
         test "a coordinator and two worker processes run a sweep with a local run's rows; a worker killed mid-sweep loses no trial and doubles none" {
             let root = tempDir "cluster-sweep"
-            // three TD3 trials of 2000 steps with a checkpoint every 500: seconds each
-            let e =
-                { Experiment.create "cluster" with
-                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
-                    Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
-            let trials = expand (atScale e)
-            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let e, trials = td3Sweep "cluster" [ 0; 1; 2 ] 2000L
             try
-                let local = IO.Path.Combine(root, "local")
-                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
-                Expect.equal status "complete" "the local run"
+                let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
                 let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
@@ -221,7 +249,7 @@ let tests =
                             work.Wait 20 |> ignore
                     finally
                         for p in [ a; b ] do (try p.Kill() with _ -> ())
-                let runs, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the cluster run"
                 Expect.isTrue killed "a worker was killed mid-trial"
                 for t in trials do
@@ -260,12 +288,8 @@ let tests =
             Expect.isTrue (ClusterCoordinator.fits 2 0 4) "a trial larger than the worker runs alone"
             Expect.isFalse (ClusterCoordinator.fits 2 1 2) "not beside another"
             let root = tempDir "cluster-cores"
-            let e =
-                { Experiment.create "cores" with
-                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
-                    Scale = Micro; MetaTestSteps = Some 1500L }
-            let trials = expand (atScale e)
-            let opts : ExperimentRunner.RunOptions = { Out = IO.Path.Combine(root, "out"); Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let e, trials = td3Sweep "cores" [ 0; 1; 2 ] 1500L
+            let opts = oneCore (IO.Path.Combine(root, "out"))
             let endpoint = sprintf "127.0.0.1:%d" (freePort ())
             let mutable most = 0
             let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
@@ -276,7 +300,7 @@ let tests =
                         work.Wait 20 |> ignore
                 finally (try w.Kill() with _ -> ())
             try
-                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) (atScale e) trials opts Threading.CancellationToken.None watch
+                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) e trials opts Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the sweep"
                 Expect.equal most 2 "two one-agent trials at a time on a worker with 2 cores, never three"
             finally IO.Directory.Delete(root, true)
@@ -284,25 +308,21 @@ let tests =
 
         test "a trial that only a worker sharing --out can resume is refused by one that does not; with no other worker it fails, and runs on one that shares" {
             let root = tempDir "cluster-refused"
-            let e =
-                { Experiment.create "refused" with
-                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1 ]
-                    Scale = Micro; MetaTestSteps = Some 1500L; Set = [ "checkpoint_every", "500" ] }
-            let trials = expand (atScale e)
+            let e, trials = td3Sweep "refused" [ 0; 1 ] 1500L
             let first, second = trials.[0], trials.[1]
-            let opts : ExperimentRunner.RunOptions = { Out = IO.Path.Combine(root, "out"); Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let opts = oneCore (IO.Path.Combine(root, "out"))
             try
                 // here, one trial at a time, interrupted once the first has a checkpoint: the second never started
                 use cts = new Threading.CancellationTokenSource()
                 let _, status =
-                    ExperimentRunner.run (atScale e) trials opts cts.Token (fun _ work ->
+                    ExperimentRunner.run e trials opts cts.Token (fun _ work ->
                         while not work.IsCompleted do
                             if (MetaGenRL.Core.Checkpoints.CheckpointStore(ExperimentRunner.trialDir opts.Out first)).Latest().HasValue then cts.Cancel()
                             work.Wait 20 |> ignore)
                 Expect.equal status "interrupted" "the local run"
                 let withWorker (args: string list) =
                     let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) (atScale e) trials opts Threading.CancellationToken.None (fun _ work ->
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) e trials opts Threading.CancellationToken.None (fun _ work ->
                         use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] ([ "worker"; "--join"; endpoint ] @ args)
                         try work.Wait() finally (try w.Kill() with _ -> ()))
                 // a worker that does not share --out: it runs the second from the start, and refuses the first
@@ -323,7 +343,7 @@ let tests =
                 Expect.equal status "complete" "the second cluster run"
                 ignore runs
                 let whole = { opts with Out = IO.Path.Combine(root, "whole") }
-                let _, status = ExperimentRunner.run (atScale e) trials whole Threading.CancellationToken.None (fun _ w -> w.Wait())
+                let _, status = ExperimentRunner.run e trials whole Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status "complete" "an uninterrupted local run"
                 for t in trials do Expect.equal (rowsOf opts.Out t) (rowsOf whole.Out t) (t.Id + ": the uninterrupted rows, each once")
             finally IO.Directory.Delete(root, true)
@@ -332,20 +352,11 @@ let tests =
         test "a 4-agent population split over two worker processes gives the rows of the single-process run in sync mode" {
             let root = tempDir "cluster-span"
             try
-                let local = IO.Path.Combine(root, "local")
-                let rc, _, err = CliTests.cli (spanArgs 1000 local)
-                Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
-                let out = IO.Path.Combine(root, "span")
-                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let env = spanEnv root
-                use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
-                use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
-                try
-                    let rc, text, err = CliTests.cliWith env (spanArgs 1000 out @ [ "--cluster"; endpoint; "--workers"; "2" ])
-                    Expect.equal rc 0 (sprintf "the spanning run; stderr %s" err)
-                    Expect.stringContains text "2 groups on 2 workers" "says where the groups run"
-                finally
-                    for p in [ a; b ] do (try p.Kill() with _ -> ())
+                let local, out =
+                    spanCase root 1000 (fun out endpoint env ->
+                        let rc, text, err = CliTests.cliWith env (spanArgs 1000 out @ [ "--cluster"; endpoint; "--workers"; "2" ])
+                        Expect.equal rc 0 (sprintf "the spanning run; stderr %s" err)
+                        Expect.stringContains text "2 groups on 2 workers" "says where the groups run")
                 Expect.equal (populationRows out) (populationRows local) "every row, checkpoint markers included, in order"
                 // the agent states came to the coordinator in parts and were put together byte for byte
                 let store dir = MetaGenRL.Core.Checkpoints.CheckpointStore dir
@@ -362,27 +373,18 @@ let tests =
         test "a spanning run whose coordinator is killed resumes with --resume on the same workers, with the uninterrupted single-process rows" {
             let root = tempDir "cluster-span-resume"
             try
-                let local = IO.Path.Combine(root, "local")
-                let rc, _, err = CliTests.cli (spanArgs 1500 local)
-                Expect.equal rc 0 (sprintf "the single-process run; stderr %s" err)
-                let out = IO.Path.Combine(root, "span")
-                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let env = spanEnv root
-                let args = spanArgs 1500 out @ [ "--cluster"; endpoint; "--workers"; "2" ]
-                use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
-                use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint ]
-                try
-                    use first = CliTests.startCliWith env args
-                    within 120.0 "the first checkpoint" (fun () -> first.HasExited || (MetaGenRL.Core.Checkpoints.CheckpointStore out).Latest().HasValue) |> ignore
-                    Expect.isFalse first.HasExited "the first coordinator was still running"
-                    first.Kill()
-                    first.WaitForExit()
-                    // the workers see their coordinator gone, start fresh nodes and join the same address again
-                    let rc, text, err = CliTests.cliWith env (args @ [ "--resume" ])
-                    Expect.equal rc 0 (sprintf "the resumed run; stderr %s" err)
-                    Expect.stringContains text "resuming from checkpoint" "from a checkpoint"
-                finally
-                    for p in [ a; b ] do (try p.Kill() with _ -> ())
+                let local, out =
+                    spanCase root 1500 (fun out endpoint env ->
+                        let args = spanArgs 1500 out @ [ "--cluster"; endpoint; "--workers"; "2" ]
+                        use first = CliTests.startCliWith env args
+                        within 120.0 "the first checkpoint" (fun () -> first.HasExited || (MetaGenRL.Core.Checkpoints.CheckpointStore out).Latest().HasValue) |> ignore
+                        Expect.isFalse first.HasExited "the first coordinator was still running"
+                        first.Kill()
+                        first.WaitForExit()
+                        // the workers see their coordinator gone, start fresh nodes and join the same address again
+                        let rc, text, err = CliTests.cliWith env (args @ [ "--resume" ])
+                        Expect.equal rc 0 (sprintf "the resumed run; stderr %s" err)
+                        Expect.stringContains text "resuming from checkpoint" "from a checkpoint")
                 Expect.equal (populationRows out) (populationRows local) "the uninterrupted rows, each once, in order"
             finally IO.Directory.Delete(root, true)
         }
@@ -464,10 +466,7 @@ let tests =
                 Expect.isTrue exited "the second coordinator finished within 5 minutes"
                 Expect.equal second.ExitCode 0 (sprintf "the second coordinator; stderr %s" err.Result)
                 Expect.stringContains text.Result "experiment restart: complete" "it finished the sweep"
-                let local = IO.Path.Combine(root, "local")
-                let opts : ExperimentRunner.RunOptions = { Out = local; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
-                let _, status = ExperimentRunner.run (atScale e) trials opts Threading.CancellationToken.None (fun _ w -> w.Wait())
-                Expect.equal status "complete" "the local run"
+                let local = localRun root (atScale e) trials
                 for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows, each once")
             finally
                 (try worker.Kill() with _ -> ())
@@ -476,17 +475,9 @@ let tests =
 
         test "two workers that do not share --out (--local-out) run a sweep with a local run's rows; a worker killed mid-trial after a checkpoint in its own folder: the trial runs again from the start, each row once" {
             let root = tempDir "cluster-unshared"
-            // three TD3 trials of 2000 steps with a checkpoint every 500: seconds each
-            let e =
-                { Experiment.create "unshared" with
-                    Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]; BaselineSeeds = [ 0; 1; 2 ]
-                    Scale = Micro; MetaTestSteps = Some 2000L; Set = [ "checkpoint_every", "500" ] }
-            let trials = expand (atScale e)
-            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let e, trials = td3Sweep "unshared" [ 0; 1; 2 ] 2000L
             try
-                let local = IO.Path.Combine(root, "local")
-                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
-                Expect.equal status "complete" "the local run"
+                let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
                 let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
@@ -515,7 +506,7 @@ let tests =
                             work.Wait 20 |> ignore
                     finally
                         for p in [ a; b ] do (try p.Kill() with _ -> ())
-                let runs, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the cluster run"
                 let lost = lost |> Option.defaultWith (fun () -> failtest "no worker was killed mid-trial")
                 Expect.isNonEmpty (MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir lost).List()) "the lost worker had checkpointed the trial in its own folder"
@@ -541,11 +532,11 @@ let tests =
                 { Experiment.create "unshared-meta" with
                     MetaTrain = [ [ "Pendulum-v1"; "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ objective "full" ]
                     Baselines = []; Scale = Micro; MetaTrainSteps = Some 200L; MetaTestSteps = Some 200L }
-            let trials = expand (atScale e)
-            let options out : ExperimentRunner.RunOptions = { Out = out; Cores = 1; TorchThreads = 1; LossLogEvery = 100; Command = "test" }
+            let e = atScale e
+            let trials = expand e
             try
                 let local = IO.Path.Combine(root, "local")
-                let _, status = ExperimentRunner.run (atScale e) trials (options local) Threading.CancellationToken.None (fun _ w -> w.Wait())
+                let _, status = ExperimentRunner.run e trials (oneCore local) Threading.CancellationToken.None (fun _ w -> w.Wait())
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
@@ -554,7 +545,7 @@ let tests =
                 let watch _ (work: Threading.Tasks.Task) =
                     use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]
                     try work.Wait() finally (try w.Kill() with _ -> ())
-                let _, status = ExperimentRunner.runOn (Some spec) (atScale e) trials (options out) Threading.CancellationToken.None watch
+                let _, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the cluster run"
                 for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows")
                 let train = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
