@@ -227,7 +227,7 @@ let tests =
                 let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
                 let workerPorts = [ freePort (); freePort () ]
                 let victim = sprintf "127.0.0.1:%d" workerPorts.Head
                 let mutable killed = false
@@ -300,7 +300,7 @@ let tests =
                         work.Wait 20 |> ignore
                 finally (try w.Kill() with _ -> ())
             try
-                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) e trials opts Threading.CancellationToken.None watch
+                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = false }) e trials opts Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the sweep"
                 Expect.equal most 2 "two one-agent trials at a time on a worker with 2 cores, never three"
             finally IO.Directory.Delete(root, true)
@@ -322,7 +322,7 @@ let tests =
                 Expect.equal status "interrupted" "the local run"
                 let withWorker (args: string list) =
                     let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret }) e trials opts Threading.CancellationToken.None (fun _ work ->
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = false }) e trials opts Threading.CancellationToken.None (fun _ work ->
                         use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] ([ "worker"; "--join"; endpoint ] @ args)
                         try work.Wait() finally (try w.Kill() with _ -> ()))
                 // a worker that does not share --out: it runs the second from the start, and refuses the first
@@ -367,6 +367,43 @@ let tests =
                     for kv in theirs do Expect.isTrue (kv.Value = mine[kv.Key]) (sprintf "checkpoint %d %s byte for byte" i kv.Key)
                 let workers = (Results.readRunJson out).Value["workers"].AsArray()
                 Expect.equal workers.Count 2 "run.json names both workers"
+            finally IO.Directory.Delete(root, true)
+        }
+
+        test "an experiment with --span-populations: its meta-train population spreads over two workers, with a local run's rows for every trial" {
+            let root = tempDir "cluster-span-experiment"
+            let e =
+                atScale { Experiment.create "span-experiment" with
+                            MetaTrain = [ [ "Pendulum-v1" ] ]; MetaTest = [ "Pendulum-v1" ]; Variants = [ objective "full" ]; Baselines = [ "td3" ]
+                            Agents = Some 4; Scale = Micro; MetaTrainSteps = Some 600L; MetaTestSteps = Some 400L
+                            Set = [ "group_size", "2"; "checkpoint_every", "300" ] }
+            let trials = expand e
+            try
+                let local = localRun root e trials
+                let out = IO.Path.Combine(root, "span")
+                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+                let env = spanEnv root
+                let metaTrain = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
+                let mutable alone = true
+                let runs, status =
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = true }) e trials (oneCore out)
+                        Threading.CancellationToken.None (fun runs work ->
+                            use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint; "--cores"; "1" ]
+                            use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint; "--cores"; "1" ]
+                            try
+                                while not work.IsCompleted do
+                                    let running = runs |> List.filter (fun r -> r.Status = ExperimentRunner.Running)
+                                    if running |> List.exists (fun r -> r.Trial.Id = metaTrain.Id) && running.Length > 1 then alone <- false
+                                    work.Wait 20 |> ignore
+                            finally
+                                for p in [ a; b ] do (try p.Kill() with _ -> ()))
+                Expect.equal status "complete" "the cluster run"
+                Expect.isTrue alone "nothing ran beside the spanning trial"
+                ignore runs
+                for t in trials do Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows")
+                let json = (Results.readRunJson (ExperimentRunner.trialDir out metaTrain)).Value
+                Expect.equal (json["workers"].AsArray().Count) 2 "the meta-train trial's run.json names both workers"
+                Expect.isNull json["worker"] "…and no single worker"
             finally IO.Directory.Delete(root, true)
         }
 
@@ -480,7 +517,7 @@ let tests =
                 let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
                 let workerPorts = [ freePort (); freePort () ]
                 let localOuts = [ IO.Path.Combine(root, "worker-a"); IO.Path.Combine(root, "worker-b") ]
                 let victim = sprintf "127.0.0.1:%d" workerPorts.Head
@@ -540,7 +577,7 @@ let tests =
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
                 let own = IO.Path.Combine(root, "worker")
                 let watch _ (work: Threading.Tasks.Task) =
                     use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]

@@ -9,8 +9,10 @@ open Akka.Actor
 open MetaGenRL.Actors.Cluster
 open MetaGenRL.Pipeline.Errors
 
-/// Where a coordinator listens (HOST:PORT) and the shared secret.
-type ClusterSpec = { Endpoint: string; Secret: string }
+/// Where a coordinator listens (HOST:PORT), the shared secret, and whether a meta-training population spreads its
+/// groups over the workers (always for `meta-train --cluster`; `--span-populations` for an experiment, whose other
+/// trials each run on one worker).
+type ClusterSpec = { Endpoint: string; Secret: string; SpanPopulations: bool }
 
 /// Starts the coordinator's node at `c.Endpoint` and waits until it is Up; a usage error naming the address when it
 /// cannot (a bad address, a port in use).

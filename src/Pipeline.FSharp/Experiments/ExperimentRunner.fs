@@ -143,9 +143,11 @@ type TrialWork = Action<Metric> -> IProgress<int64> -> CancellationToken -> Popu
 
 /// The work of trial `t` (schedule `mode`, `device`) in this process on `system`, from `point` in its folder's
 /// `store`: its meta-learner's meta-train or meta-test (of `source`), or the population engine (MetaGenRL and the
-/// baselines). `setInfo` sets a run.json field, `note` adds a line to the trial's notes.
+/// baselines; its groups on the `span` group hosts when that is not empty, see Engine.placeOn). `setInfo` sets a
+/// run.json field, `note` adds a line to the trial's notes.
 let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts: RunOptions) (t: Trial) (source: ObjectiveSource option)
-              (store: CheckpointStore) (point: Engine.ResumePoint) (resume: bool) (setInfo: string -> JsonNode -> unit) (note: string -> unit) : TrialWork =
+              (span: IActorRef list) (store: CheckpointStore) (point: Engine.ResumePoint) (resume: bool)
+              (setInfo: string -> JsonNode -> unit) (note: string -> unit) : TrialWork =
     // A meta-learner computes on the trial's thread, with the intra-op threads an agent gets.
     let onTrialThread (f: TrialWork) onMetric progress ct =
         if opts.TorchThreads > 0 then MetaGenRL.Core.Torch.TorchThreads.Use opts.TorchThreads
@@ -173,6 +175,7 @@ let trialWork (system: ActorSystem) (mode: ScheduleMode) (device: string) (opts:
                 o.Describe() |> List.filter (fun l -> l.StartsWith "skipping") |> List.iter note)
             let engine = { trialRunWith mode device opts t with Objective = objective |> Option.map (fun o -> o.Value) }
             let options = Engine.populationOptions engine store point.Index resume note
+            let options = if span.IsEmpty then options else Engine.placeOn span engine options
             Engine.run (Some system) engine options onMetric progress ct
 
 /// The file by which a worker knows whether it shares the experiment folder: a coordinator writes a fresh random token
@@ -185,6 +188,8 @@ let clusterTokenPath (out: string) = Path.Combine(out, ".cluster-token")
 type Placement =
     | Here
     | OnWorker of host: IActorRef * token: string
+    /// Computed here, its population's groups on these workers' GroupHostActors (--span-populations).
+    | Spanning of groupHosts: IActorRef list
 
 /// A MetaGenRL objective as it travels with a trial: α bit for bit (base64 of its bytes) and what run.json records
 /// about the checkpoint the coordinator loaded it from.
@@ -288,7 +293,10 @@ let runTrialOn (placement: Placement) (system: ActorSystem) (e: Experiment) (opt
         let sent = ref None   // set on the trial's RemoteTrialActor, read here once it has finished
         let work =
             match placement with
-            | Here -> trialWork system e.Mode e.Device opts t (sourceOf opts t |> Option.map Folder) store point resume setInfo note
+            | Here -> trialWork system e.Mode e.Device opts t (sourceOf opts t |> Option.map Folder) [] store point resume setInfo note
+            | Spanning hosts ->
+                writer.SetInfo("workers", JsonArray(hosts |> List.map (fun h -> JsonValue.Create(string h.Path.Address) :> JsonNode) |> Array.ofList))
+                trialWork system e.Mode e.Device opts t (sourceOf opts t |> Option.map Folder) hosts store point resume setInfo note
             | OnWorker (host, token) ->
                 writer.SetInfo("worker", JsonValue.Create(string host.Path.Address))
                 let received (r: SentResult) =
@@ -425,7 +433,7 @@ let runSpec (system: ActorSystem) (folders: WorkerFolders) (cores: int) : MetaGe
             folder["note"] <- JsonValue.Create "the worker does not share --out: it ran the trial from the start in its own folder, where its checkpoints stay"
         setInfo "worker_folder" folder
         let store = CheckpointStore dir
-        let res = trialWork system mode (j["device"].GetValue<string>()) opts t source store point (resume && shares) setInfo reporter.Note onMetric progress ct
+        let res = trialWork system mode (j["device"].GetValue<string>()) opts t source [] store point (resume && shares) setInfo reporter.Note onMetric progress ct
         if not shares && t.Phase = MetaTrainPhase then sendResult t store reporter
         res.FailureReasons)
 
@@ -529,6 +537,10 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
             let mutable inUse = 0
             let busy = ConcurrentDictionary<string, Address * int>()   // trial id → its worker and the cores it takes there
             let refusedBy = ConcurrentDictionary<string, Set<Address>>()   // trial id → the workers that refused it
+            // --span-populations: a MetaGenRL meta-train trial computed here with its groups on every worker, alone
+            let spans (t: Trial) =
+                cluster |> Option.exists (fun c -> c.SpanPopulations) && t.Phase = MetaTrainPhase && (t.Learner |> Option.bind learnerRuns).IsNone
+            let mutable spanning : string option = None
             let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
             let statusOf id = byId[id].Status
             let pendingRuns () = runs |> List.filter (fun r -> r.Status = Pending)
@@ -556,6 +568,7 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
             // After Ctrl-C nothing new starts; what never started stays pending for the next run.
             while not (running.IsEmpty && (ct.IsCancellationRequested || pendingRuns().IsEmpty)) do
                 if not ct.IsCancellationRequested then
+                    let mutable spanWaits = false   // a spanning trial is ready: nothing else starts until it has
                     for r in pendingRuns () do
                         match r.Trial.DependsOn |> Option.map statusOf with
                         | Some s when not s.Finished && s <> Pending && s <> Running ->
@@ -568,6 +581,15 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                                 if ClusterCoordinator.fits opts.Cores inUse need then
                                     inUse <- inUse + need
                                     start r Here
+                            | Some _ when spans r.Trial ->
+                                if running.IsEmpty then
+                                    let workers = ClusterCoordinator.upWorkers system
+                                    let hosts = workers |> List.choose (ClusterCoordinator.actorOn system MetaGenRL.Actors.Cluster.GroupHostActor.Name)
+                                    if not hosts.IsEmpty && hosts.Length = workers.Length then
+                                        spanning <- Some r.Trial.Id
+                                        start r (Spanning hosts)
+                                spanWaits <- true
+                            | Some _ when spanWaits || spanning.IsSome -> ()
                             | Some _ ->
                                 // the worker with the most free cores that the trial fits on, packed as here, among
                                 // those that did not refuse it; when every worker there is refused it, it fails
@@ -595,7 +617,9 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                     running.TryRemove kv.Key |> ignore
                     match cluster with
                     | None -> inUse <- inUse - coresOf byId[kv.Key].Trial
-                    | Some _ -> busy.TryRemove kv.Key |> ignore
+                    | Some _ ->
+                        busy.TryRemove kv.Key |> ignore
+                        if spanning = Some kv.Key then spanning <- None
                 if finished.IsEmpty then
                     let waiting = running.Values |> Array.ofSeq
                     if waiting.Length > 0 then Task.WaitAny(waiting, 200) |> ignore else Thread.Sleep 50)
