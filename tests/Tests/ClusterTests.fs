@@ -262,7 +262,7 @@ let tests =
             finally IO.Directory.Delete(root, true)
         }
 
-        test "meta-train --cluster: bad flags are named before anything starts" {
+        test "meta-train --cluster and a script's cluster flags: bad flags are named before anything starts" {
             let env = [ ClusterNode.SecretVariable, secret ]
             let out = IO.Path.Combine(IO.Path.GetTempPath(), "span-flags-" + Guid.NewGuid().ToString("N"))
             for args, text in
@@ -279,6 +279,11 @@ let tests =
             Expect.stringContains err ClusterNode.SecretVariable "names the variable"
             Expect.isFalse (IO.File.Exists(IO.Path.Combine(out, "metrics.parquet"))) "nothing written"
             if IO.Directory.Exists out then IO.Directory.Delete(out, true)
+            // an experiment script: the cluster's own flags only with --cluster, refused before anything is written
+            let e, _ = td3Sweep "flags" [ 0 ] 100L
+            for flags in [ [ "--span-populations" ]; [ "--secret-file"; "/etc/hostname" ] ] do
+                Expect.equal (Script.main e (Array.ofList ([ "x.fsx"; "--out"; out; "--no-report" ] @ flags))) 2 (sprintf "%A: exit code" flags)
+                Expect.isFalse (IO.Directory.Exists out) (sprintf "%A: nothing written" flags)
         }
 
         test "trials are packed onto a worker by the cores it advertises (--cores), as a local run packs them" {

@@ -235,6 +235,9 @@ let main (experiment: Experiment) (argv: string[]) : int =
         if threads < 1 then usageError "--torch-threads %d: must be ≥ 1" threads
         let lossLogEvery = args.GetResult(Loss_Log_Every, defaultValue = 100)
         if lossLogEvery < 1 then usageError "--loss-log-every %d: must be ≥ 1" lossLogEvery
+        if not (args.Contains Cluster) then
+            if args.Contains Secret_File then usageError "--secret-file: only with --cluster"
+            if args.Contains Span_Populations then usageError "--span-populations: only with --cluster"
         if args.Contains Dry_Run then
             printPlan e trials out cores
             printfn "dry run: nothing was written."
@@ -265,8 +268,6 @@ let main (experiment: Experiment) (argv: string[]) : int =
                         let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File); SpanPopulations = args.Contains Span_Populations }
                         printfn "coordinator on %s: trials go to the workers that join it (./metagenrl worker --join %s)" endpoint endpoint
                         spec)
-                if cluster.IsNone && args.Contains Secret_File then usageError "--secret-file: only with --cluster"
-                if cluster.IsNone && args.Contains Span_Populations then usageError "--span-populations: only with --cluster"
                 let runs, status =
                     try ExperimentRunner.runOn cluster e trials opts cts.Token (watch e)
                     finally Console.CancelKeyPress.RemoveHandler onCancel
