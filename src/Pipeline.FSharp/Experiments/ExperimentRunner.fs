@@ -194,10 +194,8 @@ type Placement =
 /// A MetaGenRL objective as it travels with a trial: α bit for bit (base64 of its bytes) and what run.json records
 /// about the checkpoint the coordinator loaded it from.
 let private sentObjectiveJson (o: MetaTestRun.LoadedObjective) =
-    let bytes = Array.zeroCreate<byte> (o.Value.Length * sizeof<float32>)
-    Buffer.BlockCopy(o.Value, 0, bytes, 0, bytes.Length)
     let x = JsonObject()
-    x["alpha"] <- JsonValue.Create(Convert.ToBase64String bytes)
+    x["alpha"] <- JsonValue.Create(Engine.floatsToBase64 o.Value)
     x["config"] <- JsonNode.Parse(o.Config.ToJson())
     x["variant"] <- JsonValue.Create o.Variant
     x["dir"] <- JsonValue.Create(Path.GetFullPath o.Dir)   // the coordinator's folder, not one on the worker
@@ -209,11 +207,8 @@ let private sentObjectiveJson (o: MetaTestRun.LoadedObjective) =
     x
 
 let private sentObjectiveOfJson (x: JsonObject) : MetaTestRun.LoadedObjective =
-    let bytes = Convert.FromBase64String(x["alpha"].GetValue<string>())
-    let alpha = Array.zeroCreate<float32> (bytes.Length / sizeof<float32>)
-    Buffer.BlockCopy(bytes, 0, alpha, 0, bytes.Length)
     let text (key: string) = x[key].GetValue<string>()
-    { Value = alpha; Config = MetaGenRL.Core.Config.RunConfig.FromJson(x["config"].ToJsonString()); Variant = text "variant"
+    { Value = Engine.floatsOfBase64 (text "alpha"); Config = MetaGenRL.Core.Config.RunConfig.FromJson(x["config"].ToJsonString()); Variant = text "variant"
       Dir = text "dir"; Checkpoint = x["checkpoint"].GetValue<int>(); Hash = text "sha256"
       Skipped = [ for s in x["skipped"].AsArray() -> s["checkpoint"].GetValue<int>(), s["reason"].GetValue<string>() ]
       MetaTrainStatus = text "meta_train_status"; MetaTrainRunId = text "meta_train_run_id" }

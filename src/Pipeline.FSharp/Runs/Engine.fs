@@ -198,6 +198,15 @@ let makeGroup (r: EngineRun) (spec: GroupSpec) : IAgentGroup =
 
 // ── GROUPS ON OTHER NODES ──
 
+/// A float32 vector as JSON text, bit for bit: base64 of its bytes (α in a group blueprint or a trial spec).
+let floatsToBase64 (a: float32[]) = Convert.ToBase64String(Runtime.InteropServices.MemoryMarshal.AsBytes(ReadOnlySpan a))
+
+/// The vector floatsToBase64 wrote; throws when the bytes are not whole float32s.
+let floatsOfBase64 (text: string) =
+    let bytes = Convert.FromBase64String text
+    if bytes.Length % sizeof<float32> <> 0 then failwithf "%d bytes are not whole float32 values" bytes.Length
+    Runtime.InteropServices.MemoryMarshal.Cast<byte, float32>(ReadOnlySpan bytes).ToArray()
+
 /// The run as a blueprint a worker's GroupHostActor builds groups from (JSON): the config, the algorithm, the agent
 /// seeds, the loaded α (base64 of its float32 bytes), the device and the loss-logging interval. Placement and threads
 /// are the coordinator's (PopulationOptions).
@@ -208,7 +217,7 @@ let toBlueprint (r: EngineRun) =
     o["algorithm"] <- JsonValue.Create(string r.Algorithm)
     o["agent_seeds"] <- JsonArray(r.AgentSeeds |> Array.map (fun s -> JsonValue.Create s :> JsonNode))
     r.Objective |> Option.iter (fun a ->
-        o["objective"] <- JsonValue.Create(Convert.ToBase64String(Runtime.InteropServices.MemoryMarshal.AsBytes(ReadOnlySpan a))))
+        o["objective"] <- JsonValue.Create(floatsToBase64 a))
     o["mode"] <- JsonValue.Create(string r.Mode)
     o["device"] <- JsonValue.Create r.Device
     o["loss_log_every"] <- JsonValue.Create r.LossLogEvery
@@ -229,7 +238,7 @@ let ofBlueprint (json: string) : EngineRun =
     let objective =
         match o["objective"] with
         | null -> None
-        | v -> Some(Runtime.InteropServices.MemoryMarshal.Cast<byte, float32>(ReadOnlySpan(Convert.FromBase64String(v.GetValue<string>()))).ToArray())
+        | v -> Some(floatsOfBase64 (v.GetValue<string>()))
     { Config = RunConfig.FromJson(field("config").ToJsonString())
       Algorithm = Enum.Parse<Algorithm>(field("algorithm").GetValue<string>())
       AgentSeeds = field("agent_seeds").AsArray() |> Seq.map (fun s -> s.GetValue<int64>()) |> Array.ofSeq
