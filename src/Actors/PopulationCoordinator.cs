@@ -173,19 +173,16 @@ public sealed class PopulationCoordinator : ReceiveActor
     void OnGroupStarted(GroupStarted m)
     {
         if (m.Group < 0 || m.Group >= _specs.Length) return;
-        if (_hostOf[m.Group] >= 0 && !Sender.Equals(_groups[m.Group]))
-        {
-            // a group built on another node introduces itself: from now on it is reached and watched directly
-            if (!_groups[m.Group].Equals(ActorRefs.Nobody)) return;   // a stale incarnation
-            _groups[m.Group] = Sender;
-            Context.Watch(Sender);
-            LargeMessages.Tell(Sender, new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])), Self, Context.System);
-            foreach (var waiting in _waiting[m.Group] ?? []) LargeMessages.Tell(Sender, waiting, Self, Context.System);
-            _waiting[m.Group] = null;
-            if (_phase == Phase.Loop && _o.HasServer) _server.Tell(ServeAsyncMessage());
-            return;
-        }
+        // a group built on another node introduces itself: from now on it is reached and watched directly
+        bool introduces = _hostOf[m.Group] >= 0 && !Sender.Equals(_groups[m.Group]);
+        if (introduces && !_groups[m.Group].Equals(ActorRefs.Nobody)) return;   // a stale incarnation
         LargeMessages.Tell(Sender, new RestoreGroup(_checkpoints.StatesOf(_specs[m.Group])), Self, Context.System);
+        if (!introduces) return;
+        _groups[m.Group] = Sender;
+        Context.Watch(Sender);
+        foreach (var waiting in _waiting[m.Group] ?? []) LargeMessages.Tell(Sender, waiting, Self, Context.System);
+        _waiting[m.Group] = null;
+        if (_phase == Phase.Loop && _o.HasServer) _server.Tell(ServeAsyncMessage());
     }
 
     /// <summary>A watched actor stopped. Here: a group that stopped (not a fault the coordinator restarts) fails the
