@@ -93,6 +93,37 @@ let private spanCase (root: string) (steps: int) (body: string -> string -> (str
         for p in [ a; b ] do (try p.Kill() with _ -> ())
     local, out
 
+/// Runs the sweep `e` into `out` through a coordinator with two worker processes (worker i with the extra flags
+/// `workerArgs i`) and kills the first worker (kill -9) once a trial running on it is `ripe`; returns the trial states,
+/// the experiment's status and the trial that was on the killed worker (None: none was killed).
+let private sweepKillingAWorker (e: Experiment) (trials: Trial list) (out: string) (workerArgs: int -> string list)
+                                (ripe: ExperimentRunner.TrialRun -> bool) =
+    let endpoint = sprintf "127.0.0.1:%d" (freePort ())
+    let workerPorts = [ freePort (); freePort () ]
+    let victim = sprintf "127.0.0.1:%d" workerPorts.Head
+    let mutable lost : Trial option = None
+    let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
+        let start i =
+            CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] ([ "worker"; "--join"; endpoint; "--port"; string workerPorts.[i] ] @ workerArgs i)
+        use a = start 0
+        use b = start 1
+        try
+            while not work.IsCompleted do
+                if lost.IsNone then
+                    for r in runs do
+                        match (try Results.readRunJson (ExperimentRunner.trialDir out r.Trial) with _ -> None) with
+                        | Some j when lost.IsNone && j.ContainsKey "worker" && (string j.["worker"]).Contains victim
+                                      && r.Status = ExperimentRunner.Running && ripe r ->
+                            a.Kill()
+                            lost <- Some r.Trial
+                        | _ -> ()
+                work.Wait 20 |> ignore
+        finally
+            for p in [ a; b ] do (try p.Kill() with _ -> ())
+    let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
+    let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
+    runs, status, lost
+
 /// A run folder's rows: (agent, env_step, metric, value), in file order.
 let private populationRows (out: string) =
     Results.readParquet (IO.Path.Combine(out, "metrics.parquet")) |> List.map (fun r -> r.agent, r.env_step, r.metric, r.value)
@@ -226,32 +257,10 @@ let tests =
             try
                 let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
-                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
-                let workerPorts = [ freePort (); freePort () ]
-                let victim = sprintf "127.0.0.1:%d" workerPorts.Head
-                let mutable killed = false
-                let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
-                    use a = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[0] ]
-                    use b = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[1] ]
-                    try
-                        while not work.IsCompleted do
-                            // kill the first worker once a trial on it has passed its first checkpoint
-                            if not killed then
-                                for r in runs do
-                                    let dir = ExperimentRunner.trialDir out r.Trial
-                                    match (try Results.readRunJson dir with _ -> None) with
-                                    | Some j when not killed && j.ContainsKey "worker" && (string j.["worker"]).Contains victim
-                                                  && r.Status = ExperimentRunner.Running && r.Steps >= 600L ->
-                                        a.Kill()
-                                        killed <- true
-                                    | _ -> ()
-                            work.Wait 20 |> ignore
-                    finally
-                        for p in [ a; b ] do (try p.Kill() with _ -> ())
-                let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
+                // the first worker is killed once a trial on it has passed its first checkpoint
+                let runs, status, lost = sweepKillingAWorker e trials out (fun _ -> []) (fun r -> r.Steps >= 600L)
                 Expect.equal status "complete" "the cluster run"
-                Expect.isTrue killed "a worker was killed mid-trial"
+                Expect.isSome lost "a worker was killed mid-trial"
                 for t in trials do
                     Expect.equal (rowsOf out t) (rowsOf local t) (t.Id + ": the local run's rows, each once")
                 let notes = runs |> List.collect (fun r -> List.ofSeq r.Notes)
@@ -521,34 +530,13 @@ let tests =
             try
                 let local = localRun root e trials
                 let out = IO.Path.Combine(root, "cluster")
-                let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
-                let workerPorts = [ freePort (); freePort () ]
                 let localOuts = [ IO.Path.Combine(root, "worker-a"); IO.Path.Combine(root, "worker-b") ]
-                let victim = sprintf "127.0.0.1:%d" workerPorts.Head
                 // the victim's own folder of a trial: where its checkpoints go
                 let victimDir (t: Trial) = ExperimentRunner.trialDir (ExperimentRunner.localExperimentDir localOuts.Head out) t
-                let mutable lost : Trial option = None
-                let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
-                    let start i = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--port"; string workerPorts.[i]; "--local-out"; localOuts.[i] ]
-                    use a = start 0
-                    use b = start 1
-                    try
-                        while not work.IsCompleted do
-                            // kill the first worker once a trial running on it has written a checkpoint in its own folder
-                            if lost.IsNone then
-                                for r in runs do
-                                    match (try Results.readRunJson (ExperimentRunner.trialDir out r.Trial) with _ -> None) with
-                                    | Some j when lost.IsNone && j.ContainsKey "worker" && (string j.["worker"]).Contains victim
-                                                  && r.Status = ExperimentRunner.Running
-                                                  && (try MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir r.Trial).List().Count > 0 with _ -> false) ->
-                                        a.Kill()
-                                        lost <- Some r.Trial
-                                    | _ -> ()
-                            work.Wait 20 |> ignore
-                    finally
-                        for p in [ a; b ] do (try p.Kill() with _ -> ())
-                let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
+                // the first worker is killed once a trial running on it has written a checkpoint in its own folder
+                let runs, status, lost =
+                    sweepKillingAWorker e trials out (fun i -> [ "--local-out"; localOuts.[i] ]) (fun r ->
+                        try MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir r.Trial).List().Count > 0 with _ -> false)
                 Expect.equal status "complete" "the cluster run"
                 let lost = lost |> Option.defaultWith (fun () -> failtest "no worker was killed mid-trial")
                 Expect.isNonEmpty (MetaGenRL.Core.Checkpoints.CheckpointStore(victimDir lost).List()) "the lost worker had checkpointed the trial in its own folder"
