@@ -5,13 +5,13 @@
 // agent env steps over the time from its first row to its last (startup and the join are reported apart).
 // Prints one JSON line per run.
 //   dotnet fsi bench/span.fsx [-- --steps N]
-#load "../experiments/common.fsx"
+#load "clusterbench.fsx"
 
 open System
 open System.Diagnostics
 open System.IO
-open System.Net
 open MetaGenRL.Pipeline
+open Clusterbench
 
 let argv = fsi.CommandLineArgs |> Array.skip 1
 let steps =
@@ -19,23 +19,6 @@ let steps =
     | Some i -> int argv.[i + 1]
     | None -> 2000
 let agents = 4
-let secret = Guid.NewGuid().ToString "N"
-let cli = Path.Combine(__SOURCE_DIRECTORY__, "../src/Pipeline.FSharp/bin/Release/net10.0/MetaGenRL.Pipeline.dll")
-let freePort () =
-    let l = new Sockets.TcpListener(IPAddress.Loopback, 0)
-    l.Start()
-    let p = (l.LocalEndpoint :?> IPEndPoint).Port
-    l.Stop()
-    p
-
-let start (args: string list) =
-    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-    for a in cli :: args do psi.ArgumentList.Add a
-    psi.Environment["METAGENRL_CLUSTER_SECRET"] <- secret
-    let p = Process.Start psi
-    p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
-    p.BeginOutputReadLine(); p.BeginErrorReadLine()
-    p
 
 let measure (workers: int) =
     let out = Path.Combine(Path.GetTempPath(), sprintf "span-bench-%s" (Guid.NewGuid().ToString("N").Substring(0, 8)))
@@ -45,9 +28,9 @@ let measure (workers: int) =
           "--scale"; "micro"; "--set"; "group_size=2"; "--torch-threads"; "1"; "--out"; out ]
         @ (if workers = 0 then [] else [ "--cluster"; endpoint; "--workers"; string workers ])
     let clock = Stopwatch.StartNew()
-    let procs = [ for _ in 1 .. workers -> start [ "worker"; "--join"; endpoint ] ]
+    let procs = [ for _ in 1 .. workers -> startCli [ "worker"; "--join"; endpoint ] ]
     try
-        use p = start run
+        use p = startCli run
         p.WaitForExit()
         let total = clock.Elapsed.TotalSeconds
         if p.ExitCode <> 0 then failwithf "meta-train with %d workers exited %d" workers p.ExitCode

@@ -1,16 +1,16 @@
 // Sweep throughput: the same small sweep (TD3 on Pendulum-v1, 4 seeds × 3000 steps at micro size) run in this
-// process on all cores, then by a cluster coordinator with 1 and with 2 local worker processes (one trial per worker
-// at a time, rows streamed back to the coordinator's writers). On one machine the total cannot grow with workers;
+// process on all cores, then by a cluster coordinator with 1 and with 2 local worker processes (trials packed onto
+// the cores each worker advertises, rows streamed back to the coordinator's writers). On one machine the total cannot grow with workers;
 // the figures show what distribution costs. Prints one JSON line per run.
 //   dotnet fsi bench/sweep.fsx [-- --seeds N --steps N]
-#load "../experiments/common.fsx"
+#load "clusterbench.fsx"
 
 open System
 open System.Diagnostics
 open System.IO
-open System.Net
 open MetaGenRL.Pipeline
 open MetaGenRL.Pipeline.Experiment
+open Clusterbench
 
 let argv = fsi.CommandLineArgs |> Array.skip 1
 let arg (name: string) (fallback: int) =
@@ -24,14 +24,6 @@ let e =
                 Variants = []; MetaTrain = []; MetaTest = [ "Pendulum-v1" ]; Baselines = [ "td3" ]
                 BaselineSeeds = [ 0 .. seeds - 1 ]; Scale = Micro; MetaTestSteps = Some(int64 steps) }
 let trials = expand e
-let secret = Guid.NewGuid().ToString "N"
-let cli = Path.Combine(__SOURCE_DIRECTORY__, "../src/Pipeline.FSharp/bin/Release/net10.0/MetaGenRL.Pipeline.dll")
-let freePort () =
-    let l = Sockets.TcpListener(IPAddress.Loopback, 0)
-    l.Start()
-    let p = (l.LocalEndpoint :?> IPEndPoint).Port
-    l.Stop()
-    p
 
 let measure (label: string) (workers: int) =
     let out = Path.Combine(Path.GetTempPath(), sprintf "sweep-bench-%s" (Guid.NewGuid().ToString("N").Substring(0, 8)))
@@ -41,15 +33,7 @@ let measure (label: string) (workers: int) =
     let clock = Stopwatch.StartNew()
     let mutable firstStart = nan
     let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =
-        let procs =
-            [ for _ in 1 .. workers ->
-                let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-                for a in [ cli; "worker"; "--join"; endpoint ] do psi.ArgumentList.Add a
-                psi.Environment["METAGENRL_CLUSTER_SECRET"] <- secret
-                let p = Process.Start psi
-                p.OutputDataReceived.Add ignore; p.ErrorDataReceived.Add ignore
-                p.BeginOutputReadLine(); p.BeginErrorReadLine()
-                p ]
+        let procs = [ for _ in 1 .. workers -> startCli [ "worker"; "--join"; endpoint ] ]
         try
             while not work.IsCompleted do
                 if Double.IsNaN firstStart && runs |> List.exists (fun r -> r.Status <> ExperimentRunner.Pending) then
