@@ -29,7 +29,7 @@ let measure (label: string) (workers: int) =
     let out = Path.Combine(Path.GetTempPath(), sprintf "sweep-bench-%s" (Guid.NewGuid().ToString("N").Substring(0, 8)))
     let opts : ExperimentRunner.RunOptions = { Out = out; Cores = Environment.ProcessorCount; TorchThreads = 1; LossLogEvery = 100; Command = "bench" }
     let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-    let cluster = if workers = 0 then None else Some({ Endpoint = endpoint; Secret = secret; SpanPopulations = false } : ClusterCoordinator.ClusterSpec)
+    let cluster = if workers = 0 then None else Some({ Endpoint = endpoint; Secret = secret; SpanOver = 0 } : ClusterCoordinator.ClusterSpec)
     let clock = Stopwatch.StartNew()
     let mutable firstStart = nan
     let watch (runs: ExperimentRunner.TrialRun list) (work: Threading.Tasks.Task) =

@@ -120,7 +120,7 @@ let private sweepKillingAWorker (e: Experiment) (trials: Trial list) (out: strin
                 work.Wait 20 |> ignore
         finally
             for p in [ a; b ] do (try p.Kill() with _ -> ())
-    let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
+    let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanOver = 0 }
     let runs, status = ExperimentRunner.runOn (Some spec) e trials (oneCore out) Threading.CancellationToken.None watch
     runs, status, lost
 
@@ -290,7 +290,7 @@ let tests =
             if IO.Directory.Exists out then IO.Directory.Delete(out, true)
             // an experiment script: the cluster's own flags only with --cluster, refused before anything is written
             let e, _ = td3Sweep "flags" [ 0 ] 100L
-            for flags in [ [ "--span-populations" ]; [ "--secret-file"; "/etc/hostname" ] ] do
+            for flags in [ [ "--span-populations"; "2" ]; [ "--secret-file"; "/etc/hostname" ] ] do
                 Expect.equal (Script.main e (Array.ofList ([ "x.fsx"; "--out"; out; "--no-report" ] @ flags))) 2 (sprintf "%A: exit code" flags)
                 Expect.isFalse (IO.Directory.Exists out) (sprintf "%A: nothing written" flags)
         }
@@ -314,7 +314,7 @@ let tests =
                         work.Wait 20 |> ignore
                 finally (try w.Kill() with _ -> ())
             try
-                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = false }) e trials opts Threading.CancellationToken.None watch
+                let _, status = ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanOver = 0 }) e trials opts Threading.CancellationToken.None watch
                 Expect.equal status "complete" "the sweep"
                 Expect.equal most 2 "two one-agent trials at a time on a worker with 2 cores, never three"
             finally IO.Directory.Delete(root, true)
@@ -336,7 +336,7 @@ let tests =
                 Expect.equal status "interrupted" "the local run"
                 let withWorker (args: string list) =
                     let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = false }) e trials opts Threading.CancellationToken.None (fun _ work ->
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanOver = 0 }) e trials opts Threading.CancellationToken.None (fun _ work ->
                         use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] ([ "worker"; "--join"; endpoint ] @ args)
                         try work.Wait() finally (try w.Kill() with _ -> ()))
                 // a worker that does not share --out: it runs the second from the start, and refuses the first
@@ -400,7 +400,7 @@ let tests =
                 let metaTrain = trials |> List.find (fun t -> t.Phase = MetaTrainPhase)
                 let mutable alone = true
                 let runs, status =
-                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanPopulations = true }) e trials (oneCore out)
+                    ExperimentRunner.runOn (Some { Endpoint = endpoint; Secret = secret; SpanOver = 2 }) e trials (oneCore out)
                         Threading.CancellationToken.None (fun runs work ->
                             use a = CliTests.startCliWith env [ "worker"; "--join"; endpoint; "--cores"; "1" ]
                             use b = CliTests.startCliWith env [ "worker"; "--join"; endpoint; "--cores"; "1" ]
@@ -570,7 +570,7 @@ let tests =
                 Expect.equal status "complete" "the local run"
                 let out = IO.Path.Combine(root, "cluster")
                 let endpoint = sprintf "127.0.0.1:%d" (freePort ())
-                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanPopulations = false }
+                let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = secret; SpanOver = 0 }
                 let own = IO.Path.Combine(root, "worker")
                 let watch _ (work: Threading.Tasks.Task) =
                     use w = CliTests.startCliWith [ ClusterNode.SecretVariable, secret ] [ "worker"; "--join"; endpoint; "--local-out"; own ]

@@ -243,8 +243,7 @@ let private metaTrainRequest (a: ParseResults<MetaTrainArgs>) : PopulationRun.Me
       Cluster =
         match a.TryGetResult MetaTrainArgs.Cluster with
         | Some endpoint ->
-            Some { Coordinator = { Endpoint = endpoint; Secret = Worker.readSecret (a.TryGetResult MetaTrainArgs.Secret_File); SpanPopulations = true }
-                   Workers = a.GetResult(Workers, 1) }
+            Some { Endpoint = endpoint; Secret = Worker.readSecret (a.TryGetResult MetaTrainArgs.Secret_File); SpanOver = a.GetResult(Workers, 1) }
         | None ->
             if a.Contains Workers then Errors.usageError "--workers: only with --cluster HOST:PORT"
             if a.Contains MetaTrainArgs.Secret_File then Errors.usageError "--secret-file: only with --cluster HOST:PORT"

@@ -25,7 +25,7 @@ type ScriptArgs =
     | Torch_Threads of count: int
     | Cluster of ``host:port``: string
     | Secret_File of path: string
-    | Span_Populations
+    | Span_Populations of workers: int
     | Device of device: string
     | Mode of ``sync|async``: string
     | Loss_Log_Every of updates: int
@@ -50,7 +50,7 @@ type ScriptArgs =
             | Torch_Threads _ -> "torch intra-op threads per agent (default 1)."
             | Cluster _ -> "run the trials on cluster workers: start a coordinator listening on HOST:PORT (127.0.0.1:PORT for one host) that hands trials to the workers that join it (./metagenrl worker --join HOST:PORT), packed onto the cores each worker advertises (its --cores) as a local run packs them; where every node reaches --out at the same path, a trial whose worker is lost resumes from its last checkpoint, else it runs again from the start (see ./metagenrl worker --local-out)."
             | Secret_File _ -> "a file whose first line is the cluster's shared secret (default: the METAGENRL_CLUSTER_SECRET variable)."
-            | Span_Populations -> "with --cluster: each MetaGenRL meta-train trial spreads its agent groups over every worker (group g on worker g mod n; one such trial at a time, nothing else runs beside it), with the objective server and the writer here; other trials run on one worker each."
+            | Span_Populations _ -> "with --cluster: each MetaGenRL meta-train trial spreads its agent groups over N workers, waiting until N are up (group g on worker g mod N; one such trial at a time, nothing else runs beside it), with the objective server and the writer here; other trials run on one worker each."
             | Device _ -> "cpu (default), cuda or cuda:N."
             | Mode _ -> "meta-train schedule: sync (default; deterministic for a seed) or async."
             | Loss_Log_Every _ -> "log losses every K updates (default 100)."
@@ -238,6 +238,9 @@ let main (experiment: Experiment) (argv: string[]) : int =
         if not (args.Contains Cluster) then
             if args.Contains Secret_File then usageError "--secret-file: only with --cluster"
             if args.Contains Span_Populations then usageError "--span-populations: only with --cluster"
+        match args.TryGetResult Span_Populations with
+        | Some n when n < 1 -> usageError "--span-populations %d: must be ≥ 1 (workers)" n
+        | _ -> ()
         if args.Contains Dry_Run then
             printPlan e trials out cores
             printfn "dry run: nothing was written."
@@ -265,7 +268,7 @@ let main (experiment: Experiment) (argv: string[]) : int =
                 let cluster =
                     args.TryGetResult Cluster
                     |> Option.map (fun endpoint ->
-                        let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File); SpanPopulations = args.Contains Span_Populations }
+                        let spec : ClusterCoordinator.ClusterSpec = { Endpoint = endpoint; Secret = Worker.readSecret (args.TryGetResult Secret_File); SpanOver = args.GetResult(Span_Populations, defaultValue = 0) }
                         printfn "coordinator on %s: trials go to the workers that join it (./metagenrl worker --join %s)" endpoint endpoint
                         spec)
                 let runs, status =

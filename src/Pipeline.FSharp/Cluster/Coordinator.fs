@@ -9,10 +9,10 @@ open Akka.Actor
 open MetaGenRL.Actors.Cluster
 open MetaGenRL.Pipeline.Errors
 
-/// Where a coordinator listens (HOST:PORT), the shared secret, and whether a meta-training population spreads its
-/// groups over the workers (always for `meta-train --cluster`; `--span-populations` for an experiment, whose other
-/// trials each run on one worker).
-type ClusterSpec = { Endpoint: string; Secret: string; SpanPopulations: bool }
+/// Where a coordinator listens (HOST:PORT), the shared secret, and over how many workers a meta-training population
+/// spreads its groups, waiting until that many are Up (0: it runs on one worker like any trial; an experiment's
+/// `--span-populations N`; `meta-train --cluster` spreads over its `--workers`).
+type ClusterSpec = { Endpoint: string; Secret: string; SpanOver: int }
 
 /// Starts the coordinator's node at `c.Endpoint` and waits until it is Up; a usage error naming the address when it
 /// cannot (a bad address, a port in use).

@@ -534,7 +534,7 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
             let refusedBy = ConcurrentDictionary<string, Set<Address>>()   // trial id → the workers that refused it
             // --span-populations: a MetaGenRL meta-train trial computed here with its groups on every worker, alone
             let spans (t: Trial) =
-                cluster |> Option.exists (fun c -> c.SpanPopulations) && t.Phase = MetaTrainPhase && (t.Learner |> Option.bind learnerRuns).IsNone
+                cluster |> Option.exists (fun c -> c.SpanOver > 0) && t.Phase = MetaTrainPhase && (t.Learner |> Option.bind learnerRuns).IsNone
             let mutable spanning : string option = None
             let byId = runs |> List.map (fun r -> r.Trial.Id, r) |> dict
             let statusOf id = byId[id].Status
@@ -576,9 +576,9 @@ let runOn (cluster: ClusterCoordinator.ClusterSpec option) (e: Experiment) (tria
                                 if ClusterCoordinator.fits opts.Cores inUse need then
                                     inUse <- inUse + need
                                     start r Here
-                            | Some _ when spans r.Trial ->
-                                if running.IsEmpty then
-                                    let workers = ClusterCoordinator.upWorkers system
+                            | Some c when spans r.Trial ->
+                                if running.IsEmpty && (ClusterCoordinator.upWorkers system).Length >= c.SpanOver then
+                                    let workers = ClusterCoordinator.upWorkers system |> List.truncate c.SpanOver
                                     let hosts = workers |> List.choose (ClusterCoordinator.actorOn system MetaGenRL.Actors.Cluster.GroupHostActor.Name)
                                     if not hosts.IsEmpty && hosts.Length = workers.Length then
                                         spanning <- Some r.Trial.Id

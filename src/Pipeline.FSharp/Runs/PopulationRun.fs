@@ -18,10 +18,6 @@ open MetaGenRL.Pipeline.RunCommand
 /// The metric row written just before each checkpoint (see Engine).
 let CheckpointMarker = Engine.CheckpointMarker
 
-/// A population spanning a cluster: the coordinator this process starts, and how many workers to wait for (its
-/// groups go round-robin over them; see GroupPlacement).
-type SpanCluster = { Coordinator: ClusterCoordinator.ClusterSpec; Workers: int }
-
 /// Everything `./metagenrl meta-train` needs.
 type MetaTrainRequest =
     { Envs: string list
@@ -40,7 +36,7 @@ type MetaTrainRequest =
       Experiment: string
       Force: bool
       /// Groups on cluster workers; None: every group in this process.
-      Cluster: SpanCluster option }
+      Cluster: ClusterCoordinator.ClusterSpec option }
 
     static member Default =
         { Envs = [ "LunarLanderContinuous-v2"; "HalfCheetah-v2" ]; Agents = 2; Steps = 10_000L; Seed = 0; Out = None
@@ -69,8 +65,8 @@ let validateMetaTrain (r: MetaTrainRequest) =
     | _ -> ()
     match r.Cluster with
     | Some c ->
-        if c.Workers < 1 then usageError "--workers %d: must be ≥ 1" c.Workers
-        try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Coordinator.Endpoint, "--cluster") |> ignore
+        if c.SpanOver < 1 then usageError "--workers %d: must be ≥ 1" c.SpanOver
+        try MetaGenRL.Actors.Cluster.ClusterNode.ParseEndpoint(c.Endpoint, "--cluster") |> ignore
         with :? ArgumentException as e -> usageError "%s" e.Message
     | None -> ()
     validateRun r.Steps r.LossLogEvery r.Device
@@ -144,10 +140,10 @@ let metaTrain (r: MetaTrainRequest) (command: string) : int =
             Engine.describe
     | Some c ->
         // The coordinator, the objective server and the writer stay here; the groups go to the workers.
-        let system = ClusterCoordinator.start c.Coordinator
+        let system = ClusterCoordinator.start c
         try
             let hosts =
-                ClusterCoordinator.awaitWorkers system c.Workers MetaGenRL.Actors.Cluster.GroupHostActor.Name (TimeSpan.FromMinutes 10.0) Threading.CancellationToken.None
+                ClusterCoordinator.awaitWorkers system c.SpanOver MetaGenRL.Actors.Cluster.GroupHostActor.Name (TimeSpan.FromMinutes 10.0) Threading.CancellationToken.None
             writer.SetInfo("workers", JsonArray(hosts |> List.map (fun h -> JsonValue.Create(string h.Path.Address) :> JsonNode) |> Array.ofList))
             let groups = run.Groups.Length
             printfn "%d group%s on %d worker%s: %s" groups (if groups = 1 then "" else "s") hosts.Length (if hosts.Length = 1 then "" else "s")
